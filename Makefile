@@ -1,0 +1,35 @@
+# retrain: every target depends on `setup`, which builds .venv once and again only when
+# pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RETRAIN := $(BIN)/retrain
+ARGS ?=
+
+.PHONY: setup test lint demo retrain full-rebuild bump-version bench status clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "retrain needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check retrain tests bench
+
+# The sample market goes into the default store only when it holds no bars; then the pipeline runs.
+demo: setup
+	$(RETRAIN) sample-data --if-empty
+	$(RETRAIN) status
+
+status: setup
+	$(RETRAIN) status $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

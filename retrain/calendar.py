@@ -1,0 +1,170 @@
+"""Exchange sessions from exchange_calendars, "today" at the exchange, and --as-of.
+
+NASDAQ, NYSE and TSE use their real calendars (XNAS, XNYS, XTSE): holidays and special
+closures, not only weekends, back to 1970 so that old history validates too.
+
+``AsOf`` is the clock of a run. Without --as-of it is now. ``--as-of 2025-10-17`` means the
+end of that local day at each exchange (so that day's session is complete);
+``--as-of 2025-10-17T10:30`` means that local wall-clock time at each exchange.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from retrain.errors import RetrainError
+
+EXCHANGES: dict[str, str] = {"NASDAQ": "XNAS", "NYSE": "XNYS", "TSE": "XTSE"}
+ALIASES: dict[str, str] = {"XNAS": "NASDAQ", "XNYS": "NYSE", "XTSE": "TSE", "TSX": "TSE", "TO": "TSE"}
+CALENDAR_START = "1970-01-01"
+CALENDAR_YEARS_AHEAD = 2
+
+
+def normalize_exchange(name: str, known: list[str] | None = None) -> str:
+    """Canonical exchange code (NASDAQ, NYSE, TSE) for a user-typed name; RetrainError otherwise."""
+    code = str(name).strip().upper()
+    code = ALIASES.get(code, code)
+    if code not in EXCHANGES:
+        listed = ", ".join(known or EXCHANGES)
+        raise RetrainError(f"unknown exchange {name!r}", hint=f"use one of: {listed}")
+    return code
+
+
+@lru_cache(maxsize=None)
+def calendar(exchange: str):
+    """The exchange_calendars calendar of an exchange, from 1970 to two years ahead."""
+    import exchange_calendars as xc
+
+    code = EXCHANGES[normalize_exchange(exchange)]
+    end = pd.Timestamp.today().normalize() + pd.DateOffset(years=CALENDAR_YEARS_AHEAD)
+    try:
+        return xc.get_calendar(code, start=CALENDAR_START, end=end.strftime("%Y-%m-%d"))
+    except ValueError:  # a calendar whose data starts later than 1970: use its own earliest bound
+        cls = type(xc.get_calendar(code))
+        return xc.get_calendar(code, start=cls.bound_min().strftime("%Y-%m-%d"), end=end.strftime("%Y-%m-%d"))
+
+
+@lru_cache(maxsize=None)
+def _session_array(exchange: str) -> np.ndarray:
+    return calendar(exchange).sessions.values.astype("datetime64[D]")
+
+
+@lru_cache(maxsize=None)
+def _close_array(exchange: str) -> np.ndarray:
+    closes = calendar(exchange).closes
+    return closes.dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[ns]")
+
+
+def _d64(day: dt.date) -> np.datetime64:
+    return np.datetime64(day, "D")
+
+
+def coverage(exchange: str) -> tuple[dt.date, dt.date]:
+    """First and last session the loaded calendar knows."""
+    arr = _session_array(exchange)
+    return arr[0].astype(dt.date), arr[-1].astype(dt.date)
+
+
+def sessions(exchange: str, start: dt.date | None = None, end: dt.date | None = None) -> list[dt.date]:
+    """Sessions of ``exchange`` in [start, end] (inclusive), oldest first."""
+    arr = _session_array(exchange)
+    lo = 0 if start is None else int(np.searchsorted(arr, _d64(start), "left"))
+    hi = len(arr) if end is None else int(np.searchsorted(arr, _d64(end), "right"))
+    return arr[lo:hi].astype(dt.date).tolist()
+
+
+def session_array(exchange: str) -> np.ndarray:
+    """All sessions as datetime64[D] (read-only view; for vectorized lookups)."""
+    return _session_array(exchange)
+
+
+def is_session(exchange: str, day: dt.date) -> bool:
+    arr = _session_array(exchange)
+    i = int(np.searchsorted(arr, _d64(day)))
+    return i < len(arr) and arr[i] == _d64(day)
+
+
+def next_session(exchange: str, day: dt.date) -> dt.date:
+    """First session strictly after ``day``."""
+    arr = _session_array(exchange)
+    i = int(np.searchsorted(arr, _d64(day), "right"))
+    if i >= len(arr):
+        raise RetrainError(f"{exchange}: no session after {day} in the calendar (it ends {arr[-1]})")
+    return arr[i].astype(dt.date)
+
+
+def previous_session(exchange: str, day: dt.date) -> dt.date | None:
+    """Last session strictly before ``day`` (None before the calendar starts)."""
+    arr = _session_array(exchange)
+    i = int(np.searchsorted(arr, _d64(day), "left"))
+    return None if i == 0 else arr[i - 1].astype(dt.date)
+
+
+def parse_date(value: str | dt.date, option: str = "date") -> dt.date:
+    """Parse a YYYY-MM-DD option value, with an error that names the option."""
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise RetrainError(f"{option}: {value!r} is not a date", hint="write dates as YYYY-MM-DD") from None
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """The moment a command runs "at". ``value`` None means now."""
+
+    value: dt.date | dt.datetime | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> AsOf:
+        if text is None or str(text).strip() == "":
+            return cls(None)
+        raw = str(text).strip()
+        try:
+            if len(raw) <= 10:
+                return cls(dt.date.fromisoformat(raw))
+            return cls(dt.datetime.fromisoformat(raw))
+        except ValueError:
+            raise RetrainError(
+                f"--as-of: {raw!r} is neither a date nor a date-time",
+                hint="use YYYY-MM-DD (end of that day) or YYYY-MM-DDTHH:MM (exchange local time)",
+            ) from None
+
+    @property
+    def is_now(self) -> bool:
+        return self.value is None
+
+    def instant(self, exchange: str) -> pd.Timestamp:
+        """The as-of moment as a UTC timestamp, seen from ``exchange``'s time zone."""
+        tz = calendar(exchange).tz
+        v = self.value
+        if v is None:
+            return pd.Timestamp.now(tz="UTC")
+        if isinstance(v, dt.datetime):
+            ts = pd.Timestamp(v)
+            ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
+        else:
+            ts = pd.Timestamp(dt.datetime.combine(v, dt.time(23, 59, 59))).tz_localize(tz)
+        return ts.tz_convert("UTC")
+
+    def today(self, exchange: str) -> dt.date:
+        """The exchange's local date at the as-of moment."""
+        if isinstance(self.value, dt.date) and not isinstance(self.value, dt.datetime):
+            return self.value
+        return self.instant(exchange).tz_convert(calendar(exchange).tz).date()
+
+    def last_complete_session(self, exchange: str) -> dt.date | None:
+        """The last session whose close is at or before the as-of moment."""
+        closes = _close_array(exchange)
+        instant = np.datetime64(self.instant(exchange).tz_localize(None).to_datetime64(), "ns")
+        i = int(np.searchsorted(closes, instant, "right"))
+        return None if i == 0 else _session_array(exchange)[i - 1].astype(dt.date)
+
+    def label(self) -> str:
+        return "now" if self.value is None else self.value.isoformat()

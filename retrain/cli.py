@@ -1,0 +1,197 @@
+"""Command-line interface: parse options, call one function, render its result. No logic here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from retrain import calendar, report
+from retrain.calendar import AsOf
+from retrain.config import Settings, load_settings
+from retrain.errors import RetrainError
+from retrain.store import Store
+
+
+class _Group(click.Group):
+    """Turns RetrainError into a message on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RetrainError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"  -> {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def store_options(f):
+    """--data-dir / --artifacts-dir / --config, accepted after the subcommand (and before it)."""
+
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                  help="Store root [env RETRAIN_DATA_DIR; default ./data].")
+    @click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None,
+                  help="Models and reports [env RETRAIN_ARTIFACTS_DIR; default ./artifacts].")
+    @click.option("--config", type=click.Path(dir_okay=False), default=None,
+                  help="Project config [env RETRAIN_CONFIG; default ./retrain.toml].")
+    @click.pass_context
+    @functools.wraps(f)
+    def wrapper(ctx: click.Context, data_dir, artifacts_dir, config, **kwargs):
+        top = ctx.find_root().params
+        settings = load_settings(
+            data_dir=data_dir or top.get("data_dir"),
+            artifacts_dir=artifacts_dir or top.get("artifacts_dir"),
+            config=config or top.get("config"),
+        )
+        return ctx.invoke(f, settings, **kwargs)
+
+    return wrapper
+
+
+def as_of_option(f):
+    return click.option(
+        "--as-of", "as_of", default=None, metavar="DATE",
+        help="Run as if it were this date (end of day, YYYY-MM-DD) or local time (YYYY-MM-DDTHH:MM).",
+    )(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Store root [env RETRAIN_DATA_DIR; default ./data].")
+@click.option("--artifacts-dir", type=click.Path(file_okay=False), default=None,
+              help="Models and reports [env RETRAIN_ARTIFACTS_DIR; default ./artifacts].")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="Project config [env RETRAIN_CONFIG; default ./retrain.toml].")
+@click.version_option(package_name="retrain")
+def main(data_dir, artifacts_dir, config):
+    """Keep a day-trading model fresh: bars -> indicators -> features -> labels -> model -> backtest."""
+
+
+# ---------------------------------------------------------------- sample-data
+@main.command("sample-data")
+@click.option("--symbols", type=click.IntRange(min=3), default=None, help="Number of symbols [retrain.toml; 300].")
+@click.option("--days", type=click.IntRange(min=2), default=None, help="Sessions per exchange [retrain.toml; 320].")
+@click.option("--seed", type=int, default=None, help="Random seed [retrain.toml; 7].")
+@click.option("--end", default=None, metavar="DATE", help="Last session (default: the last complete one).")
+@click.option("--no-signal", is_flag=True, help="No predictable intraday component (for leak tests).")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds bars.")
+@as_of_option
+@store_options
+def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empty, as_of):
+    """Write the synthetic sample market (NASDAQ, NYSE, TSE) into the store."""
+    from retrain import sample
+
+    store = Store(settings.data_dir)
+    if if_empty and store.has_bars():
+        click.echo(f"The store {settings.data_dir} already holds bars; sample market not written.")
+        return
+    cfg = settings.section("sample")
+    symbols = symbols or int(cfg.get("symbols", 300))
+    days = days or int(cfg.get("days", 320))
+    seed = int(cfg.get("seed", 7)) if seed is None else seed
+    clock = AsOf.parse(as_of)
+    end_date = calendar.parse_date(end, "--end") if end else clock.last_complete_session("NYSE")
+    bars, syms = sample.generate(symbols=symbols, days=days, seed=seed, end=end_date, signal=not no_signal)
+    with store.lock("retrain sample-data"):
+        result = store.upsert_bars(bars)
+        store.upsert_symbols(syms)
+    counts = bars.group_by("exchange").len().sort("exchange").iter_rows()
+    click.echo(report.ok(
+        f"Sample market ({'no signal' if no_signal else 'with signal'}, seed {seed}) written to {settings.data_dir}: "
+        f"{report.n(bars.height)} bars, {report.n(syms.height)} symbols, {days} sessions ending {end_date}"
+    ))
+    for ex, count in counts:
+        click.echo(f"   {ex:<7} {report.n(count):>10} bars")
+    click.echo(f"   {report.n(result.new)} new, {report.n(result.updated)} updated, "
+               f"{report.n(result.unchanged)} unchanged")
+
+
+# --------------------------------------------------------------------- ingest
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--exchange", default=None, help="Exchange of the input (NASDAQ, NYSE, TSE); long files may carry their own.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "yahoo", "stooq", "long"]), default="auto",
+              show_default=True, help="Input format, detected per file with auto.")
+@click.option("--symbols-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV of symbol[,exchange],name,sector to record alongside.")
+@click.option("--strict", is_flag=True, help="Write nothing, and exit 1, if any row or file is rejected.")
+@as_of_option
+@store_options
+def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of):
+    """Load daily bars from files or directories (recursively) into the store.
+
+    Re-ingesting a bar replaces it. Rejected rows go to DATA_DIR/quarantine/<timestamp>.csv
+    with their reason; bars already stored are never lost.
+    """
+    from retrain import ingest as ing
+
+    store = Store(settings.data_dir)
+    rep = ing.ingest(store, paths, exchange, AsOf.parse(as_of), fmt=fmt, symbols_file=symbols_file, strict=strict)
+    where = ", ".join(f"{ex} {report.n(c)}" for ex, c in rep.by_exchange.items()) or "-"
+    click.echo(f"Read {report.n(rep.files)} file(s), {report.n(rep.rows_read)} row(s); valid bars by exchange: {where}")
+    for path, problem in rep.file_problems:
+        click.echo(report.fail(f"{path}: {problem}"))
+    if rep.written:
+        click.echo(report.ok(f"Stored {report.n(rep.accepted)} bars: {report.n(rep.new)} new, "
+                             f"{report.n(rep.updated)} updated, {report.n(rep.unchanged)} unchanged"))
+        if rep.symbols_added:
+            click.echo(report.ok(f"Added {report.n(rep.symbols_added)} symbol(s)"))
+    elif strict and (rep.rejected or rep.file_problems):
+        click.echo(report.fail("--strict: nothing written because of the problems above/below"))
+    if rep.rejected:
+        click.echo(report.warn(f"Rejected {report.n(rep.rejected)} row(s); details in {rep.quarantine}"))
+        for reason, count in rep.rejects.items():
+            click.echo(f"   {report.n(count):>8}  {reason}")
+    code = ing.exit_code(rep, strict)
+    if code and not rep.accepted:
+        click.echo("error: nothing was ingested", err=True)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------- query
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@store_options
+def query(settings: Settings, sql, fmt):
+    """Read-only DuckDB SQL over the store's views.
+
+    Views: symbols(symbol, exchange, name, sector); day_symbol(symbol, exchange, date, open, high,
+    low, close, adj_close, volume, rsi, macd, macd_signal, macd_histogram, atr, obv).
+    """
+    from retrain import query as q
+
+    columns, rows = q.run_query(Store(settings.data_dir), sql)
+    click.echo(q.render(columns, rows, fmt))
+
+
+# --------------------------------------------------------------------- status
+@main.command()
+@click.option("--exchange", default=None, help="Only this exchange.")
+@store_options
+def status(settings: Settings, exchange):
+    """What the store holds, per exchange."""
+    from retrain.status import exchange_status
+
+    store = Store(settings.data_dir)
+    ex = calendar.normalize_exchange(exchange) if exchange else None
+    rows = exchange_status(store, ex)
+    click.echo(f"Store: {settings.data_dir}   Artifacts: {settings.artifacts_dir}   "
+               f"Feature version: {settings.feature_version}")
+    if not rows:
+        click.echo(report.warn("no bars in the store" + (f" for {ex}" if ex else "")
+                               + " - load some with `retrain ingest` or `retrain sample-data`"))
+        return
+    click.echo(report.table(
+        ["exchange", "symbols", "bars", "first", "last", "sessions", "no-bar sessions", "symbol gaps", "RSI coverage"],
+        [(r.exchange, report.n(r.symbols), report.n(r.bars), r.first_date, r.last_date, report.n(r.sessions),
+          report.n(r.sessions_without_bars), report.n(r.missing_symbol_bars), report.pct(r.rsi_coverage))
+         for r in rows],
+        numeric=[False, True, True, False, False, True, True, True, True],
+    ))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,381 @@
+"""Input files -> validated bars, with every rejected row kept alongside its reason.
+
+Formats (``--format auto`` picks one per file):
+
+* ``yahoo``: one CSV per symbol, the symbol taken from the file name. Date, Open, High, Low,
+  Close, [Adj Close], Volume in any order and case; extra columns ignored; the date column may
+  be unnamed (a pandas date index); an unnamed integer index column may come first.
+* ``stooq``: ``<TICKER>,<PER>,<DATE>,<TIME>,<OPEN>,<HIGH>,<LOW>,<CLOSE>,<VOL>,<OPENINT>``
+  with YYYYMMDD dates; ``AAPL.US`` becomes ``AAPL``.
+* ``long``: CSV or Parquet with ``symbol,date,open,high,low,close,volume[,adj_close][,exchange]``.
+
+Reading is per file (a file that cannot be read is reported and skipped); parsing and
+validation are vectorized over all rows of all files at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from retrain import calendar
+from retrain.calendar import AsOf
+from retrain.errors import RetrainError
+from retrain.store import Store
+
+FORMATS = ("auto", "yahoo", "stooq", "long")
+RAW_COLUMNS = ["source", "line", "exchange", "symbol", "date", "open", "high", "low", "close", "adj_close", "volume"]
+DATA_SUFFIXES = {".csv", ".txt", ".parquet", ".pq"}
+
+# Reject reasons, in the order they are checked: a row gets the first that applies.
+R_DATE = "unparseable or missing date"
+R_OHLC = "non-numeric or missing OHLC"
+R_PRICE = "price <= 0"
+R_RANGE = "high below open/close or low above open/close"
+R_VOLUME_BAD = "non-numeric or missing volume"
+R_VOLUME_NEG = "negative volume"
+R_EXCHANGE = "unknown exchange"
+R_SESSION = "date is not a session of the exchange"
+R_FUTURE = "date after as-of"
+R_DUPLICATE = "conflicting duplicates in input"
+
+_SYMBOL_SUFFIX = re.compile(r"\.(US|TO|TSX|NQ|N)$", re.IGNORECASE)
+
+
+class FileProblem(Exception):
+    """A whole file cannot be used (unreadable, empty, no date or close column)."""
+
+
+@dataclass
+class IngestReport:
+    files: int = 0
+    rows_read: int = 0
+    accepted: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    symbols_added: int = 0
+    rejects: dict[str, int] = field(default_factory=dict)
+    file_problems: list[tuple[str, str]] = field(default_factory=list)
+    quarantine: Path | None = None
+    written: bool = False
+    by_exchange: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejects.values())
+
+
+# ------------------------------------------------------------------ reading
+def collect_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named, plus data files (.csv .txt .parquet) found recursively in directories."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in DATA_SUFFIXES))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise RetrainError(f"no such file or directory: {p}", hint="check the path given to retrain ingest")
+    return out
+
+
+def symbol_from_name(name: str) -> str:
+    """``AAPL.US`` -> ``AAPL``; ``brk-b`` -> ``BRK-B``."""
+    return _SYMBOL_SUFFIX.sub("", name.strip()).upper()
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[\s_<>\-]", "", name.strip().lower())
+
+
+def _read_csv_strings(path: Path) -> pl.DataFrame:
+    try:
+        df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
+    except pl.exceptions.NoDataError:
+        raise FileProblem("empty file") from None
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a file-level problem
+        raise FileProblem(f"unreadable as CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if df.height == 0:
+        raise FileProblem("no data rows (header only)")
+    return df
+
+
+def _read_long_parquet(path: Path) -> pl.DataFrame:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001
+        raise FileProblem(f"unreadable as Parquet ({type(exc).__name__})") from None
+    if df.height == 0:
+        raise FileProblem("no data rows")
+    return df.with_columns(pl.all().cast(pl.String))
+
+
+def _looks_like_dates(values: pl.Series) -> bool:
+    sample = values.drop_nulls().head(20)
+    return sample.len() > 0 and _parse_dates(sample).null_count() <= sample.len() // 4
+
+
+def detect_format(path: Path, columns: list[str]) -> str:
+    normed = {_norm(c) for c in columns}
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return "long"
+    if any(c.strip().startswith("<") for c in columns) or {"ticker", "per"} <= normed:
+        return "stooq"
+    if "symbol" in normed or "ticker" in normed:
+        return "long"
+    return "yahoo"
+
+
+def _pick(df: pl.DataFrame, names: dict[str, str], *wanted: str) -> str | None:
+    for w in wanted:
+        if w in names:
+            return names[w]
+    return None
+
+
+def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
+    """Read one file into raw string rows with RAW_COLUMNS (exchange may be null)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        if fmt not in ("auto", "long"):
+            raise FileProblem(f"Parquet input is read as the long format, not {fmt}")
+        df = _read_long_parquet(path)
+    else:
+        df = _read_csv_strings(path)
+    kind = detect_format(path, df.columns) if fmt == "auto" else fmt
+    names: dict[str, str] = {}
+    for c in df.columns:
+        names.setdefault(_norm(c), c)
+    line = pl.int_range(2, df.height + 2, dtype=pl.Int64).alias("line")
+
+    if kind == "stooq":
+        sym = _pick(df, names, "ticker", "symbol")
+        if sym is None:
+            raise FileProblem("no <TICKER> column")
+        symbol = pl.col(sym).map_elements(symbol_from_name, return_dtype=pl.String)
+        date_col = _pick(df, names, "date")
+        vol = _pick(df, names, "vol", "volume")
+        adj = None
+    elif kind == "long":
+        sym = _pick(df, names, "symbol", "ticker")
+        if sym is None:
+            raise FileProblem("no symbol column (the long format needs symbol,date,open,high,low,close,volume)")
+        symbol = pl.col(sym).str.strip_chars().str.to_uppercase()
+        date_col = _pick(df, names, "date", "datetime", "timestamp")
+        vol = _pick(df, names, "volume", "vol")
+        adj = _pick(df, names, "adjclose")
+    else:  # yahoo
+        symbol = pl.lit(symbol_from_name(path.stem))
+        date_col = _pick(df, names, "date", "datetime", "timestamp")
+        if date_col is None:  # a pandas date index is written with an empty (or "Unnamed: 0") header
+            unnamed = [c for c in df.columns if c.strip() == "" or c.lower().startswith(("unnamed", "column_"))]
+            date_col = next((c for c in unnamed if _looks_like_dates(df[c])), None)
+        vol = _pick(df, names, "volume", "vol")
+        adj = _pick(df, names, "adjclose")
+
+    if date_col is None:
+        raise FileProblem(f"no recognisable date column (columns: {', '.join(df.columns)})")
+    close = _pick(df, names, "close")
+    if close is None:
+        raise FileProblem(f"no close column (columns: {', '.join(df.columns)})")
+    exch = _pick(df, names, "exchange") if kind == "long" else None
+
+    def col(name: str | None) -> pl.Expr:
+        return pl.col(name).cast(pl.String) if name else pl.lit(None, pl.String)
+
+    return df.select(
+        pl.lit(str(path)).alias("source"),
+        line,
+        col(exch).alias("exchange"),
+        symbol.alias("symbol"),
+        col(date_col).alias("date"),
+        col(_pick(df, names, "open")).alias("open"),
+        col(_pick(df, names, "high")).alias("high"),
+        col(_pick(df, names, "low")).alias("low"),
+        col(close).alias("close"),
+        col(adj).alias("adj_close"),
+        col(vol).alias("volume"),
+    )
+
+
+# --------------------------------------------------------------- validation
+def _date_expr(text: pl.Expr) -> pl.Expr:
+    """ISO (YYYY-MM-DD), US (M/D/YYYY) or compact (YYYYMMDD), optionally followed by a time."""
+    day = text.str.strip_chars().str.split(" ").list.first().str.split("T").list.first()
+    return pl.coalesce(
+        day.str.to_date("%Y-%m-%d", strict=False),
+        day.str.to_date("%m/%d/%Y", strict=False),
+        day.str.to_date("%Y%m%d", strict=False),
+    )
+
+
+def _parse_dates(values: pl.Series) -> pl.Series:
+    return pl.select(_date_expr(pl.lit(values))).to_series()
+
+
+def _num(name: str) -> pl.Expr:
+    return pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
+
+
+def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split raw rows into (bars, rejects). Bars have exchange, symbol, date, OHLC, adj_close,
+    volume; rejects keep the raw strings plus ``reason``."""
+    typed = raw.with_columns(
+        pl.col("exchange").str.strip_chars().str.to_uppercase().fill_null(pl.lit(default_exchange)).alias("_exchange"),
+        _date_expr(pl.col("date")).alias("_date"),
+        *[_num(c).alias(f"_{c}") for c in ("open", "high", "low", "close", "adj_close", "volume")],
+    ).with_columns(pl.col("_exchange").replace(calendar.ALIASES))
+    # Session membership and as-of, vectorized per exchange.
+    ok_session = pl.lit(False)
+    after = pl.lit(False)
+    known = list(calendar.EXCHANGES)
+    dates = typed["_date"].drop_nulls()
+    for ex in known:
+        if dates.is_empty():
+            break
+        lo, hi = dates.min(), dates.max()
+        sess = pl.Series(calendar.sessions(ex, lo, hi), dtype=pl.Date)
+        ok_session = pl.when(pl.col("_exchange") == ex).then(pl.col("_date").is_in(sess.implode())).otherwise(ok_session)
+        after = pl.when(pl.col("_exchange") == ex).then(pl.col("_date") > as_of.today(ex)).otherwise(after)
+    ohlc = ["_open", "_high", "_low", "_close"]
+    reason = (
+        pl.when(pl.col("_date").is_null()).then(pl.lit(R_DATE))
+        .when(pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in ohlc])).then(pl.lit(R_OHLC))
+        .when(pl.any_horizontal([pl.col(c) <= 0 for c in ohlc])).then(pl.lit(R_PRICE))
+        .when(
+            (pl.col("_high") < pl.max_horizontal("_open", "_close"))
+            | (pl.col("_low") > pl.min_horizontal("_open", "_close"))
+        ).then(pl.lit(R_RANGE))
+        .when(pl.col("_volume").is_null() | pl.col("_volume").is_nan()).then(pl.lit(R_VOLUME_BAD))
+        .when(pl.col("_volume") < 0).then(pl.lit(R_VOLUME_NEG))
+        .when(~pl.col("_exchange").is_in(known)).then(pl.lit(R_EXCHANGE))
+        .when(~ok_session).then(pl.lit(R_SESSION))
+        .when(after).then(pl.lit(R_FUTURE))
+        .otherwise(pl.lit(None, pl.String))
+    )
+    typed = typed.with_columns(reason.alias("reason"))
+    good = typed.filter(pl.col("reason").is_null()).select(
+        pl.col("_exchange").alias("exchange"),
+        "symbol",
+        pl.col("_date").alias("date"),
+        pl.col("_open").alias("open"),
+        pl.col("_high").alias("high"),
+        pl.col("_low").alias("low"),
+        pl.col("_close").alias("close"),
+        pl.coalesce("_adj_close", "_close").alias("adj_close"),
+        pl.col("_volume").round(0).cast(pl.Int64).alias("volume"),
+        "source",
+        "line",
+    )
+    # Duplicates within this input: identical ones collapse, conflicting ones are all rejected.
+    key = ["exchange", "symbol", "date"]
+    values = ["open", "high", "low", "close", "adj_close", "volume"]
+    conflicted = (
+        good.group_by(key)
+        .agg(pl.struct(values).n_unique().alias("_variants"))
+        .filter(pl.col("_variants") > 1)
+        .select(key)
+    )
+    dup_rows = good.join(conflicted, on=key, how="semi").select("source", "line")
+    good = good.join(conflicted, on=key, how="anti").unique(subset=key, keep="first", maintain_order=True)
+    rejects = pl.concat(
+        [
+            typed.filter(pl.col("reason").is_not_null()).select(RAW_COLUMNS + ["reason"]),
+            raw.join(dup_rows, on=["source", "line"], how="semi").with_columns(pl.lit(R_DUPLICATE).alias("reason")),
+        ]
+    )
+    rejects = rejects.with_columns(pl.col("exchange").fill_null(pl.lit(default_exchange)))
+    return good.drop("source", "line").sort(key), rejects.sort(["source", "line"])
+
+
+def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
+    """symbol[,exchange],name,sector (any case) -> symbols rows."""
+    df = _read_csv_strings(path)
+    names = {_norm(c): c for c in df.columns}
+    sym = _pick(df, names, "symbol", "ticker")
+    if sym is None:
+        raise RetrainError(f"{path}: no symbol column", hint="a symbols file has columns symbol[,exchange],name,sector")
+    ex = _pick(df, names, "exchange")
+    out = df.select(
+        pl.col(sym).str.strip_chars().str.to_uppercase().alias("symbol"),
+        (pl.col(ex).str.strip_chars().str.to_uppercase() if ex else pl.lit(default_exchange)).alias("exchange"),
+        (pl.col(names["name"]) if "name" in names else pl.lit(None, pl.String)).alias("name"),
+        (pl.col(names["sector"]) if "sector" in names else pl.lit(None, pl.String)).alias("sector"),
+    ).with_columns(pl.col("exchange").replace(calendar.ALIASES))
+    bad = out.filter(pl.col("exchange").is_null() | ~pl.col("exchange").is_in(list(calendar.EXCHANGES)))
+    if bad.height:
+        raise RetrainError(
+            f"{path}: {bad.height} row(s) without a known exchange (first: {bad.row(0)})",
+            hint="add an exchange column (NASDAQ, NYSE, TSE) or pass --exchange",
+        )
+    return out
+
+
+# --------------------------------------------------------------------- ingest
+def ingest(
+    store: Store,
+    paths: Iterable[str | Path],
+    exchange: str | None,
+    as_of: AsOf,
+    fmt: str = "auto",
+    symbols_file: str | Path | None = None,
+    strict: bool = False,
+) -> IngestReport:
+    """Read, validate and upsert. Rejected rows go to quarantine/<timestamp>.csv. Under
+    ``strict`` nothing is written unless every row of every file is valid."""
+    if fmt not in FORMATS:
+        raise RetrainError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
+    default_exchange = calendar.normalize_exchange(exchange) if exchange else None
+    files = collect_files(paths)
+    if not files:
+        raise RetrainError("no input files found", hint="pass CSV or Parquet files, or directories holding them")
+    report = IngestReport(files=len(files))
+    frames: list[pl.DataFrame] = []
+    for path in files:
+        try:
+            frame = read_file(path, fmt)
+        except FileProblem as problem:
+            report.file_problems.append((str(path), str(problem)))
+            continue
+        if default_exchange is None and frame["exchange"].null_count():
+            report.file_problems.append((str(path), "no exchange: pass --exchange (or add an exchange column)"))
+            continue
+        frames.append(frame)
+    raw = pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in RAW_COLUMNS})
+    raw = raw.with_columns(pl.col("line").cast(pl.Int64))
+    report.rows_read = raw.height
+    bars, rejects = validate(raw, default_exchange, as_of)
+    report.accepted = bars.height
+    report.rejects = dict(sorted(rejects.group_by("reason").len().iter_rows(), key=lambda kv: -kv[1]))
+    report.by_exchange = dict(bars.group_by("exchange").len().sort("exchange").iter_rows())
+    symbols_meta = read_symbols_file(Path(symbols_file), default_exchange) if symbols_file else None
+
+    with store.lock("retrain ingest"):
+        if rejects.height:
+            report.quarantine = store.write_quarantine(rejects)
+        if strict and (rejects.height or report.file_problems):
+            return report
+        if bars.height:
+            result = store.upsert_bars(bars)
+            report.new, report.updated, report.unchanged = result.new, result.updated, result.unchanged
+            report.written = True
+        seen = bars.select("symbol", "exchange").unique()
+        if symbols_meta is not None:
+            seen = pl.concat([seen.with_columns(pl.lit(None, pl.String).alias("name"),
+                                                pl.lit(None, pl.String).alias("sector")), symbols_meta],
+                             how="diagonal")
+        if seen.height:
+            report.symbols_added = store.upsert_symbols(seen)
+    return report
+
+
+def exit_code(report: IngestReport, strict: bool) -> int:
+    """Non-zero when nothing was ingested, or when anything was rejected under --strict."""
+    if strict and (report.rejected or report.file_problems):
+        return 1
+    return 0 if report.accepted and report.written else 1
+

@@ -1,0 +1,65 @@
+"""Console rendering: thousands separators, marks, tables. Plain when stdout is not a terminal
+(cron logs): no colour codes, no carriage returns."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+RULE = "=" * 80
+
+
+def is_tty(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def n(value: int | float) -> str:
+    """Thousands separators: 22729 -> '22,729'."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
+
+
+def pct(value: float, digits: int = 1) -> str:
+    return f"{100.0 * value:.{digits}f}%"
+
+
+def ok(text: str) -> str:
+    return f"✓ {text}"
+
+
+def warn(text: str) -> str:
+    return f"⚠ {text}"
+
+
+def fail(text: str) -> str:
+    return f"✗ {text}"
+
+
+def header(title: str) -> str:
+    return f"\n{RULE}\n{title}\n{RULE}"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool] | None = None) -> str:
+    """A plain aligned text table; numeric columns right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    if numeric is None:
+        numeric = [
+            all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and bool(rows)
+            for i in range(len(columns))
+        ]
+    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(row, widths, numeric)).rstrip()
+
+    lines = [fmt([str(c) for c in columns]), "  ".join("-" * w for w in widths)]
+    lines.extend(fmt(r) for r in cells)
+    return "\n".join(lines)

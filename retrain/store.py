@@ -1,0 +1,364 @@
+"""The store: the only module that reads or writes files under the data directory.
+
+Layout (all Parquet is hive-partitioned and readable without our code)::
+
+    data/
+      day_symbol/exchange=NYSE/month=2025-10/data.parquet   bars + indicators, one file a month
+      symbols.parquet                                       symbol, exchange, name, sector
+      quarantine/<timestamp>.csv                            rejected input rows with reasons
+      .retrain.lock                                         one writer at a time
+
+Every write goes to a temporary file in the target directory, is fsynced, then renamed over
+the target: a process killed at any instant leaves the old or the new file, never a torn one.
+
+Change tracking: each bar carries ``ingest_id`` (the id of the ingest batch that last changed
+its values). Later steps remember the highest id they have seen and rebuild what depends on
+bars with a higher one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from retrain import queries
+from retrain.errors import LockBusy, RetrainError
+
+PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
+INDICATOR_COLUMNS = ["rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
+BAR_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String,
+    "date": pl.Date,
+    "open": pl.Float64,
+    "high": pl.Float64,
+    "low": pl.Float64,
+    "close": pl.Float64,
+    "adj_close": pl.Float64,
+    "volume": pl.Int64,
+    **{c: pl.Float64 for c in INDICATOR_COLUMNS},
+    "ingest_id": pl.Int64,
+}
+SYMBOL_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String,
+    "exchange": pl.String,
+    "name": pl.String,
+    "sector": pl.String,
+}
+VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+PARTITION_FILE = "data.parquet"
+TMP_PREFIX = ".tmp-"
+FAULT_ENV = "RETRAIN_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: with RETRAIN_FAULT=<name>:kill the process SIGKILLs itself here,
+    with RETRAIN_FAULT=<name>:raise it raises. Inert unless the variable names this point."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    point, _, action = spec.partition(":")
+    if point != name:
+        return
+    if action == "raise":
+        raise RuntimeError(f"injected fault at {name}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same
+    directory, which is fsynced and renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{time.monotonic_ns()}"
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fault_point("store.before_rename")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
+    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression="zstd", statistics=True))
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def new_batch_id() -> int:
+    """A fresh, increasing ingest batch id (nanoseconds since the epoch)."""
+    return time.time_ns()
+
+
+def empty_bars() -> pl.DataFrame:
+    return pl.DataFrame(schema=BAR_SCHEMA)
+
+
+@dataclass
+class UpsertResult:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    partitions_written: int = 0
+    batch_id: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.new + self.updated
+
+
+class Store:
+    """Files under one data directory. Cheap to create; holds no open files."""
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.root = Path(data_dir)
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    # ----------------------------------------------------------------- paths
+    @property
+    def bars_dir(self) -> Path:
+        return self.root / "day_symbol"
+
+    @property
+    def symbols_path(self) -> Path:
+        return self.root / "symbols.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".retrain.lock"
+
+    def partition_path(self, exchange: str, month: str) -> Path:
+        return self.bars_dir / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
+
+    def bar_files(self, exchange: str | None = None) -> list[Path]:
+        pattern = f"exchange={exchange}/month=*/{PARTITION_FILE}" if exchange else f"*/*/{PARTITION_FILE}"
+        return sorted(self.bars_dir.glob(pattern))
+
+    def has_bars(self) -> bool:
+        return bool(self.bar_files())
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the store's writer lock. A second writer fails at once with LockBusy, naming the
+        lock file and the process that holds it. Re-entrant within one Store object. The kernel
+        drops the lock when the holder dies, so a killed run never leaves a stale lock."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"pid {info.get('pid')} running `{info.get('command')}` since {info.get('started')}"
+            except (ValueError, AttributeError):
+                who = "another process"
+            raise LockBusy(
+                f"the store {self.root} is locked by {who} (lock file {self.lock_path})",
+                hint="wait for that run to finish, or stop it; the lock is released when it exits",
+            ) from None
+        os.ftruncate(fd, 0)
+        info = {"pid": os.getpid(), "command": command, "started": dt.datetime.now().isoformat(timespec="seconds")}
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._lock_fd, self._lock_depth = fd, 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            self._lock_fd = None
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _require_lock(self) -> None:
+        if not self._lock_depth:
+            raise RuntimeError("store writes must happen inside Store.lock()")
+
+    # ------------------------------------------------------------------ bars
+    def scan_bars(self, exchange: str | None = None) -> pl.LazyFrame:
+        """All bars (with ``exchange``), as a LazyFrame sorted by nothing in particular."""
+        files = self.bar_files(exchange)
+        if not files:
+            return empty_bars().with_columns(pl.lit(None, pl.String).alias("exchange")).lazy()
+        frames = [
+            pl.scan_parquet(f).with_columns(pl.lit(f.parent.parent.name.split("=", 1)[1]).alias("exchange"))
+            for f in files
+        ]
+        return pl.concat(frames, how="vertical_relaxed")
+
+    def read_partition(self, exchange: str, month: str) -> pl.DataFrame:
+        path = self.partition_path(exchange, month)
+        if not path.exists():
+            return empty_bars()
+        return pl.read_parquet(path)
+
+    def write_partition(self, exchange: str, month: str, bars: pl.DataFrame) -> None:
+        """Replace one month of one exchange atomically (bars sorted by symbol, date)."""
+        self._require_lock()
+        bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort(["symbol", "date"])
+        atomic_write_parquet(bars, self.partition_path(exchange, month))
+
+    def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
+        """Insert or replace bars by key (exchange, symbol, date).
+
+        ``bars`` has exchange, symbol, date and the value columns. A bar whose values differ
+        from the stored one (or that is new) gets ``ingest_id = batch_id`` and null indicators;
+        an identical bar is left as it is, indicators included. One month file at a time,
+        each written atomically.
+        """
+        self._require_lock()
+        result = UpsertResult(batch_id=batch_id or new_batch_id())
+        if bars.is_empty():
+            return result
+        incoming = bars.select(
+            pl.col("exchange").cast(pl.String),
+            pl.col("symbol").cast(pl.String),
+            pl.col("date").cast(pl.Date),
+            *[pl.col(c).cast(BAR_SCHEMA[c]) for c in VALUE_COLUMNS],
+        ).with_columns(pl.col("date").dt.strftime("%Y-%m").alias("_month"))
+        for (exchange, month), part in incoming.group_by(["exchange", "_month"], maintain_order=True):
+            old = self.read_partition(exchange, month)
+            new = part.drop("exchange", "_month")
+            joined = new.join(old, on=["symbol", "date"], how="left", suffix="_old")
+            is_new = pl.col("open_old").is_null() & pl.col("close_old").is_null()
+            differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}_old")) for c in VALUE_COLUMNS])
+            flagged = joined.with_columns(is_new.alias("_new"), differs.alias("_changed"))
+            n_new = int(flagged["_new"].sum())
+            n_changed = int(flagged["_changed"].sum())
+            result.new += n_new
+            result.updated += n_changed - n_new
+            result.unchanged += flagged.height - n_changed
+            if n_changed == 0:
+                continue
+            changed = (
+                flagged.filter(pl.col("_changed"))
+                .select("symbol", "date", *VALUE_COLUMNS)
+                .with_columns(
+                    *[pl.lit(None, pl.Float64).alias(c) for c in INDICATOR_COLUMNS],
+                    pl.lit(result.batch_id, pl.Int64).alias("ingest_id"),
+                )
+            )
+            kept = old.join(changed.select("symbol", "date"), on=["symbol", "date"], how="anti")
+            self.write_partition(exchange, month, pl.concat([kept, changed.select(list(BAR_SCHEMA))]))
+            result.partitions_written += 1
+            fault_point("store.between_partitions")
+        return result
+
+    # --------------------------------------------------------------- symbols
+    def read_symbols(self) -> pl.DataFrame:
+        if not self.symbols_path.exists():
+            return pl.DataFrame(schema=SYMBOL_SCHEMA)
+        return pl.read_parquet(self.symbols_path).select([pl.col(c).cast(t) for c, t in SYMBOL_SCHEMA.items()])
+
+    def upsert_symbols(self, symbols: pl.DataFrame) -> int:
+        """Add new (exchange, symbol) rows; a non-null name or sector replaces the stored one.
+        Returns the number of symbols that were not known before."""
+        self._require_lock()
+        incoming = symbols.select(
+            [pl.col(c).cast(t) if c in symbols.columns else pl.lit(None, t).alias(c) for c, t in SYMBOL_SCHEMA.items()]
+        ).unique(subset=["exchange", "symbol"], keep="last", maintain_order=True)
+        old = self.read_symbols()
+        merged = incoming.join(old, on=["exchange", "symbol"], how="full", coalesce=True, suffix="_old")
+        merged = merged.select(
+            "symbol",
+            "exchange",
+            pl.coalesce("name", "name_old").alias("name"),
+            pl.coalesce("sector", "sector_old").alias("sector"),
+        ).sort(["exchange", "symbol"])
+        added = merged.height - old.height
+        if added or not merged.equals(old.sort(["exchange", "symbol"])):
+            atomic_write_parquet(merged, self.symbols_path)
+        return added
+
+    # ------------------------------------------------------------- quarantine
+    def write_quarantine(self, rejects: pl.DataFrame) -> Path:
+        """Write rejected rows (with their reason) to quarantine/<timestamp>.csv."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S_%f")
+        path = self.quarantine_dir / f"{stamp}.csv"
+        atomic_write(path, lambda tmp: rejects.write_csv(tmp))
+        return path
+
+    # ---------------------------------------------------------------- DuckDB
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with the store's views (symbols, day_symbol)."""
+        con = duckdb.connect(":memory:")
+        files = self.bar_files()
+        if files:
+            listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
+            source = f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
+        else:
+            source = _empty_source({**BAR_SCHEMA, "exchange": pl.String})
+        con.execute(queries.load("view_day_symbol").replace("{source}", source))
+        if self.symbols_path.exists():
+            source = f"read_parquet('{_sql_str(self.symbols_path)}')"
+        else:
+            source = _empty_source(SYMBOL_SCHEMA)
+        con.execute(queries.load("view_symbols").replace("{source}", source))
+        return con
+
+
+_DUCK_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE", pl.Int64: "BIGINT"}
+
+
+def _sql_str(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _empty_source(schema: dict[str, pl.DataType]) -> str:
+    cols = ", ".join(f"NULL::{_DUCK_TYPES[t]} AS {name}" for name, t in schema.items())
+    return f"(SELECT {cols} WHERE false)"
+
+
+def require_exchange_bars(store: Store, exchange: str) -> None:
+    """Raise a RetrainError naming the exchanges that do have bars when ``exchange`` has none."""
+    if store.bar_files(exchange):
+        return
+    have = sorted({p.parent.parent.name.split("=", 1)[1] for p in store.bar_files()})
+    listed = ", ".join(have) if have else "none (the store is empty)"
+    raise RetrainError(
+        f"no bars for exchange {exchange} in {store.bars_dir}",
+        hint=f"exchanges with bars: {listed}. Load data with `retrain ingest PATH --exchange {exchange}`",
+    )
