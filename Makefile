@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: setup
+	$(BIN)/ruff check retrain tests bench
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -33,3 +34,6 @@ status: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench: setup
+	$(BIN)/python bench/run.py

@@ -11,8 +11,9 @@ end of that local day at each exchange (so that day's session is complete);
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -35,12 +36,18 @@ def normalize_exchange(name: str, known: list[str] | None = None) -> str:
     return code
 
 
-@lru_cache(maxsize=None)
+@cache
 def calendar(exchange: str):
     """The exchange_calendars calendar of an exchange, from 1970 to two years ahead."""
     import exchange_calendars as xc
 
     code = EXCHANGES[normalize_exchange(exchange)]
+    with warnings.catch_warnings():  # exchange_calendars trips a pandas deprecation warning
+        warnings.simplefilter("ignore")
+        return _build(xc, code)
+
+
+def _build(xc, code: str):
     end = pd.Timestamp.today().normalize() + pd.DateOffset(years=CALENDAR_YEARS_AHEAD)
     try:
         return xc.get_calendar(code, start=CALENDAR_START, end=end.strftime("%Y-%m-%d"))
@@ -49,12 +56,12 @@ def calendar(exchange: str):
         return xc.get_calendar(code, start=cls.bound_min().strftime("%Y-%m-%d"), end=end.strftime("%Y-%m-%d"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _session_array(exchange: str) -> np.ndarray:
     return calendar(exchange).sessions.values.astype("datetime64[D]")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _close_array(exchange: str) -> np.ndarray:
     closes = calendar(exchange).closes
     return closes.dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[ns]")

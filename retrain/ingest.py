@@ -15,8 +15,10 @@ validation are vectorized over all rows of all files at once.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,7 +104,8 @@ def _read_csv_strings(path: Path) -> pl.DataFrame:
         raise FileProblem(f"unreadable as CSV ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     if df.height == 0:
         raise FileProblem("no data rows (header only)")
-    return df
+    # A blank header (pandas writes one for its index) gets a usable name.
+    return df.rename({c: f"unnamed: {i}" for i, c in enumerate(df.columns) if not c.strip()})
 
 
 def _read_long_parquet(path: Path) -> pl.DataFrame:
@@ -233,11 +236,11 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tu
     ok_session = pl.lit(False)
     after = pl.lit(False)
     known = list(calendar.EXCHANGES)
-    dates = typed["_date"].drop_nulls()
-    for ex in known:
-        if dates.is_empty():
-            break
-        lo, hi = dates.min(), dates.max()
+    spans = (
+        typed.filter(pl.col("_exchange").is_in(known) & pl.col("_date").is_not_null())
+        .group_by("_exchange").agg(pl.col("_date").min().alias("lo"), pl.col("_date").max().alias("hi"))
+    )
+    for ex, lo, hi in spans.iter_rows():
         sess = pl.Series(calendar.sessions(ex, lo, hi), dtype=pl.Date)
         ok_session = pl.when(pl.col("_exchange") == ex).then(pl.col("_date").is_in(sess.implode())).otherwise(ok_session)
         after = pl.when(pl.col("_exchange") == ex).then(pl.col("_date") > as_of.today(ex)).otherwise(after)
@@ -274,8 +277,9 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tu
     # Duplicates within this input: identical ones collapse, conflicting ones are all rejected.
     key = ["exchange", "symbol", "date"]
     values = ["open", "high", "low", "close", "adj_close", "volume"]
+    repeated = good.filter(pl.struct(key).is_duplicated())
     conflicted = (
-        good.group_by(key)
+        repeated.group_by(key)
         .agg(pl.struct(values).n_unique().alias("_variants"))
         .filter(pl.col("_variants") > 1)
         .select(key)
@@ -316,6 +320,21 @@ def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
 
 
 # --------------------------------------------------------------------- ingest
+def _read_one(path: Path, fmt: str) -> pl.DataFrame | FileProblem:
+    try:
+        return read_file(path, fmt)
+    except FileProblem as problem:
+        return problem
+
+
+def _read_all(files: list[Path], fmt: str) -> list[pl.DataFrame | FileProblem]:
+    """Read files on a few threads (Polars parses outside the GIL); results in input order."""
+    if len(files) < 8:
+        return [_read_one(f, fmt) for f in files]
+    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 2) * 2)) as pool:
+        return list(pool.map(lambda f: _read_one(f, fmt), files))
+
+
 def ingest(
     store: Store,
     paths: Iterable[str | Path],
@@ -335,11 +354,9 @@ def ingest(
         raise RetrainError("no input files found", hint="pass CSV or Parquet files, or directories holding them")
     report = IngestReport(files=len(files))
     frames: list[pl.DataFrame] = []
-    for path in files:
-        try:
-            frame = read_file(path, fmt)
-        except FileProblem as problem:
-            report.file_problems.append((str(path), str(problem)))
+    for path, frame in zip(files, _read_all(files, fmt)):
+        if isinstance(frame, FileProblem):
+            report.file_problems.append((str(path), str(frame)))
             continue
         if default_exchange is None and frame["exchange"].null_count():
             report.file_problems.append((str(path), "no exchange: pass --exchange (or add an exchange column)"))

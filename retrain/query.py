@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 from decimal import Decimal
 
 import duckdb
@@ -26,7 +27,7 @@ def run_query(store: Store, text: str) -> tuple[list[str], list[tuple]]:
         try:
             statements = con.extract_statements(text)
         except duckdb.Error as exc:
-            raise RetrainError(f"SQL error: {exc}", hint="check the statement; `retrain query --help` lists the views")
+            raise RetrainError(f"SQL error: {exc}", hint="check the statement; `retrain query --help` lists the views") from None
         if not statements:
             raise RetrainError("no SQL statement given", hint='e.g. retrain query "SELECT count(*) FROM day_symbol"')
         for st in statements:
@@ -55,7 +56,7 @@ def _jsonable(v):
         return v.isoformat()
     if isinstance(v, Decimal):
         return float(v)
-    if isinstance(v, float) and v != v:  # NaN
+    if isinstance(v, float) and math.isnan(v):
         return None
     return v
 

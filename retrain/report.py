@@ -14,7 +14,7 @@ def is_tty(stream=None) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def n(value: int | float) -> str:
+def n(value: float) -> str:
     """Thousands separators: 22729 -> '22,729'."""
     return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
 

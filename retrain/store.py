@@ -202,6 +202,7 @@ class Store:
         info = {"pid": os.getpid(), "command": command, "started": dt.datetime.now().isoformat(timespec="seconds")}
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._lock_fd, self._lock_depth = fd, 1
+        self._sweep_temp_files()
         try:
             yield
         finally:
@@ -211,6 +212,13 @@ class Store:
                 os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temporary files left by a writer that was killed mid-write. Only called with
+        the lock held, so no live writer can own them."""
+        for tmp in self.root.rglob(f"{TMP_PREFIX}*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def _require_lock(self) -> None:
         if not self._lock_depth:

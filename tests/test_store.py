@@ -1,0 +1,142 @@
+"""Store: atomic writes under exceptions and SIGKILL, the writer lock, DuckDB views, read-only query."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+
+import polars as pl
+import pytest
+
+from retrain import query as q
+from retrain.errors import LockBusy, RetrainError
+from retrain.store import Store
+from tests.conftest import bars_of, run_cli, write
+
+D = dt.date
+
+
+def _bars(symbol: str, dates: list[dt.date], close: float = 10.5) -> pl.DataFrame:
+    n = len(dates)
+    return pl.DataFrame({
+        "exchange": ["NYSE"] * n, "symbol": [symbol] * n, "date": dates,
+        "open": [10.0] * n, "high": [11.0] * n, "low": [9.0] * n, "close": [close] * n,
+        "adj_close": [close] * n, "volume": [100] * n,
+    })
+
+
+def test_partition_layout_one_file_per_exchange_month(store):
+    with store.lock("test"):
+        store.upsert_bars(_bars("A", [D(2024, 1, 2), D(2024, 1, 3), D(2024, 2, 1)]))
+    files = [p.relative_to(store.root).as_posix() for p in store.bar_files()]
+    assert files == ["day_symbol/exchange=NYSE/month=2024-01/data.parquet",
+                     "day_symbol/exchange=NYSE/month=2024-02/data.parquet"]
+
+
+def test_exception_mid_write_leaves_previous_partition(store, monkeypatch):
+    with store.lock("test"):
+        store.upsert_bars(_bars("A", [D(2024, 1, 2)]))
+    before = bars_of(store)
+    path = store.partition_path("NYSE", "2024-01")
+    original = path.read_bytes()
+
+    def torn_write(self, file, **kwargs):
+        with open(file, "wb") as fh:
+            fh.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", torn_write)
+    with pytest.raises(OSError, match="disk full"), store.lock("test"):
+        store.upsert_bars(_bars("A", [D(2024, 1, 2)], close=99.0))
+    monkeypatch.undo()
+    assert path.read_bytes() == original
+    assert bars_of(store).equals(before)
+    assert [p.name for p in path.parent.iterdir()] == ["data.parquet"]  # no temp file left
+
+
+@pytest.mark.parametrize("point", ["store.before_rename", "store.between_partitions"])
+def test_killed_writer_leaves_old_or_new_partitions_and_rerun_completes(tmp_path, point):
+    data = tmp_path / "data"
+    first = write(tmp_path / "a" / "X.csv", "Date,Open,High,Low,Close,Volume\n"
+                  "2024-01-02,10,11,9,10.5,100\n2024-02-01,10,11,9,10.5,100\n")
+    assert run_cli(["ingest", str(first), "--exchange", "NYSE"], data).returncode == 0
+    store = Store(data)
+    before = bars_of(store)
+    second = write(tmp_path / "b" / "X.csv", "Date,Open,High,Low,Close,Volume\n"
+                   "2024-01-02,10,11,9,10.7,100\n2024-02-01,10,11,9,10.7,100\n")
+    killed = run_cli(["ingest", str(second), "--exchange", "NYSE"], data, {"RETRAIN_FAULT": f"{point}:kill"})
+    assert killed.returncode == -signal.SIGKILL
+    after_kill = bars_of(store)  # every partition readable
+    closes = after_kill.sort("date")["close"].to_list()
+    if point == "store.before_rename":
+        assert after_kill.equals(before)
+    else:
+        assert closes == [10.7, 10.5]  # first month new, second still old: each file whole
+    rerun = run_cli(["ingest", str(second), "--exchange", "NYSE"], data)
+    assert rerun.returncode == 0, rerun.stderr
+    assert bars_of(store).sort("date")["close"].to_list() == [10.7, 10.7]
+    assert not list(data.rglob(".tmp-*"))  # debris swept by the next writer
+
+
+def test_lock_refuses_a_second_writer_and_names_the_holder(store, tmp_path):
+    other = Store(store.root)
+    with store.lock("retrain ingest something"):
+        with pytest.raises(LockBusy) as err, other.lock("retrain sample-data"):
+            pass
+        msg = str(err.value)
+        assert str(store.lock_path) in msg and "pid" in msg and "retrain ingest something" in msg
+        f = write(tmp_path / "X.csv", "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10.5,100\n")
+        proc = run_cli(["ingest", str(f), "--exchange", "NYSE"], store.root)
+        assert proc.returncode == 3
+        assert "locked by pid" in proc.stderr and ".retrain.lock" in proc.stderr
+        assert json.loads(store.lock_path.read_text())["command"] == "retrain ingest something"
+    with other.lock("again"):  # released
+        pass
+    assert not store.has_bars()
+
+
+def test_writes_require_the_lock(store):
+    with pytest.raises(RuntimeError, match="lock"):
+        store.upsert_bars(_bars("A", [D(2024, 1, 2)]))
+
+
+def test_views_have_the_contract_columns_even_when_empty(store):
+    cols, rows = q.run_query(store, "SELECT * FROM day_symbol")
+    assert cols == ["symbol", "exchange", "date", "open", "high", "low", "close", "adj_close", "volume",
+                    "rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
+    assert rows == []
+    cols, _ = q.run_query(store, "SELECT * FROM symbols")
+    assert cols == ["symbol", "exchange", "name", "sector"]
+
+
+def test_query_views_and_types(store):
+    with store.lock("test"):
+        store.upsert_bars(_bars("A", [D(2024, 1, 2), D(2024, 1, 3)]))
+        store.upsert_symbols(pl.DataFrame({"symbol": ["A"], "exchange": ["NYSE"], "name": ["A Co"], "sector": [None]}))
+    cols, rows = q.run_query(store, "SELECT s.name, count(*) AS n, max(d.date) AS last, typeof(max(d.volume)) AS t "
+                                    "FROM day_symbol d JOIN symbols s USING (exchange, symbol) GROUP BY 1")
+    assert rows == [("A Co", 2, D(2024, 1, 3), "BIGINT")]
+    assert json.loads(q.render(cols, rows, "json")) == [{"name": "A Co", "n": 2, "last": "2024-01-03", "t": "BIGINT"}]
+    assert q.render(cols, rows, "csv").splitlines() == ["name,n,last,t", "A Co,2,2024-01-03,BIGINT"]
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO day_symbol VALUES (1)",
+    "COPY (SELECT 1) TO 'out.csv'",
+    "SELECT 1; DROP VIEW day_symbol",
+    "ATTACH 'x.db'",
+])
+def test_query_refuses_writes(store, sql):
+    with pytest.raises(RetrainError, match="read-only"):
+        q.run_query(store, sql)
+
+
+def test_query_cli(cli):
+    r = cli("query", "SELECT 1 AS one", "--format", "csv")
+    assert r.exit_code == 0 and r.output.strip() == "one\n1"
+    r = cli("query", "DELETE FROM day_symbol")
+    assert r.exit_code == 1 and "read-only" in r.output
+    r = cli("query", "SELECT nope FROM day_symbol")
+    assert r.exit_code == 1 and "SQL error" in r.output
