@@ -150,6 +150,46 @@ def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of
     sys.exit(code)
 
 
+# ----------------------------------------------------------------- indicators
+def _exchanges(store: Store, exchange: str | None) -> list[str]:
+    """The exchanges a step works on: the one named (which must have bars), else all with bars."""
+    from retrain.store import require_exchange_bars
+
+    if exchange and exchange.upper() != "ALL":
+        ex = calendar.normalize_exchange(exchange)
+        require_exchange_bars(store, ex)
+        return [ex]
+    have = store.exchanges()
+    if not have:
+        raise RetrainError(f"the store {store.root} holds no bars",
+                           hint="load some with `retrain ingest PATH --exchange EX` or `retrain sample-data`")
+    return have
+
+
+@main.command()
+@click.option("--exchange", default=None, help="Only this exchange (default: all with bars).")
+@click.option("--force", is_flag=True, help="Recompute every bar, not only missing or stale ones.")
+@store_options
+def indicators(settings: Settings, exchange, force):
+    """Compute RSI(14), MACD(12,26,9), ATR(14) and OBV where missing or stale."""
+    import time
+
+    from retrain import indicators as ind
+    from retrain.status import exchange_status
+
+    store = Store(settings.data_dir)
+    exchanges = _exchanges(store, exchange)
+    started = time.perf_counter()
+    result = ind.update(store, exchanges, force=force)
+    took = time.perf_counter() - started
+    click.echo(report.ok(f"Updated {report.n(result.updated)} bars across {report.n(result.symbols)} symbols "
+                         f"in {took:.1f}s ({result.months_written} month file(s) written)"))
+    for st in exchange_status(store, exchange and exchanges[0]):
+        mark = report.ok if st.rsi_coverage >= 0.9 else report.warn
+        click.echo(mark(f"{st.exchange}: RSI on {report.n(st.bars_with_rsi)}/{report.n(st.bars)} bars "
+                        f"({report.pct(st.rsi_coverage)}; the first 14 bars of each symbol have none)"))
+
+
 # ---------------------------------------------------------------------- query
 @main.command()
 @click.argument("sql")

@@ -37,6 +37,10 @@ from retrain.errors import LockBusy, RetrainError
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
 INDICATOR_COLUMNS = ["rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
+# Recursion state behind the indicators (not part of the day_symbol view): the bar's position in
+# its symbol's history and the running Wilder/EMA averages. With them an incremental update
+# continues from the last computed bar instead of re-reading all history. Null = not computed.
+STATE_COLUMNS = ["_n", "_avg_gain", "_avg_loss", "_ema_fast", "_ema_slow"]
 BAR_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String,
     "date": pl.Date,
@@ -47,6 +51,8 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "adj_close": pl.Float64,
     "volume": pl.Int64,
     **{c: pl.Float64 for c in INDICATOR_COLUMNS},
+    "_n": pl.Int64,
+    **{c: pl.Float64 for c in STATE_COLUMNS[1:]},
     "ingest_id": pl.Int64,
 }
 SYMBOL_SCHEMA: dict[str, pl.DataType] = {
@@ -166,6 +172,34 @@ class Store:
         pattern = f"exchange={exchange}/month=*/{PARTITION_FILE}" if exchange else f"*/*/{PARTITION_FILE}"
         return sorted(self.bars_dir.glob(pattern))
 
+    def months(self, exchange: str) -> list[str]:
+        return [p.parent.name.split("=", 1)[1] for p in self.bar_files(exchange)]
+
+    def exchanges(self) -> list[str]:
+        """Exchanges that have bars."""
+        return sorted({p.parent.parent.name.split("=", 1)[1] for p in self.bar_files()})
+
+    def stale_months(self, exchange: str) -> list[str]:
+        """Months of ``exchange`` holding bars whose indicators are not computed (``_n`` null),
+        read from Parquet footers only."""
+        files = self.bar_files(exchange)
+        if not files:
+            return []
+        listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
+        rows = duckdb.sql(
+            f"SELECT file_name, sum(stats_null_count) FROM parquet_metadata([{listing}]) "
+            "WHERE path_in_schema = '_n' GROUP BY file_name"
+        ).fetchall()
+        nulls = {Path(f): int(n or 0) for f, n in rows}
+        return [p.parent.name.split("=", 1)[1] for p in files if nulls.get(p, 1) > 0]
+
+    def read_months(self, exchange: str, months: list[str]) -> pl.DataFrame:
+        """Bars of the given months of one exchange, with ``exchange``, in one frame."""
+        frames = [self.read_partition(exchange, m) for m in months]
+        frames = [f for f in frames if f.height]
+        out = pl.concat(frames) if frames else empty_bars()
+        return out.with_columns(pl.lit(exchange).alias("exchange"))
+
     def has_bars(self) -> bool:
         return bool(self.bar_files())
 
@@ -226,7 +260,7 @@ class Store:
 
     # ------------------------------------------------------------------ bars
     def scan_bars(self, exchange: str | None = None) -> pl.LazyFrame:
-        """All bars (with ``exchange``), as a LazyFrame sorted by nothing in particular."""
+        """All bars (with ``exchange``), as a LazyFrame in no particular order."""
         files = self.bar_files(exchange)
         if not files:
             return empty_bars().with_columns(pl.lit(None, pl.String).alias("exchange")).lazy()
@@ -240,7 +274,9 @@ class Store:
         path = self.partition_path(exchange, month)
         if not path.exists():
             return empty_bars()
-        return pl.read_parquet(path)
+        df = pl.read_parquet(path)
+        missing = [c for c in BAR_SCHEMA if c not in df.columns]  # files from before a column existed
+        return df.with_columns(pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in missing).select(list(BAR_SCHEMA))
 
     def write_partition(self, exchange: str, month: str, bars: pl.DataFrame) -> None:
         """Replace one month of one exchange atomically (bars sorted by symbol, date)."""
@@ -284,7 +320,7 @@ class Store:
                 flagged.filter(pl.col("_changed"))
                 .select("symbol", "date", *VALUE_COLUMNS)
                 .with_columns(
-                    *[pl.lit(None, pl.Float64).alias(c) for c in INDICATOR_COLUMNS],
+                    *[pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in INDICATOR_COLUMNS + STATE_COLUMNS],
                     pl.lit(result.batch_id, pl.Int64).alias("ingest_id"),
                 )
             )
