@@ -190,6 +190,106 @@ def indicators(settings: Settings, exchange, force):
                         f"({report.pct(st.rsi_coverage)}; the first 14 bars of each symbol have none)"))
 
 
+# ------------------------------------------------------------ features/labels
+def _date_opt(value, option):
+    return calendar.parse_date(value, option) if value else None
+
+
+@main.command()
+@click.option("--start-date", default=None, metavar="DATE", help="First trade date to (re)build.")
+@click.option("--end-date", default=None, metavar="DATE", help="Last trade date to (re)build.")
+@click.option("--exchange", default=None, help="Only this exchange (default: all with bars).")
+@click.option("--full-rebuild", is_flag=True, help="Regenerate every row of the current feature version.")
+@store_options
+def features(settings: Settings, start_date, end_date, exchange, full_rebuild):
+    """Build feature snapshots of the current version (retrain.toml [features] version).
+
+    Incremental by default: the sessions after the last snapshot, plus whatever depends on bars
+    re-ingested since. Each row uses only bars strictly before its trade date.
+    """
+
+    store = Store(settings.data_dir)
+    exchanges = _exchanges(store, exchange)
+    start, end = _date_opt(start_date, "--start-date"), _date_opt(end_date, "--end-date")
+    if start and end and start > end:
+        raise RetrainError(f"--start-date {start} is after --end-date {end}", hint="swap them")
+    result = build_features(store, settings.feature_version, exchanges, start, end, full_rebuild)
+    if result.up_to_date:
+        click.echo(report.ok(f"Features {result.version} are up to date; nothing to build"))
+
+
+def build_features(store: Store, version: str, exchanges, start=None, end=None, full_rebuild=False):
+    """Run the feature build with a progress line; print the summary. Shared with `retrain run`."""
+    import time
+
+    from retrain import features as feat
+
+    bar = {}
+
+    def progress(exchange, day, done, total, rows):
+        if exchange not in bar:
+            bar.clear()
+            bar[exchange] = report.Progress(total)
+        bar[exchange].update(done, rows, f"{exchange} {day}")
+
+    started = time.perf_counter()
+    result = feat.build(store, version, exchanges, start, end, full_rebuild, progress=progress)
+    for b in bar.values():
+        b.close()
+    took = time.perf_counter() - started
+    for ex, (lo, hi) in (result.ranges or {}).items():
+        click.echo(f"   {ex}: trade dates {lo} to {hi}, {report.n(result.by_exchange[ex])} rows")
+    if not result.up_to_date:
+        click.echo(report.ok(f"Generated {report.n(result.rows)} feature snapshots ({result.version}, {result.mode}, "
+                             f"{report.n(result.sessions)} sessions) in {took:.1f}s"))
+    return result
+
+
+@main.command()
+@click.option("--date", "date_", default=None, metavar="DATE", help="Label this one session.")
+@click.option("--start-date", default=None, metavar="DATE", help="First session to (re)label.")
+@click.option("--end-date", default=None, metavar="DATE", help="Last session to (re)label.")
+@click.option("--exchange", default=None, help="Only this exchange (default: all with bars).")
+@as_of_option
+@store_options
+def labels(settings: Settings, date_, start_date, end_date, exchange, as_of):
+    """Label complete sessions with their open-to-close return (and excursions).
+
+    Incremental by default; a session gets a label only after its close.
+    """
+    if date_ and (start_date or end_date):
+        raise RetrainError("--date cannot be combined with --start-date/--end-date", hint="use one or the other")
+    start = _date_opt(date_ or start_date, "--date" if date_ else "--start-date")
+    end = _date_opt(date_ or end_date, "--date" if date_ else "--end-date")
+    if start and end and start > end:
+        raise RetrainError(f"--start-date {start} is after --end-date {end}", hint="swap them")
+    store = Store(settings.data_dir)
+    update_labels(store, settings.feature_version, _exchanges(store, exchange), AsOf.parse(as_of), start, end)
+
+
+def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None):
+    """Run the label update and print counts and coverage. Shared with `retrain run`."""
+    from retrain import labels as lab
+    from retrain import query as q
+
+    result = lab.update(store, exchanges, clock, start, end)
+    for ex in exchanges:
+        lc = result.last_complete.get(ex)
+        if ex in result.ranges:
+            lo, hi = result.ranges[ex]
+            click.echo(f"   {ex}: labelled {lo} to {hi} (last complete session: {lc})")
+    click.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
+    listing = ", ".join(f"'{e}'" for e in exchanges)
+    _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
+                                 f"USING (exchange, symbol, trade_date) WHERE f.feature_version = '{version}' "
+                                 f"AND f.exchange IN ({listing})")
+    total, labelled = rows[0]
+    if total:
+        click.echo(report.ok(f"Label coverage ({version}): {report.n(labelled)}/{report.n(total)} feature rows "
+                             f"({report.pct(labelled / total)}; rows of sessions not yet complete have none)"))
+    return result
+
+
 # ---------------------------------------------------------------------- query
 @main.command()
 @click.argument("sql")
@@ -199,7 +299,9 @@ def query(settings: Settings, sql, fmt):
     """Read-only DuckDB SQL over the store's views.
 
     Views: symbols(symbol, exchange, name, sector); day_symbol(symbol, exchange, date, open, high,
-    low, close, adj_close, volume, rsi, macd, macd_signal, macd_histogram, atr, obv).
+    low, close, adj_close, volume, rsi, macd, macd_signal, macd_histogram, atr, obv);
+    features(symbol, exchange, trade_date, feature_version, <features>); labels(symbol, exchange,
+    trade_date, intraday_return, max_favorable_excursion, max_adverse_excursion, open, high, low, close).
     """
     from retrain import query as q
 
@@ -231,6 +333,32 @@ def status(settings: Settings, exchange):
          for r in rows],
         numeric=[False, True, True, False, False, True, True, True, True],
     ))
+    from retrain import queries
+    from retrain import query as q
+
+    _, cov = q.run_query(store, queries.load("coverage_features"))
+    if ex:
+        cov = [r for r in cov if r[1] == ex]
+    click.echo("\nFeatures (label coverage = feature rows with a label):")
+    if cov:
+        click.echo(report.table(
+            ["version", "exchange", "rows", "first", "last", "labelled", "coverage"],
+            [(v + (" (current)" if v == settings.feature_version else ""), e, report.n(n_), f, la, report.n(lab),
+              report.pct(lab / n_ if n_ else 0)) for v, e, n_, f, la, lab in cov],
+            numeric=[False, False, True, False, False, True, True],
+        ))
+    else:
+        click.echo("   none built yet - run `retrain features`")
+    _, lab_rows = q.run_query(store, queries.load("coverage_labels"))
+    if ex:
+        lab_rows = [r for r in lab_rows if r[0] == ex]
+    click.echo("\nLabels:")
+    if lab_rows:
+        click.echo(report.table(["exchange", "rows", "first", "last"],
+                                [(e, report.n(n_), f, la) for e, n_, f, la in lab_rows],
+                                numeric=[False, True, False, False]))
+    else:
+        click.echo("   none yet - run `retrain labels`")
 
 
 if __name__ == "__main__":  # pragma: no cover

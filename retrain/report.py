@@ -63,3 +63,38 @@ def table(columns: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bo
     lines = [fmt([str(c) for c in columns]), "  ".join("-" * w for w in widths)]
     lines.extend(fmt(r) for r in cells)
     return "\n".join(lines)
+
+
+class Progress:
+    """Sessions done out of the total, rows written, rate and ETA. A live line on a terminal;
+    plain lines (no carriage returns, no colour) when stdout is a log file."""
+
+    def __init__(self, total: int, stream=None, clock=None):
+        import time
+
+        self.total = max(total, 1)
+        self.stream = stream or sys.stdout
+        self.tty = is_tty(self.stream)
+        self._clock = clock or time.perf_counter
+        self.started = self._clock()
+        self._open = False
+
+    def update(self, done: int, rows: int, label: str) -> str:
+        elapsed = max(self._clock() - self.started, 1e-9)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        line = (f"[{done:,}/{self.total:,}] {label} | Rows: {rows:,} | Progress: {100.0 * done / self.total:.1f}% | "
+                f"Speed: {rate * 60:,.0f} sessions/min | ETA: {eta:.0f}s")
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self._open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        return line
+
+    def close(self) -> None:
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = False

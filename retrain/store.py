@@ -61,6 +61,11 @@ SYMBOL_SCHEMA: dict[str, pl.DataType] = {
     "name": pl.String,
     "sector": pl.String,
 }
+LABEL_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String, "exchange": pl.String, "trade_date": pl.Date,
+    **{c: pl.Float64 for c in ["intraday_return", "max_favorable_excursion", "max_adverse_excursion",
+                               "open", "high", "low", "close"]},
+}
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 PARTITION_FILE = "data.parquet"
 TMP_PREFIX = ".tmp-"
@@ -202,6 +207,61 @@ class Store:
 
     def has_bars(self) -> bool:
         return bool(self.bar_files())
+
+    # ------------------------------------------------- derived tables (features, labels)
+    def table_dir(self, table: str, version: str | None = None) -> Path:
+        base = self.root / table
+        return base / f"version={version}" if version else base
+
+    def table_files(self, table: str, version: str | None = None, exchange: str | None = None) -> list[Path]:
+        ex = f"exchange={exchange}" if exchange else "exchange=*"
+        return sorted(self.table_dir(table, version).glob(f"{ex}/month=*/{PARTITION_FILE}"))
+
+    def table_versions(self, table: str) -> list[str]:
+        return sorted(p.name.split("=", 1)[1] for p in self.table_dir(table).glob("version=*") if p.is_dir())
+
+    def scan_table(self, table: str, version: str | None = None, exchange: str | None = None) -> pl.LazyFrame | None:
+        """A derived table (with ``exchange``), or None when it has no files."""
+        files = self.table_files(table, version, exchange)
+        if not files:
+            return None
+        return pl.concat(
+            [pl.scan_parquet(f).with_columns(pl.lit(f.parent.parent.name.split("=", 1)[1]).alias("exchange"))
+             for f in files],
+            how="diagonal_relaxed",
+        )
+
+    def read_table_partition(self, table: str, exchange: str, month: str, version: str | None = None) -> pl.DataFrame | None:
+        path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
+        return pl.read_parquet(path) if path.exists() else None
+
+    def write_table_partition(self, table: str, exchange: str, month: str, df: pl.DataFrame,
+                              version: str | None = None) -> None:
+        self._require_lock()
+        path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
+        atomic_write_parquet(df.drop("exchange", strict=False), path)
+
+    def read_state(self, table: str, version: str | None = None) -> dict:
+        path = self.table_dir(table, version) / "_state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_state(self, table: str, state: dict, version: str | None = None) -> None:
+        self._require_lock()
+        atomic_write_text(json.dumps(state, indent=1, sort_keys=True, default=str),
+                          self.table_dir(table, version) / "_state.json")
+
+    def max_ingest_id(self, exchange: str) -> int:
+        value = self.scan_bars(exchange).select(pl.col("ingest_id").max()).collect().item()
+        return int(value or 0)
+
+    def changed_bars(self, exchange: str, since_ingest_id: int) -> pl.DataFrame:
+        """(symbol, date) of bars of ``exchange`` changed after ``since_ingest_id``."""
+        return (self.scan_bars(exchange).filter(pl.col("ingest_id") > since_ingest_id)
+                .select("symbol", "date").collect())
+
+    def read_bars_since(self, exchange: str, month: str) -> pl.DataFrame:
+        """Bars of ``exchange`` from ``month`` (YYYY-MM) on, with ``exchange``."""
+        return self.read_months(exchange, [m for m in self.months(exchange) if m >= month])
 
     # ------------------------------------------------------------------ lock
     @contextlib.contextmanager
@@ -371,8 +431,7 @@ class Store:
         con = duckdb.connect(":memory:")
         files = self.bar_files()
         if files:
-            listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
-            source = f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
+            source = _parquet_source(files)
         else:
             source = _empty_source({**BAR_SCHEMA, "exchange": pl.String})
         con.execute(queries.load("view_day_symbol").replace("{source}", source))
@@ -381,6 +440,19 @@ class Store:
         else:
             source = _empty_source(SYMBOL_SCHEMA)
         con.execute(queries.load("view_symbols").replace("{source}", source))
+        files = [f for v in self.table_versions("features") for f in self.table_files("features", v)]
+        if files:
+            source = _parquet_source(files)
+        else:
+            source = _empty_source({"symbol": pl.String, "exchange": pl.String, "trade_date": pl.Date,
+                                    "feature_version": pl.String, "version": pl.String, "month": pl.String})
+        con.execute(queries.load("view_features").replace("{source}", source))
+        files = self.table_files("labels")
+        if files:
+            source = _parquet_source(files)
+        else:
+            source = _empty_source(LABEL_SCHEMA)
+        con.execute(queries.load("view_labels").replace("{source}", source))
         return con
 
 
@@ -389,6 +461,11 @@ _DUCK_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE", pl.I
 
 def _sql_str(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def _parquet_source(files: list[Path]) -> str:
+    listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
+    return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
 
 
 def _empty_source(schema: dict[str, pl.DataType]) -> str:

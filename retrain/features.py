@@ -1,0 +1,340 @@
+"""Feature snapshots: one row per (exchange, symbol, trade_date), built only from bars before it.
+
+A row for session T is computed on the symbol's last bar strictly before T (its "feature bar"),
+so T's own bar can never reach it. Rows exist for every session T of the exchange once the
+symbol has at least ``MIN_HISTORY`` earlier bars, up to and including the session after its
+last bar: that last row is the one predictions use.
+
+Every rolling window is an explicit sum of lags counted in bars, so a value never depends on
+where the loaded history starts: an incremental build equals a full rebuild bit for bit.
+Market and sector context for T come from the exchange's previous session, never from T.
+
+``FEATURES`` is the one place the feature set is defined: name, expression, meaning.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from retrain import calendar
+from retrain.errors import RetrainError
+from retrain.store import Store
+
+MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
+LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
+KEYS = ["exchange", "symbol"]
+ROW_KEYS = ["exchange", "symbol", "trade_date"]
+MARGIN_SESSIONS = 60  # extra sessions of history read before the first session to build
+
+
+# ------------------------------------------------------------- building blocks
+def lag(x: pl.Expr, i: int) -> pl.Expr:
+    """``x`` on the symbol's bar ``i`` bars back (null before its first bar in the frame)."""
+    return x if i == 0 else pl.when(pl.col("_pos") >= i).then(x.shift(i))
+
+
+def wsum(x: pl.Expr, k: int) -> pl.Expr:
+    """Sum of ``x`` over the symbol's last ``k`` bars (null unless all ``k`` exist)."""
+    total = lag(x, 0)
+    for i in range(1, k):
+        total = total + lag(x, i)
+    return total
+
+
+def wmean(x: pl.Expr, k: int) -> pl.Expr:
+    return wsum(x, k) / k
+
+
+def wstd(x: pl.Expr, k: int) -> pl.Expr:
+    """Sample standard deviation over the last ``k`` bars."""
+    s, s2 = wsum(x, k), wsum(x * x, k)
+    return ((s2 - s * s / k) / (k - 1)).clip(lower_bound=0.0).sqrt()
+
+
+def wmax(x: pl.Expr, k: int) -> pl.Expr:
+    return pl.when(pl.col("_pos") >= k - 1).then(pl.max_horizontal([lag(x, i) for i in range(k)]))
+
+
+def wmin(x: pl.Expr, k: int) -> pl.Expr:
+    return pl.when(pl.col("_pos") >= k - 1).then(pl.min_horizontal([lag(x, i) for i in range(k)]))
+
+
+def slope(y: pl.Expr, k: int) -> pl.Expr:
+    """OLS slope of ``y`` per bar over the last ``k`` bars, as fixed weights on lags."""
+    xs = [-i for i in range(k)]  # lag i sits at x = -i
+    xbar = sum(xs) / k
+    sxx = sum((x - xbar) ** 2 for x in xs)
+    total = None
+    for i, x in enumerate(xs):
+        term = lag(y, i) * ((x - xbar) / sxx)
+        total = term if total is None else total + term
+    return total
+
+
+# ------------------------------------------------------------ the feature set
+C, O, H, L, V = (pl.col(c) for c in ("close", "open", "high", "low", "volume"))
+R1 = pl.col("_r1")  # daily close-to-close return of the bar
+VOL20 = pl.col("volatility_20")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    expr: pl.Expr | None  # None: added by the build (market/sector context, calendar)
+    meaning: str
+    categorical: bool = False
+
+
+FEATURES: list[Feature] = [
+    *[Feature(f"return_{k}", C / lag(C, k) - 1, f"close-to-close return over the last {k} session(s)") for k in (1, 3, 5, 10, 20)],
+    Feature("volatility_10", wstd(R1, 10), "standard deviation of daily returns over 10 sessions"),
+    Feature("volatility_20", wstd(R1, 20), "standard deviation of daily returns over 20 sessions"),
+    *[Feature(f"momentum_{k}", (C / lag(C, k) - 1) / (VOL20 * math.sqrt(k)),
+              f"{k}-session return in units of its expected size (20-session volatility x sqrt({k}))") for k in (1, 3, 5, 10, 20)],
+    Feature("price_rel_5", C / wmean(C, 5) - 1, "close relative to its 5-session average"),
+    Feature("price_rel_20", C / wmean(C, 20) - 1, "close relative to its 20-session average"),
+    Feature("trend_30", slope(C.log(), 30), "slope of log close per session over 30 sessions"),
+    Feature("dist_high_20", C / wmax(H, 20) - 1, "close relative to the 20-session high"),
+    Feature("dist_low_20", C / wmin(L, 20) - 1, "close relative to the 20-session low"),
+    *[Feature(f"avg_volume_{k}", wmean(V.cast(pl.Float64), k), f"average volume over {k} sessions") for k in (5, 10, 20)],
+    *[Feature(f"volume_ratio_{k}", V / wmean(V.cast(pl.Float64), k), f"last volume / average volume over {k} sessions") for k in (5, 10, 20)],
+    *[Feature(f"avg_dollar_volume_{k}", wmean(C * V, k), f"average close x volume over {k} sessions") for k in (5, 10, 20)],
+    Feature("atr_ratio", pl.col("atr") / C, "ATR(14) / close"),
+    Feature("rsi_14", pl.col("rsi"), "RSI(14)"),
+    Feature("macd_ratio", pl.col("macd") / C, "MACD(12,26) / close"),
+    Feature("macd_signal_ratio", pl.col("macd_signal") / C, "MACD signal(9) / close"),
+    Feature("macd_hist_ratio", pl.col("macd_histogram") / C, "MACD histogram / close"),
+    Feature("obv_slope_10", (pl.col("obv") - lag(pl.col("obv"), 10)) / wsum(V.cast(pl.Float64), 10),
+            "OBV change over 10 sessions / volume traded in them"),
+    Feature("intraday_return", C / O - 1, "previous session's open-to-close return"),
+    Feature("overnight_gap", O / lag(C, 1) - 1, "previous session's open / the close before it - 1"),
+    Feature("range", (H - L) / C, "previous session's (high - low) / close"),
+    Feature("close_location", pl.when(H > L).then((C - L) / (H - L)), "where the previous close sits in its high-low range (0 low, 1 high)"),
+    Feature("market_return", None, "equal-weighted open-to-close return of the exchange's symbols in the previous session"),
+    Feature("rel_strength_market", None, "symbol's intraday return minus market_return, previous session"),
+    Feature("sector_return", None, "equal-weighted open-to-close return of the symbol's sector on its exchange, previous session (null if no sector)"),
+    Feature("rel_strength_sector", None, "symbol's intraday return minus sector_return, previous session"),
+    Feature("day_of_week", None, "weekday of the trade date (1 = Monday)", categorical=True),
+    Feature("exchange", None, "listing exchange", categorical=True),
+    Feature("prev_close", C, "last close before the trade date"),
+]
+FEATURE_NAMES = [f.name for f in FEATURES]
+CATEGORICAL = [f.name for f in FEATURES if f.categorical]
+
+
+def feature_columns(version: str) -> list[str]:
+    """Feature columns of a version. Every version is built by the definitions in this module
+    at the time it is built; the version names the data, `--bump-version` starts a new one."""
+    return FEATURE_NAMES
+
+
+# ---------------------------------------------------------------- pure build
+def bar_features(bars: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-bar features (as of each bar's close). ``bars`` sorted by exchange, symbol, date."""
+    per_bar = [f.expr.alias(f.name) for f in FEATURES if f.expr is not None and f.name != "exchange"]
+    vol_first = [e for e in per_bar if e.meta.output_name() in ("volatility_10", "volatility_20")]
+    rest = [e for e in per_bar if e.meta.output_name() not in ("volatility_10", "volatility_20")]
+    return (
+        bars.with_columns(pl.int_range(pl.len()).over(KEYS).alias("_pos"))
+        .with_columns((C / lag(C, 1) - 1).alias("_r1"))
+        .with_columns(vol_first)
+        .with_columns(rest)
+    )
+
+
+def context(bars: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Equal-weighted intraday return per (exchange, date), and per (exchange, sector, date)."""
+    intraday = (C / O - 1).alias("_ir")
+    market = bars.group_by("exchange", "date").agg(intraday.mean().alias("market_return"))
+    sector = (
+        bars.filter(pl.col("sector").is_not_null())
+        .group_by("exchange", "sector", "date")
+        .agg(intraday.mean().alias("sector_return"))
+    )
+    return market, sector
+
+
+def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, version: str) -> pl.DataFrame:
+    """Feature rows of ``exchange`` for trade dates in [start, end] from ``bars`` (that exchange
+    only, with ``sector``, ``_n`` and indicators, enough history before ``start``)."""
+    sess = calendar.session_array(exchange)
+    lazy = bars.lazy().sort(KEYS + ["date"])
+    feats = bar_features(lazy)
+    # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
+    dates64 = lambda s: s.to_numpy().astype("datetime64[D]")  # noqa: E731
+    feats = feats.with_columns(pl.col("date").shift(-1).over(KEYS).alias("_next_bar")).with_columns(
+        pl.col("date").map_batches(lambda s: pl.Series(np.searchsorted(sess, dates64(s), "right"), dtype=pl.Int64),
+                                   return_dtype=pl.Int64).alias("_i0"),
+        pl.col("_next_bar").map_batches(
+            lambda s: pl.Series(np.searchsorted(sess, dates64(s.fill_null(dt.date(1970, 1, 1))), "right"), dtype=pl.Int64),
+            return_dtype=pl.Int64).alias("_i1"),
+    ).with_columns(
+        pl.when(pl.col("_next_bar").is_null()).then(1).otherwise(pl.col("_i1") - pl.col("_i0")).alias("_count")
+    )
+    lo = int(np.searchsorted(sess, np.datetime64(start, "D"), "left"))
+    hi = int(np.searchsorted(sess, np.datetime64(end, "D"), "right"))
+    feats = (
+        feats.filter((pl.col("_n") >= MIN_HISTORY - 1) & (pl.col("_i0") + pl.col("_count") > lo) & (pl.col("_i0") < hi))
+        .with_columns(pl.int_ranges(pl.col("_i0"), pl.col("_i0") + pl.col("_count")).alias("_si"))
+        .explode("_si")
+        .filter((pl.col("_si") >= lo) & (pl.col("_si") < hi))
+    )
+    index = pl.DataFrame({
+        "_si": np.arange(max(lo - 1, 0), hi, dtype=np.int64),
+        "trade_date": sess[max(lo - 1, 0):hi],
+    }).with_columns(pl.col("trade_date").cast(pl.Date), pl.col("trade_date").shift(1).alias("_prev_session")).lazy()
+    market, sector = context(lazy)
+    rows = (
+        feats.join(index, on="_si", how="left")
+        .join(market, left_on=["exchange", "_prev_session"], right_on=["exchange", "date"], how="left")
+        .join(sector, left_on=["exchange", "sector", "_prev_session"], right_on=["exchange", "sector", "date"], how="left")
+        .with_columns(
+            (pl.col("intraday_return") - pl.col("market_return")).alias("rel_strength_market"),
+            (pl.col("intraday_return") - pl.col("sector_return")).alias("rel_strength_sector"),
+            pl.col("trade_date").dt.weekday().cast(pl.Int8).alias("day_of_week"),
+            pl.lit(version).alias("feature_version"),
+        )
+        .select("symbol", "exchange", "trade_date", "feature_version", *[n for n in FEATURE_NAMES if n != "exchange"])
+        .sort("trade_date", "symbol")
+    )
+    return rows.collect()
+
+
+# ---------------------------------------------------------------- the step
+@dataclass
+class FeatureResult:
+    version: str
+    rows: int = 0
+    sessions: int = 0
+    by_exchange: dict | None = None
+    mode: str = "incremental"
+    ranges: dict | None = None  # exchange -> (first, last) trade date built
+    up_to_date: bool = False
+
+
+def _with_sector(store: Store, bars: pl.DataFrame) -> pl.DataFrame:
+    syms = store.read_symbols().select("exchange", "symbol", "sector")
+    return bars.join(syms, on=["exchange", "symbol"], how="left")
+
+
+def _window(store: Store, exchange: str, first_needed: dt.date, margin: int) -> pl.DataFrame:
+    sess = calendar.session_array(exchange)
+    i = int(np.searchsorted(sess, np.datetime64(first_needed, "D"), "left"))
+    start = sess[max(i - margin, 0)].astype(dt.date)
+    return store.read_bars_since(exchange, start.strftime("%Y-%m"))
+
+
+def _truncated(bars: pl.DataFrame, first_t: dt.date) -> bool:
+    """True when some symbol's history in ``bars`` starts after its real first bar (``_n`` > 0)
+    with fewer than LONGEST_WINDOW + 1 bars before ``first_t``: its windows would be cut short."""
+    per = bars.group_by("symbol").agg(
+        pl.col("_n").min().alias("n0"), (pl.col("date") < first_t).sum().alias("before"))
+    return per.filter((pl.col("n0") > 0) & (pl.col("before") <= LONGEST_WINDOW)).height > 0
+
+
+def build(
+    store: Store,
+    version: str,
+    exchanges: list[str],
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    full_rebuild: bool = False,
+    progress=None,
+) -> FeatureResult:
+    """Build feature rows for the current version: incremental by default (new sessions plus
+    whatever depends on bars changed since the last build), everything with ``full_rebuild``,
+    or exactly the trade dates in [start, end]."""
+    result = FeatureResult(version=version, by_exchange={}, ranges={},
+                           mode="full rebuild" if full_rebuild else ("range" if start or end else "incremental"))
+    with store.lock("retrain features"):
+        state = store.read_state("features", version)
+        plans = []
+        for exchange in exchanges:
+            plan = _plan(store, exchange, state.get(exchange, {}), start, end, full_rebuild)
+            plans.append((exchange, plan))
+        for exchange, plan in plans:
+            if plan is None:
+                result.by_exchange[exchange] = 0
+                continue
+            first_t, last_t, bars, built_id = plan
+            rows = snapshots(bars, exchange, first_t, last_t, version)
+            n_sessions = len(calendar.sessions(exchange, first_t, last_t))
+            _write(store, version, exchange, rows, first_t, last_t, progress, n_sessions)
+            result.rows += rows.height
+            result.sessions += n_sessions
+            result.by_exchange[exchange] = rows.height
+            result.ranges[exchange] = (first_t, last_t)
+            if built_id is not None:
+                state[exchange] = {"built_ingest_id": built_id, "last_trade_date": last_t.isoformat()}
+                store.write_state("features", state, version)
+    result.up_to_date = not result.ranges
+    return result
+
+
+def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool):
+    """Decide which trade dates to build and load the bars for them. Returns None when
+    nothing is to be done, else (first trade date, last trade date, bars, new built id or None)."""
+    built_id = store.max_ingest_id(exchange)
+    all_first, all_last = store.scan_bars(exchange).select(
+        pl.col("date").min().alias("first"), pl.col("date").max().alias("last")).collect().row(0)
+    horizon = calendar.next_session(exchange, all_last)  # the session after the last bar
+    if start or end:
+        first_t, last_t = start or all_first, min(end or horizon, horizon)
+        if not calendar.sessions(exchange, first_t, last_t):
+            raise RetrainError(f"no sessions of {exchange} with bars to build between {first_t} and {last_t}",
+                               hint=f"{exchange} bars run from {all_first} to {all_last}; pick dates in that span")
+        new_id = None
+    elif full_rebuild or not st:
+        first_t, last_t, new_id = all_first, horizon, built_id
+    else:
+        changed = store.changed_bars(exchange, int(st.get("built_ingest_id", 0)))
+        if changed.is_empty():
+            return None
+        first_t, last_t, new_id = changed["date"].min(), horizon, built_id
+    if full_rebuild or first_t <= all_first:
+        bars = store.read_bars_since(exchange, "0000-00")
+    else:
+        margin = MARGIN_SESSIONS
+        while True:
+            bars = _window(store, exchange, first_t, margin)
+            if not _truncated(bars, first_t) or margin > 100_000:
+                break
+            margin *= 4
+        if not (start or end):
+            # rows served by the bar before each changed bar may change too (gaps, new last bars)
+            changed = store.changed_bars(exchange, int(st.get("built_ingest_id", 0)))
+            prev = (bars.sort("symbol", "date").with_columns(pl.col("date").shift(1).over("symbol").alias("_prev"))
+                    .join(changed, on=["symbol", "date"], how="semi")["_prev"].drop_nulls())
+            if prev.len():
+                first_t = min(first_t, calendar.next_session(exchange, prev.min()))
+    stale = bars.filter(pl.col("_n").is_null())
+    if stale.height:
+        raise RetrainError(
+            f"indicators are missing for {stale.height:,} {exchange} bars (first: {stale['symbol'][0]} {stale['date'].min()})",
+            hint="run `retrain indicators` first (`retrain run` does it for you)",
+        )
+    return first_t, last_t, _with_sector(store, bars), new_id
+
+
+def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
+    """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
+    months = sorted({d.strftime("%Y-%m") for d in calendar.sessions(exchange, first_t, last_t)})
+    done_sessions = 0
+    written = 0
+    for month in months:
+        new = rows.filter(pl.col("trade_date").dt.strftime("%Y-%m") == month)
+        old = store.read_table_partition("features", exchange, month, version)
+        if old is not None:
+            old = old.filter((pl.col("trade_date") < first_t) | (pl.col("trade_date") > last_t))
+            new = pl.concat([old, new.drop("exchange")], how="diagonal_relaxed")
+        store.write_table_partition("features", exchange, month, new.sort("trade_date", "symbol"), version)
+        month_sessions = [d for d in calendar.sessions(exchange, first_t, last_t) if d.strftime("%Y-%m") == month]
+        done_sessions += len(month_sessions)
+        written += rows.filter(pl.col("trade_date").dt.strftime("%Y-%m") == month).height
+        if progress:
+            progress(exchange, month_sessions[-1], done_sessions, n_sessions, written)
