@@ -29,7 +29,11 @@ MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
 KEYS = ["exchange", "symbol"]
 ROW_KEYS = ["exchange", "symbol", "trade_date"]
-MARGIN_SESSIONS = 60  # extra sessions of history read before the first session to build
+MARGIN_SESSIONS = 60
+# Polars' streaming engine may re-associate a chain of additions differently from one frame to
+# the next (a last-bit difference); the in-memory engine evaluates it in written order, which is
+# what makes an incremental build equal a full one bit for bit.
+ENGINE = "in-memory"  # extra sessions of history read before the first session to build
 
 
 # ------------------------------------------------------------- building blocks
@@ -77,8 +81,10 @@ def slope(y: pl.Expr, k: int) -> pl.Expr:
 
 
 # ------------------------------------------------------------ the feature set
-C, O, H, L, V = (pl.col(c) for c in ("close", "open", "high", "low", "volume"))
+C, O, H, L, V = (pl.col(c) for c in ("close", "open", "high", "low", "volume"))  # noqa: E741
 R1 = pl.col("_r1")  # daily close-to-close return of the bar
+DV = pl.col("_dv")  # dollar volume of the bar, materialized first: a product inside a sum of lags
+VF = pl.col("_vf")  # would let the optimizer fuse multiply-adds differently from run to run
 VOL20 = pl.col("volatility_20")
 
 
@@ -101,15 +107,15 @@ FEATURES: list[Feature] = [
     Feature("trend_30", slope(C.log(), 30), "slope of log close per session over 30 sessions"),
     Feature("dist_high_20", C / wmax(H, 20) - 1, "close relative to the 20-session high"),
     Feature("dist_low_20", C / wmin(L, 20) - 1, "close relative to the 20-session low"),
-    *[Feature(f"avg_volume_{k}", wmean(V.cast(pl.Float64), k), f"average volume over {k} sessions") for k in (5, 10, 20)],
-    *[Feature(f"volume_ratio_{k}", V / wmean(V.cast(pl.Float64), k), f"last volume / average volume over {k} sessions") for k in (5, 10, 20)],
-    *[Feature(f"avg_dollar_volume_{k}", wmean(C * V, k), f"average close x volume over {k} sessions") for k in (5, 10, 20)],
+    *[Feature(f"avg_volume_{k}", wmean(VF, k), f"average volume over {k} sessions") for k in (5, 10, 20)],
+    *[Feature(f"volume_ratio_{k}", VF / wmean(VF, k), f"last volume / average volume over {k} sessions") for k in (5, 10, 20)],
+    *[Feature(f"avg_dollar_volume_{k}", wmean(DV, k), f"average close x volume over {k} sessions") for k in (5, 10, 20)],
     Feature("atr_ratio", pl.col("atr") / C, "ATR(14) / close"),
     Feature("rsi_14", pl.col("rsi"), "RSI(14)"),
     Feature("macd_ratio", pl.col("macd") / C, "MACD(12,26) / close"),
     Feature("macd_signal_ratio", pl.col("macd_signal") / C, "MACD signal(9) / close"),
     Feature("macd_hist_ratio", pl.col("macd_histogram") / C, "MACD histogram / close"),
-    Feature("obv_slope_10", (pl.col("obv") - lag(pl.col("obv"), 10)) / wsum(V.cast(pl.Float64), 10),
+    Feature("obv_slope_10", (pl.col("obv") - lag(pl.col("obv"), 10)) / wsum(VF, 10),
             "OBV change over 10 sessions / volume traded in them"),
     Feature("intraday_return", C / O - 1, "previous session's open-to-close return"),
     Feature("overnight_gap", O / lag(C, 1) - 1, "previous session's open / the close before it - 1"),
@@ -141,7 +147,7 @@ def bar_features(bars: pl.LazyFrame) -> pl.LazyFrame:
     rest = [e for e in per_bar if e.meta.output_name() not in ("volatility_10", "volatility_20")]
     return (
         bars.with_columns(pl.int_range(pl.len()).over(KEYS).alias("_pos"))
-        .with_columns((C / lag(C, 1) - 1).alias("_r1"))
+        .with_columns((C / lag(C, 1) - 1).alias("_r1"), (C * V).alias("_dv"), V.cast(pl.Float64).alias("_vf"))
         .with_columns(vol_first)
         .with_columns(rest)
     )
@@ -202,7 +208,7 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
         .select("symbol", "exchange", "trade_date", "feature_version", *[n for n in FEATURE_NAMES if n != "exchange"])
         .sort("trade_date", "symbol")
     )
-    return rows.collect()
+    return rows.collect(engine=ENGINE)
 
 
 # ---------------------------------------------------------------- the step

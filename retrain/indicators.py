@@ -30,6 +30,7 @@ MACD_START = MACD_SLOW - 1  # first bar (0-based) with both EMAs
 SIGNAL_START = MACD_START + MACD_SIGNAL - 1  # first bar with a signal: TA-Lib's MACD lookback (33)
 MIN_ANCHOR = SIGNAL_START  # an anchor must have every state defined
 KEYS = ["exchange", "symbol"]
+ENGINE = "in-memory"  # evaluates arithmetic in written order: results independent of the frame
 
 
 def _lag(x: pl.Expr, i: int) -> pl.Expr:
@@ -117,7 +118,7 @@ def compute_full(bars: pl.DataFrame) -> pl.DataFrame:
         *[pl.lit(None, pl.Float64).alias(c) for c in INDICATOR_COLUMNS + STATE_COLUMNS[1:]],
         pl.lit(None, pl.Int64).alias("_n"),
     )
-    return compute(frame).collect()
+    return compute(frame).collect(engine=ENGINE)
 
 
 # ------------------------------------------------------------------ the step
@@ -183,7 +184,8 @@ def _update_window(store: Store, exchange: str, bars: pl.DataFrame, earlier_mont
 
     pieces = []
     if anchored.height:
-        pieces.append(compute(anchored.drop("_stale", "_before_stale", "_has_anchor", "_touched").lazy()).collect()
+        pieces.append(compute(anchored.drop("_stale", "_before_stale", "_has_anchor", "_touched").lazy())
+                      .collect(engine=ENGINE)
                       .filter(~pl.col("_anchor")))
     if no_anchor.height:  # whole history of these symbols, including months before the window
         history = store.read_months(exchange, earlier_months).join(no_anchor, on="symbol", how="semi")
