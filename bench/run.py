@@ -55,6 +55,33 @@ def write_yahoo_csvs(bars: pl.DataFrame, root: Path) -> dict[str, Path]:
     return dict(sorted(dirs.items()))
 
 
+def incremental_session(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, int]:
+    """Store with ``days`` sessions, fully built; then time ingesting nothing new but building one
+    new session: indicators, features, labels (each repeat adds the next session)."""
+    bars, syms = sample.generate(symbols=symbols, days=days + repeat, seed=11, end=END)
+    dates = sorted(bars["date"].unique())
+    data = root / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RETRAIN_DATA_DIR": str(data)}
+    base = root / "base.parquet"
+    bars.filter(pl.col("date") <= dates[-repeat - 1]).write_parquet(base)
+    run(["ingest", str(base), "--as-of", END.isoformat()], env)
+    for args in (["indicators"], ["features"], ["labels", "--as-of", END.isoformat()]):
+        run(args, env)
+    times, peak = [], 0
+    for day in dates[-repeat:]:
+        one = root / f"{day}.parquet"
+        bars.filter(pl.col("date") == day).write_parquet(one)
+        run(["ingest", str(one), "--as-of", END.isoformat()], env)
+        total = 0.0
+        for args in (["indicators"], ["features"], ["labels", "--as-of", END.isoformat()]):
+            t, mb = run(args, env)
+            total += t
+            peak = max(peak, mb)
+        times.append(total)
+    return statistics.median(times), peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--symbols", type=int, default=3000)
@@ -89,6 +116,26 @@ def main() -> None:
         qt = [run(["query", "SELECT count(*) FROM day_symbol"], env) for _ in range(max(5, a.repeat))]
         rows.append(("`retrain query` count over the store", statistics.median(t for t, _ in qt), 1.0,
                      "whole CLI call", max(mb for _, mb in qt)))
+
+        # Full rebuild of indicators, features and labels on the ingested store.
+        times, peak = [], 0
+        for _ in range(a.repeat):
+            total = 0.0
+            for args in (["indicators", "--force"], ["features", "--full-rebuild"], ["labels", "--as-of", END.isoformat()]):
+                t, mb = run(args, env)
+                total += t
+                peak = max(peak, mb)
+            times.append(total)
+        rows.append(("full rebuild: indicators + features + labels (3 CLI calls)", statistics.median(times), 3.0,
+                     f"{bars.height:,} bars", peak))
+        print(f"bench: full rebuild {statistics.median(times):.2f} s", flush=True)
+
+        # One new session, incrementally, at 1 and 4 years of history.
+        for years in (1, 4):
+            t, mb = incremental_session(tmp / f"inc{years}", a.symbols, 252 * years, a.repeat)
+            rows.append((f"one new session, incremental ({years} year{'s' if years > 1 else ''} of history)", t, 1.0,
+                         "indicators + features + labels", mb))
+            print(f"bench: incremental at {years}y {t:.2f} s", flush=True)
 
     peak_all = max(r[4] for r in rows)
     lines = [

@@ -140,13 +140,21 @@ def feature_columns(version: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- pure build
+def sorted_position() -> pl.Expr:
+    """Row position within its (exchange, symbol) run of a frame sorted by exchange, symbol, date;
+    found from run boundaries rather than a hash group-by."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    starts = (pl.col("symbol") != pl.col("symbol").shift(1)) | (pl.col("exchange") != pl.col("exchange").shift(1))
+    return row - pl.when(starts.fill_null(True)).then(row).forward_fill()
+
+
 def bar_features(bars: pl.LazyFrame) -> pl.LazyFrame:
     """Per-bar features (as of each bar's close). ``bars`` sorted by exchange, symbol, date."""
     per_bar = [f.expr.alias(f.name) for f in FEATURES if f.expr is not None and f.name != "exchange"]
     vol_first = [e for e in per_bar if e.meta.output_name() in ("volatility_10", "volatility_20")]
     rest = [e for e in per_bar if e.meta.output_name() not in ("volatility_10", "volatility_20")]
     return (
-        bars.with_columns(pl.int_range(pl.len()).over(KEYS).alias("_pos"))
+        bars.with_columns(sorted_position().alias("_pos"))
         .with_columns((C / lag(C, 1) - 1).alias("_r1"), (C * V).alias("_dv"), V.cast(pl.Float64).alias("_vf"))
         .with_columns(vol_first)
         .with_columns(rest)
@@ -173,7 +181,8 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     feats = bar_features(lazy)
     # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
     dates64 = lambda s: s.to_numpy().astype("datetime64[D]")  # noqa: E731
-    feats = feats.with_columns(pl.col("date").shift(-1).over(KEYS).alias("_next_bar")).with_columns(
+    same_symbol_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("exchange") == pl.col("exchange").shift(-1))
+    feats = feats.with_columns(pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")).with_columns(
         pl.col("date").map_batches(lambda s: pl.Series(np.searchsorted(sess, dates64(s), "right"), dtype=pl.Int64),
                                    return_dtype=pl.Int64).alias("_i0"),
         pl.col("_next_bar").map_batches(
@@ -329,18 +338,19 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
 
 def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
     """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
-    months = sorted({d.strftime("%Y-%m") for d in calendar.sessions(exchange, first_t, last_t)})
-    done_sessions = 0
-    written = 0
-    for month in months:
-        new = rows.filter(pl.col("trade_date").dt.strftime("%Y-%m") == month)
+    span = calendar.sessions(exchange, first_t, last_t)
+    by_month = rows.with_columns(pl.col("trade_date").dt.strftime("%Y-%m").alias("_m")).partition_by(
+        "_m", as_dict=True, include_key=False)
+    done_sessions = written = 0
+    for month in sorted({d.strftime("%Y-%m") for d in span}):
+        new = by_month.get((month,), rows.clear())
+        written += new.height
         old = store.read_table_partition("features", exchange, month, version)
         if old is not None:
             old = old.filter((pl.col("trade_date") < first_t) | (pl.col("trade_date") > last_t))
             new = pl.concat([old, new.drop("exchange")], how="diagonal_relaxed")
         store.write_table_partition("features", exchange, month, new.sort("trade_date", "symbol"), version)
-        month_sessions = [d for d in calendar.sessions(exchange, first_t, last_t) if d.strftime("%Y-%m") == month]
+        month_sessions = [d for d in span if d.strftime("%Y-%m") == month]
         done_sessions += len(month_sessions)
-        written += rows.filter(pl.col("trade_date").dt.strftime("%Y-%m") == month).height
         if progress:
             progress(exchange, month_sessions[-1], done_sessions, n_sessions, written)

@@ -60,7 +60,9 @@ def _smooth(x: pl.Expr, state: str, alpha: float, seed_at: int, seed: pl.Expr) -
 
 def compute(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add indicator and state columns to bars sorted by (exchange, symbol, date)."""
-    pos = pl.int_range(pl.len()).over(KEYS)
+    from retrain.features import sorted_position
+
+    pos = sorted_position()
     base = pl.when(pl.col("_anchor").first().over(KEYS)).then(pl.col("_n").first().over(KEYS)).otherwise(0)
     frame = frame.with_columns(pos.alias("_pos")).with_columns((pl.col("_pos") + base).alias("_idx"))
 
