@@ -11,19 +11,25 @@ end of that local day at each exchange (so that day's session is complete);
 from __future__ import annotations
 
 import datetime as dt
+import os
 import warnings
 from dataclasses import dataclass
 from functools import cache
+from importlib import metadata
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 
 from retrain.errors import RetrainError
 
 EXCHANGES: dict[str, str] = {"NASDAQ": "XNAS", "NYSE": "XNYS", "TSE": "XTSE"}
 ALIASES: dict[str, str] = {"XNAS": "NASDAQ", "XNYS": "NYSE", "XTSE": "TSE", "TSX": "TSE", "TO": "TSE"}
+TIMEZONES: dict[str, str] = {"NASDAQ": "America/New_York", "NYSE": "America/New_York", "TSE": "America/Toronto"}
 CALENDAR_START = "1970-01-01"
 CALENDAR_YEARS_AHEAD = 2
+CACHE_ENV = "RETRAIN_CACHE_DIR"
+CACHE_MAX_AGE_DAYS = 30
 
 
 def normalize_exchange(name: str, known: list[str] | None = None) -> str:
@@ -36,35 +42,66 @@ def normalize_exchange(name: str, known: list[str] | None = None) -> str:
     return code
 
 
-@cache
 def calendar(exchange: str):
     """The exchange_calendars calendar of an exchange, from 1970 to two years ahead."""
     import exchange_calendars as xc
+    import pandas as pd
 
     code = EXCHANGES[normalize_exchange(exchange)]
+    end = (pd.Timestamp.today().normalize() + pd.DateOffset(years=CALENDAR_YEARS_AHEAD)).strftime("%Y-%m-%d")
     with warnings.catch_warnings():  # exchange_calendars trips a pandas deprecation warning
         warnings.simplefilter("ignore")
-        return _build(xc, code)
+        try:
+            return xc.get_calendar(code, start=CALENDAR_START, end=end)
+        except ValueError:  # a calendar whose data starts later than 1970: use its own earliest bound
+            cls = type(xc.get_calendar(code))
+            return xc.get_calendar(code, start=cls.bound_min().strftime("%Y-%m-%d"), end=end)
 
 
-def _build(xc, code: str):
-    end = pd.Timestamp.today().normalize() + pd.DateOffset(years=CALENDAR_YEARS_AHEAD)
+def _cache_file(exchange: str) -> Path | None:
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "retrain")
     try:
-        return xc.get_calendar(code, start=CALENDAR_START, end=end.strftime("%Y-%m-%d"))
-    except ValueError:  # a calendar whose data starts later than 1970: use its own earliest bound
-        cls = type(xc.get_calendar(code))
-        return xc.get_calendar(code, start=cls.bound_min().strftime("%Y-%m-%d"), end=end.strftime("%Y-%m-%d"))
+        version = metadata.version("exchange_calendars")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return None
+    return Path(root) / f"calendar-{EXCHANGES[exchange]}-{version}.npz"
 
 
 @cache
+def _arrays(exchange: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sessions as datetime64[D], closes as UTC datetime64[ns]) of an exchange. Cached on disk
+    for a month per exchange_calendars version, so most commands never import pandas."""
+    exchange = normalize_exchange(exchange)
+    path = _cache_file(exchange)
+    today = np.datetime64(dt.date.today(), "D")
+    if path is not None and path.exists():
+        try:
+            with np.load(path) as z:
+                if today - z["built"][0] <= np.timedelta64(CACHE_MAX_AGE_DAYS, "D"):
+                    return z["sessions"], z["closes"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: rebuild it
+    cal = calendar(exchange)
+    sessions_ = cal.sessions.values.astype("datetime64[D]")
+    closes = cal.closes.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[ns]")
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, sessions=sessions_, closes=closes, built=np.array([today]))
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only home is fine: the calendar is simply rebuilt next time
+    return sessions_, closes
+
+
 def _session_array(exchange: str) -> np.ndarray:
-    return calendar(exchange).sessions.values.astype("datetime64[D]")
+    return _arrays(exchange)[0]
 
 
-@cache
 def _close_array(exchange: str) -> np.ndarray:
-    closes = calendar(exchange).closes
-    return closes.dt.tz_convert("UTC").dt.tz_localize(None).values.astype("datetime64[ns]")
+    return _arrays(exchange)[1]
 
 
 def _d64(day: dt.date) -> np.datetime64:
@@ -147,29 +184,28 @@ class AsOf:
     def is_now(self) -> bool:
         return self.value is None
 
-    def instant(self, exchange: str) -> pd.Timestamp:
-        """The as-of moment as a UTC timestamp, seen from ``exchange``'s time zone."""
-        tz = calendar(exchange).tz
+    def instant(self, exchange: str) -> dt.datetime:
+        """The as-of moment as an aware UTC datetime, seen from ``exchange``'s time zone."""
+        tz = ZoneInfo(TIMEZONES[normalize_exchange(exchange)])
         v = self.value
         if v is None:
-            return pd.Timestamp.now(tz="UTC")
+            return dt.datetime.now(dt.UTC)
         if isinstance(v, dt.datetime):
-            ts = pd.Timestamp(v)
-            ts = ts.tz_localize(tz) if ts.tzinfo is None else ts
+            ts = v.replace(tzinfo=tz) if v.tzinfo is None else v
         else:
-            ts = pd.Timestamp(dt.datetime.combine(v, dt.time(23, 59, 59))).tz_localize(tz)
-        return ts.tz_convert("UTC")
+            ts = dt.datetime.combine(v, dt.time(23, 59, 59), tzinfo=tz)
+        return ts.astimezone(dt.UTC)
 
     def today(self, exchange: str) -> dt.date:
         """The exchange's local date at the as-of moment."""
         if isinstance(self.value, dt.date) and not isinstance(self.value, dt.datetime):
             return self.value
-        return self.instant(exchange).tz_convert(calendar(exchange).tz).date()
+        return self.instant(exchange).astimezone(ZoneInfo(TIMEZONES[normalize_exchange(exchange)])).date()
 
     def last_complete_session(self, exchange: str) -> dt.date | None:
         """The last session whose close is at or before the as-of moment."""
         closes = _close_array(exchange)
-        instant = np.datetime64(self.instant(exchange).tz_localize(None).to_datetime64(), "ns")
+        instant = np.datetime64(self.instant(exchange).replace(tzinfo=None), "ns")
         i = int(np.searchsorted(closes, instant, "right"))
         return None if i == 0 else _session_array(exchange)[i - 1].astype(dt.date)
 

@@ -43,11 +43,12 @@ def lag(x: pl.Expr, i: int) -> pl.Expr:
 
 
 def wsum(x: pl.Expr, k: int) -> pl.Expr:
-    """Sum of ``x`` over the symbol's last ``k`` bars (null unless all ``k`` exist)."""
-    total = lag(x, 0)
+    """Sum of ``x`` over the symbol's last ``k`` bars (null unless all ``k`` exist). The lags are
+    added in a fixed order and the window's validity is checked once, at the end."""
+    total = x
     for i in range(1, k):
-        total = total + lag(x, i)
-    return total
+        total = total + x.shift(i)
+    return pl.when(pl.col("_pos") >= k - 1).then(total)
 
 
 def wmean(x: pl.Expr, k: int) -> pl.Expr:
@@ -61,11 +62,11 @@ def wstd(x: pl.Expr, k: int) -> pl.Expr:
 
 
 def wmax(x: pl.Expr, k: int) -> pl.Expr:
-    return pl.when(pl.col("_pos") >= k - 1).then(pl.max_horizontal([lag(x, i) for i in range(k)]))
+    return pl.when(pl.col("_pos") >= k - 1).then(pl.max_horizontal([x.shift(i) for i in range(k)]))
 
 
 def wmin(x: pl.Expr, k: int) -> pl.Expr:
-    return pl.when(pl.col("_pos") >= k - 1).then(pl.min_horizontal([lag(x, i) for i in range(k)]))
+    return pl.when(pl.col("_pos") >= k - 1).then(pl.min_horizontal([x.shift(i) for i in range(k)]))
 
 
 def slope(y: pl.Expr, k: int) -> pl.Expr:
@@ -75,9 +76,9 @@ def slope(y: pl.Expr, k: int) -> pl.Expr:
     sxx = sum((x - xbar) ** 2 for x in xs)
     total = None
     for i, x in enumerate(xs):
-        term = lag(y, i) * ((x - xbar) / sxx)
+        term = y.shift(i) * ((x - xbar) / sxx)
         total = term if total is None else total + term
-    return total
+    return pl.when(pl.col("_pos") >= k - 1).then(total)
 
 
 # ------------------------------------------------------------ the feature set
@@ -177,35 +178,37 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     """Feature rows of ``exchange`` for trade dates in [start, end] from ``bars`` (that exchange
     only, with ``sector``, ``_n`` and indicators, enough history before ``start``)."""
     sess = calendar.session_array(exchange)
-    lazy = bars.lazy().sort(KEYS + ["date"])
-    feats = bar_features(lazy)
-    # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
-    dates64 = lambda s: s.to_numpy().astype("datetime64[D]")  # noqa: E731
-    same_symbol_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("exchange") == pl.col("exchange").shift(-1))
-    feats = feats.with_columns(pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")).with_columns(
-        pl.col("date").map_batches(lambda s: pl.Series(np.searchsorted(sess, dates64(s), "right"), dtype=pl.Int64),
-                                   return_dtype=pl.Int64).alias("_i0"),
-        pl.col("_next_bar").map_batches(
-            lambda s: pl.Series(np.searchsorted(sess, dates64(s.fill_null(dt.date(1970, 1, 1))), "right"), dtype=pl.Int64),
-            return_dtype=pl.Int64).alias("_i1"),
-    ).with_columns(
-        pl.when(pl.col("_next_bar").is_null()).then(1).otherwise(pl.col("_i1") - pl.col("_i0")).alias("_count")
-    )
     lo = int(np.searchsorted(sess, np.datetime64(start, "D"), "left"))
     hi = int(np.searchsorted(sess, np.datetime64(end, "D"), "right"))
-    feats = (
-        feats.filter((pl.col("_n") >= MIN_HISTORY - 1) & (pl.col("_i0") + pl.col("_count") > lo) & (pl.col("_i0") < hi))
-        .with_columns(pl.int_ranges(pl.col("_i0"), pl.col("_i0") + pl.col("_count")).alias("_si"))
-        .explode("_si")
-        .filter((pl.col("_si") >= lo) & (pl.col("_si") < hi))
+    ordered = bars.sort(KEYS + ["date"])
+    same_symbol_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("exchange") == pl.col("exchange").shift(-1))
+    feats = bar_features(ordered.lazy()).with_columns(
+        pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")
+    ).collect(engine=ENGINE)
+    # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
+    i0 = np.searchsorted(sess, feats["date"].to_numpy().astype("datetime64[D]"), "right")
+    nxt = feats["_next_bar"]
+    i1 = np.searchsorted(sess, nxt.fill_null(dt.date(1970, 1, 1)).to_numpy().astype("datetime64[D]"), "right")
+    count = np.where(nxt.is_null().to_numpy(), 1, i1 - i0)
+    enough = feats["_n"].to_numpy() >= MIN_HISTORY - 1
+    single = enough & (count == 1) & (i0 >= lo) & (i0 < hi)
+    multi = enough & (count > 1) & (i0 + count > lo) & (i0 < hi)  # bars followed by a gap
+    needed = list(dict.fromkeys(["symbol", "exchange", "sector", *[n for n in FEATURE_NAMES if n in feats.columns]]))
+    feats = feats.select(needed).with_columns(pl.Series("_si", i0, pl.Int64), pl.Series("_count", count, pl.Int64))
+    rows = feats.filter(pl.Series(single))
+    if multi.any():  # each such bar serves every session up to the next bar
+        extra = (feats.filter(pl.Series(multi))
+                 .with_columns(pl.int_ranges(pl.col("_si"), pl.col("_si") + pl.col("_count")).alias("_si"))
+                 .explode("_si").filter((pl.col("_si") >= lo) & (pl.col("_si") < hi)))
+        rows = pl.concat([rows, extra])
+    si = rows["_si"].to_numpy()
+    rows = rows.with_columns(
+        pl.Series("trade_date", sess[si]).cast(pl.Date),
+        pl.Series("_prev_session", sess[np.maximum(si - 1, 0)]).cast(pl.Date),
     )
-    index = pl.DataFrame({
-        "_si": np.arange(max(lo - 1, 0), hi, dtype=np.int64),
-        "trade_date": sess[max(lo - 1, 0):hi],
-    }).with_columns(pl.col("trade_date").cast(pl.Date), pl.col("trade_date").shift(1).alias("_prev_session")).lazy()
-    market, sector = context(lazy)
-    rows = (
-        feats.join(index, on="_si", how="left")
+    market, sector = context(ordered.lazy())
+    return (
+        rows.lazy()
         .join(market, left_on=["exchange", "_prev_session"], right_on=["exchange", "date"], how="left")
         .join(sector, left_on=["exchange", "sector", "_prev_session"], right_on=["exchange", "sector", "date"], how="left")
         .with_columns(
@@ -214,10 +217,10 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
             pl.col("trade_date").dt.weekday().cast(pl.Int8).alias("day_of_week"),
             pl.lit(version).alias("feature_version"),
         )
-        .select("symbol", "exchange", "trade_date", "feature_version", *[n for n in FEATURE_NAMES if n != "exchange"])
-        .sort("trade_date", "symbol")
+        .select("symbol", "exchange", "trade_date", "feature_version",
+                *[pl.col(n).cast(pl.Float32) if n not in CATEGORICAL else pl.col(n) for n in FEATURE_NAMES if n != "exchange"])
+        .collect(engine=ENGINE)
     )
-    return rows.collect(engine=ENGINE)
 
 
 # ---------------------------------------------------------------- the step
@@ -339,18 +342,35 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
 def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
     """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
     span = calendar.sessions(exchange, first_t, last_t)
-    by_month = rows.with_columns(pl.col("trade_date").dt.strftime("%Y-%m").alias("_m")).partition_by(
-        "_m", as_dict=True, include_key=False)
-    done_sessions = written = 0
-    for month in sorted({d.strftime("%Y-%m") for d in span}):
+    by_month = {(f"{k // 100:04d}-{k % 100:02d}",): v for (k,), v in rows.with_columns(
+        (pl.col("trade_date").dt.year().cast(pl.Int32) * 100 + pl.col("trade_date").dt.month()).alias("_m")
+    ).partition_by("_m", as_dict=True, include_key=False).items()}
+    months = sorted({d.strftime("%Y-%m") for d in span})
+    # Only months the range covers partly hold rows to keep: the first and the last.
+    edges = [m for m in months if m in (first_t.strftime("%Y-%m"), last_t.strftime("%Y-%m"))]
+    olds = dict(zip(edges, _parallel_read(store, version, exchange, edges)))
+    olds = [olds.get(m) for m in months]
+    parts = {}
+    for month, old in zip(months, olds):
         new = by_month.get((month,), rows.clear())
-        written += new.height
-        old = store.read_table_partition("features", exchange, month, version)
         if old is not None:
             old = old.filter((pl.col("trade_date") < first_t) | (pl.col("trade_date") > last_t))
             new = pl.concat([old, new.drop("exchange")], how="diagonal_relaxed")
-        store.write_table_partition("features", exchange, month, new.sort("trade_date", "symbol"), version)
-        month_sessions = [d for d in span if d.strftime("%Y-%m") == month]
+        parts[month] = new.sort("trade_date", "symbol")
+    # Written a few months at a time, so that progress lines follow the work.
+    done_sessions = written = 0
+    batch = 6
+    for i in range(0, len(months), batch):
+        chunk = months[i:i + batch]
+        store.write_table_partitions("features", exchange, {m: parts[m] for m in chunk}, version)
+        month_sessions = [d for d in span if d.strftime("%Y-%m") in chunk]
         done_sessions += len(month_sessions)
+        written += sum(by_month.get((m,), rows.clear()).height for m in chunk)
         if progress:
             progress(exchange, month_sessions[-1], done_sessions, n_sessions, written)
+
+
+def _parallel_read(store: Store, version: str, exchange: str, months: list[str]) -> list[pl.DataFrame | None]:
+    from retrain.store import _parallel
+
+    return _parallel(lambda m: store.read_table_partition("features", exchange, m, version), months)

@@ -39,11 +39,12 @@ def _lag(x: pl.Expr, i: int) -> pl.Expr:
 
 
 def _mean_of_last(x: pl.Expr, n: int) -> pl.Expr:
-    """Mean of the last ``n`` values of ``x`` within the symbol, by explicit lags."""
-    total = _lag(x, 0)
-    for i in range(1, n):
-        total = total + _lag(x, i)
-    return total / n
+    """Mean of the last ``n`` values of ``x`` within the symbol (nulls count as 0), from a running
+    sum over the symbol's history. Only read at a seeding bar, which in a full computation sits
+    at a fixed position from the symbol's first bar: the value depends on that symbol alone."""
+    running = x.fill_null(0.0).cum_sum().over(KEYS)
+    window = pl.when(pl.col("_idx") >= n).then(running - running.shift(n)).otherwise(running)
+    return window / n
 
 
 def _smooth(x: pl.Expr, state: str, alpha: float, seed_at: int, seed: pl.Expr) -> pl.Expr:
@@ -62,9 +63,9 @@ def compute(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Add indicator and state columns to bars sorted by (exchange, symbol, date)."""
     from retrain.features import sorted_position
 
-    pos = sorted_position()
+    frame = frame.with_columns(sorted_position().alias("_pos"))
     base = pl.when(pl.col("_anchor").first().over(KEYS)).then(pl.col("_n").first().over(KEYS)).otherwise(0)
-    frame = frame.with_columns(pos.alias("_pos")).with_columns((pl.col("_pos") + base).alias("_idx"))
+    frame = frame.with_columns((pl.col("_pos") + base).alias("_idx"))
 
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     prev_close = _lag(close, 1)
@@ -143,17 +144,23 @@ def update(store: Store, exchanges: list[str], force: bool = False, progress=Non
             if not stale:
                 result.by_exchange[exchange] = 0
                 continue
-            first = months.index(stale[0])
-            window = months[max(0, first - 2):]  # two months before: room for each symbol's anchor
-            bars = store.read_months(exchange, window)
-            if force:
-                bars = bars.with_columns(pl.lit(None, pl.Int64).alias("_n"))
-            done, n_symbols = _update_window(store, exchange, bars, months[:max(0, first - 2)])
+            if force:  # everything, from each symbol's first bar: no anchors to look for
+                done = compute_full(store.read_months(exchange, months)).drop("exchange", "_anchor")
+                done = done.with_columns(pl.lit(True).alias("_recomputed"))
+                n_symbols = done["symbol"].n_unique()
+                first_month = months[0]
+            else:
+                first = months.index(stale[0])
+                window = months[max(0, first - 2):]  # two months before: room for each symbol's anchor
+                done, n_symbols = _update_window(store, exchange, store.read_months(exchange, window),
+                                                 months[:max(0, first - 2)])
+                first_month = stale[0]
             # Rewrite only months from the first stale one on; earlier months are unchanged.
-            for month, part in done.group_by(pl.col("date").dt.strftime("%Y-%m").alias("_m"), maintain_order=True):
-                if month[0] >= stale[0]:
-                    store.write_partition(exchange, month[0], part)
-                    result.months_written += 1
+            parts = done.with_columns(pl.col("date").dt.strftime("%Y-%m").alias("_m")).partition_by(
+                "_m", as_dict=True, include_key=False)
+            todo = {m: part for (m,), part in parts.items() if m >= first_month}
+            store.write_partitions(exchange, todo)
+            result.months_written += len(todo)
             updated = int(done.filter(pl.col("_recomputed")).height)
             result.updated += updated
             result.symbols += n_symbols

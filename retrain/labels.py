@@ -81,19 +81,24 @@ def update(
                 todo = sorted(todo)
             built_id = store.max_ingest_id(exchange)
             written = 0
-            for month in todo:
-                bars = store.read_months(exchange, [month]).lazy()
+            if todo:
+                bars = store.read_months(exchange, todo).lazy()
                 new = label_rows(bars, last_complete).filter(pl.col("trade_date").is_between(lo, hi)).collect()
-                old = store.read_table_partition("labels", exchange, month)
-                if old is not None and (start or end):
-                    old = old.filter(~pl.col("trade_date").is_between(lo, hi))
-                    new = pl.concat([old, new.drop("exchange")], how="diagonal_relaxed")
-                store.write_table_partition("labels", exchange, month, new.sort("trade_date", "symbol"))
-                written += new.filter(pl.col("trade_date").is_between(lo, hi)).height
+                written = new.height
                 if new.height:
                     span = new["trade_date"].min(), new["trade_date"].max()
-                    f, t = result.ranges.get(exchange, span)
-                    result.ranges[exchange] = (min(f, span[0]), max(t, span[1]))
+                    result.ranges[exchange] = span
+                parts = new.with_columns(pl.col("trade_date").dt.strftime("%Y-%m").alias("_m")).partition_by(
+                    "_m", as_dict=True, include_key=False)
+                for month in todo:
+                    part = parts.get((month,), new.clear())
+                    if start or end:  # keep the labels of this month outside the range
+                        old = store.read_table_partition("labels", exchange, month)
+                        if old is not None:
+                            old = old.filter(~pl.col("trade_date").is_between(lo, hi))
+                            part = pl.concat([old, part.drop("exchange")], how="diagonal_relaxed")
+                    parts[(month,)] = part.sort("trade_date", "symbol")
+                store.write_table_partitions("labels", exchange, {m: parts[(m,)] for m in todo})
             result.by_exchange[exchange] = written
             result.rows += written
             if not (start or end):

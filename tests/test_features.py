@@ -74,7 +74,7 @@ def test_rows_start_after_40_bars_and_end_the_session_after_the_last_bar(market)
         # prev_close is the close of the last bar strictly before the trade date
         joined = r.join_asof(b.select(pl.col("date").alias("bar_date"), "close").sort("bar_date"),
                              left_on="trade_date", right_on="bar_date", strategy="backward", allow_exact_matches=False)
-        assert (joined["prev_close"] == joined["close"]).all()
+        assert (joined["prev_close"] == joined["close"].cast(pl.Float32)).all()  # stored as Float32
 
 
 def test_incremental_equals_full_session_by_session(store, market):
