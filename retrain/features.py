@@ -23,7 +23,7 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import Store
+from retrain.store import Store, parallel_map
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
@@ -247,12 +247,16 @@ def _window(store: Store, exchange: str, first_needed: dt.date, margin: int) -> 
     return store.read_bars_since(exchange, start.strftime("%Y-%m"))
 
 
-def _truncated(bars: pl.DataFrame, first_t: dt.date) -> bool:
-    """True when some symbol's history in ``bars`` starts after its real first bar (``_n`` > 0)
-    with fewer than LONGEST_WINDOW + 1 bars before ``first_t``: its windows would be cut short."""
+def _truncated(bars: pl.DataFrame, first_t: dt.date, exchange: str) -> bool:
+    """True when a symbol that still gets rows from ``first_t`` on (its last bar is at or after the
+    session before it) has its history in ``bars`` start after its real first bar (``_n`` > 0)
+    with no more than LONGEST_WINDOW bars before ``first_t``: its windows would be cut short."""
+    before_first = calendar.previous_session(exchange, first_t) or first_t
     per = bars.group_by("symbol").agg(
-        pl.col("_n").min().alias("n0"), (pl.col("date") < first_t).sum().alias("before"))
-    return per.filter((pl.col("n0") > 0) & (pl.col("before") <= LONGEST_WINDOW)).height > 0
+        pl.col("_n").min().alias("n0"), (pl.col("date") < first_t).sum().alias("before"),
+        pl.col("date").max().alias("last"))
+    return per.filter((pl.col("last") >= before_first) & (pl.col("n0") > 0)
+                      & (pl.col("before") <= LONGEST_WINDOW)).height > 0
 
 
 def build(
@@ -298,8 +302,7 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
     """Decide which trade dates to build and load the bars for them. Returns None when
     nothing is to be done, else (first trade date, last trade date, bars, new built id or None)."""
     built_id = store.max_ingest_id(exchange)
-    all_first, all_last = store.scan_bars(exchange).select(
-        pl.col("date").min().alias("first"), pl.col("date").max().alias("last")).collect().row(0)
+    all_first, all_last = store.date_span(exchange)
     horizon = calendar.next_session(exchange, all_last)  # the session after the last bar
     if start or end:
         first_t, last_t = start or all_first, min(end or horizon, horizon)
@@ -320,12 +323,11 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
         margin = MARGIN_SESSIONS
         while True:
             bars = _window(store, exchange, first_t, margin)
-            if not _truncated(bars, first_t) or margin > 100_000:
+            if not _truncated(bars, first_t, exchange) or margin > 100_000:
                 break
             margin *= 4
         if not (start or end):
             # rows served by the bar before each changed bar may change too (gaps, new last bars)
-            changed = store.changed_bars(exchange, int(st.get("built_ingest_id", 0)))
             prev = (bars.sort("symbol", "date").with_columns(pl.col("date").shift(1).over("symbol").alias("_prev"))
                     .join(changed, on=["symbol", "date"], how="semi")["_prev"].drop_nulls())
             if prev.len():
@@ -371,6 +373,4 @@ def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_
 
 
 def _parallel_read(store: Store, version: str, exchange: str, months: list[str]) -> list[pl.DataFrame | None]:
-    from retrain.store import _parallel
-
-    return _parallel(lambda m: store.read_table_partition("features", exchange, m, version), months)
+    return parallel_map(lambda m: store.read_table_partition("features", exchange, m, version), months)

@@ -159,6 +159,7 @@ class Store:
         self.root = Path(data_dir)
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        self._stats: dict[str, pl.DataFrame] = {}  # file_stats per exchange, dropped on bar writes
 
     # ----------------------------------------------------------------- paths
     @property
@@ -191,23 +192,47 @@ class Store:
         """Exchanges that have bars."""
         return sorted({p.parent.parent.name.split("=", 1)[1] for p in self.bar_files()})
 
-    def stale_months(self, exchange: str) -> list[str]:
-        """Months of ``exchange`` holding bars whose indicators are not computed (``_n`` null),
-        read from Parquet footers only."""
+    def file_stats(self, exchange: str) -> pl.DataFrame:
+        """Per month file of ``exchange``, from Parquet footers only (no data read): month,
+        min/max date, max ingest_id, and how many bars lack indicators (``_n`` null).
+        Remembered until this Store writes bars again."""
+        if exchange not in self._stats:
+            self._stats[exchange] = self._read_file_stats(exchange)
+        return self._stats[exchange]
+
+    def _read_file_stats(self, exchange: str) -> pl.DataFrame:
         files = self.bar_files(exchange)
         if not files:
-            return []
+            return pl.DataFrame(schema={"month": pl.String, "first": pl.Date, "last": pl.Date,
+                                        "max_ingest_id": pl.Int64, "stale": pl.Int64})
         listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
         rows = duckdb.sql(
-            f"SELECT file_name, sum(stats_null_count) FROM parquet_metadata([{listing}]) "
-            "WHERE path_in_schema = '_n' GROUP BY file_name"
+            f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count "
+            f"FROM parquet_metadata([{listing}]) WHERE path_in_schema IN ('date', 'ingest_id', '_n')"
         ).fetchall()
-        nulls = {Path(f): int(n or 0) for f, n in rows}
-        return [p.parent.name.split("=", 1)[1] for p in files if nulls.get(p, 1) > 0]
+        per: dict[str, dict] = {}
+        for name, col, lo, hi, nulls in rows:
+            d = per.setdefault(name, {"first": None, "last": None, "max_ingest_id": 0, "stale": 0})
+            if col == "date":
+                first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
+                d["first"] = first if d["first"] is None else min(d["first"], first)
+                d["last"] = last if d["last"] is None else max(d["last"], last)
+            elif col == "ingest_id" and hi is not None:
+                d["max_ingest_id"] = max(d["max_ingest_id"], int(hi))
+            elif col == "_n":
+                d["stale"] += int(nulls or 0)
+        out = [{"month": Path(f).parent.name.split("=", 1)[1], **per.get(str(f), per.get(f, {}))} for f in map(str, files)]
+        return pl.DataFrame(out, schema={"month": pl.String, "first": pl.Date, "last": pl.Date,
+                                         "max_ingest_id": pl.Int64, "stale": pl.Int64})
+
+    def stale_months(self, exchange: str) -> list[str]:
+        """Months of ``exchange`` holding bars whose indicators are not computed (``_n`` null)."""
+        stats = self.file_stats(exchange)
+        return stats.filter(pl.col("stale") > 0)["month"].to_list()
 
     def read_months(self, exchange: str, months: list[str]) -> pl.DataFrame:
         """Bars of the given months of one exchange, with ``exchange``, in one frame."""
-        frames = _parallel(lambda m: self.read_partition(exchange, m), months)
+        frames = parallel_map(lambda m: self.read_partition(exchange, m), months)
         frames = [f for f in frames if f.height]
         out = pl.concat(frames) if frames else empty_bars()
         return out.with_columns(pl.lit(exchange).alias("exchange"))
@@ -252,7 +277,7 @@ class Store:
                                version: str | None = None) -> None:
         """Write several month files of a derived table (each atomically) on a few threads."""
         self._require_lock()
-        _parallel(lambda item: self.write_table_partition(table, exchange, item[0], item[1], version), list(parts.items()))
+        parallel_map(lambda item: self.write_table_partition(table, exchange, item[0], item[1], version), list(parts.items()))
 
     def read_state(self, table: str, version: str | None = None) -> dict:
         path = self.table_dir(table, version) / "_state.json"
@@ -264,13 +289,23 @@ class Store:
                           self.table_dir(table, version) / "_state.json")
 
     def max_ingest_id(self, exchange: str) -> int:
-        value = self.scan_bars(exchange).select(pl.col("ingest_id").max()).collect().item()
-        return int(value or 0)
+        stats = self.file_stats(exchange)
+        return int(stats["max_ingest_id"].max() or 0) if stats.height else 0
+
+    def date_span(self, exchange: str) -> tuple[dt.date, dt.date]:
+        """First and last bar date of ``exchange`` (from footers)."""
+        stats = self.file_stats(exchange)
+        return stats["first"].min(), stats["last"].max()
 
     def changed_bars(self, exchange: str, since_ingest_id: int) -> pl.DataFrame:
-        """(symbol, date) of bars of ``exchange`` changed after ``since_ingest_id``."""
-        return (self.scan_bars(exchange).filter(pl.col("ingest_id") > since_ingest_id)
-                .select("symbol", "date").collect())
+        """(symbol, date) of bars of ``exchange`` changed after ``since_ingest_id``; reads only
+        the month files whose footer says they hold such bars."""
+        stats = self.file_stats(exchange)
+        months = stats.filter(pl.col("max_ingest_id") > since_ingest_id)["month"].to_list()
+        if not months:
+            return pl.DataFrame(schema={"symbol": pl.String, "date": pl.Date})
+        return (self.read_months(exchange, months).filter(pl.col("ingest_id") > since_ingest_id)
+                .select("symbol", "date"))
 
     def read_bars_since(self, exchange: str, month: str) -> pl.DataFrame:
         """Bars of ``exchange`` from ``month`` (YYYY-MM) on, with ``exchange``."""
@@ -354,13 +389,14 @@ class Store:
     def write_partition(self, exchange: str, month: str, bars: pl.DataFrame) -> None:
         """Replace one month of one exchange atomically (bars sorted by symbol, date)."""
         self._require_lock()
+        self._stats.pop(exchange, None)
         bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort(["symbol", "date"])
         atomic_write_parquet(bars, self.partition_path(exchange, month))
 
     def write_partitions(self, exchange: str, parts: dict[str, pl.DataFrame]) -> None:
         """Write several month files of one exchange (each atomically) on a few threads."""
         self._require_lock()
-        _parallel(lambda item: self.write_partition(exchange, *item), list(parts.items()))
+        parallel_map(lambda item: self.write_partition(exchange, *item), list(parts.items()))
 
     def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
         """Insert or replace bars by key (exchange, symbol, date).
@@ -481,7 +517,7 @@ def _sql_str(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _parallel(fn, items: list) -> list:
+def parallel_map(fn, items: list) -> list:
     """``[fn(x) for x in items]`` on a few threads (Parquet I/O releases the GIL), in order;
     the first exception is raised after all have finished."""
     if len(items) < 2:

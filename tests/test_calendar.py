@@ -65,3 +65,23 @@ def test_bad_inputs():
     assert cal.normalize_exchange("tsx") == "TSE" and cal.normalize_exchange("xnas") == "NASDAQ"
     with pytest.raises(RetrainError, match="--as-of"):
         AsOf.parse("next tuesday")
+
+
+def test_cached_calendar_matches_exchange_calendars(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("RETRAIN_CACHE_DIR", str(tmp_path))
+    cal._arrays.cache_clear()
+    try:
+        built = cal._arrays("TSE")  # built from exchange_calendars, then written to the cache
+        assert list(tmp_path.glob("calendar-XTSE-*.npz"))
+        cal._arrays.cache_clear()
+        cached = cal._arrays("TSE")
+        assert np.array_equal(built[0], cached[0]) and np.array_equal(built[1], cached[1])
+        fresh = cal.calendar("TSE")
+        assert np.array_equal(cached[0], fresh.sessions.values.astype("datetime64[D]"))
+        (next(tmp_path.glob("calendar-XTSE-*.npz"))).write_bytes(b"garbage")  # a broken cache is rebuilt
+        cal._arrays.cache_clear()
+        assert np.array_equal(cal._arrays("TSE")[0], built[0])
+    finally:
+        cal._arrays.cache_clear()
