@@ -23,7 +23,7 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import Store, parallel_map
+from retrain.store import Store, parallel_map, split_by_month
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
@@ -267,6 +267,7 @@ def build(
     end: dt.date | None = None,
     full_rebuild: bool = False,
     progress=None,
+    bars: dict[str, pl.DataFrame] | None = None,
 ) -> FeatureResult:
     """Build feature rows for the current version: incremental by default (new sessions plus
     whatever depends on bars changed since the last build), everything with ``full_rebuild``,
@@ -277,7 +278,8 @@ def build(
         state = store.read_state("features", version)
         plans = []
         for exchange in exchanges:
-            plan = _plan(store, exchange, state.get(exchange, {}), start, end, full_rebuild)
+            given = (bars or {}).get(exchange) if full_rebuild else None
+            plan = _plan(store, exchange, state.get(exchange, {}), start, end, full_rebuild, given)
             plans.append((exchange, plan))
         for exchange, plan in plans:
             if plan is None:
@@ -298,11 +300,15 @@ def build(
     return result
 
 
-def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool):
+def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool, given: pl.DataFrame | None = None):
     """Decide which trade dates to build and load the bars for them. Returns None when
     nothing is to be done, else (first trade date, last trade date, bars, new built id or None)."""
-    built_id = store.max_ingest_id(exchange)
-    all_first, all_last = store.date_span(exchange)
+    if given is not None:  # a full rebuild with the bars in hand: no need to look at the files
+        built_id = int(given["ingest_id"].max() or 0)
+        all_first, all_last = given["date"].min(), given["date"].max()
+    else:
+        built_id = store.max_ingest_id(exchange)
+        all_first, all_last = store.date_span(exchange)
     horizon = calendar.next_session(exchange, all_last)  # the session after the last bar
     if start or end:
         first_t, last_t = start or all_first, min(end or horizon, horizon)
@@ -317,7 +323,9 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
         if changed.is_empty():
             return None
         first_t, last_t, new_id = changed["date"].min(), horizon, built_id
-    if full_rebuild or first_t <= all_first:
+    if given is not None:  # a full rebuild handed the bars just computed by the indicators step
+        bars = given
+    elif full_rebuild or first_t <= all_first:
         bars = store.read_bars_since(exchange, "0000-00")
     else:
         margin = MARGIN_SESSIONS
@@ -344,9 +352,7 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool)
 def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
     """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
     span = calendar.sessions(exchange, first_t, last_t)
-    by_month = {(f"{k // 100:04d}-{k % 100:02d}",): v for (k,), v in rows.with_columns(
-        (pl.col("trade_date").dt.year().cast(pl.Int32) * 100 + pl.col("trade_date").dt.month()).alias("_m")
-    ).partition_by("_m", as_dict=True, include_key=False).items()}
+    by_month = {(m,): v for m, v in split_by_month(rows, "trade_date").items()}
     months = sorted({d.strftime("%Y-%m") for d in span})
     # Only months the range covers partly hold rows to keep: the first and the last.
     edges = [m for m in months if m in (first_t.strftime("%Y-%m"), last_t.strftime("%Y-%m"))]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from retrain.store import INDICATOR_COLUMNS, STATE_COLUMNS, Store
+from retrain.store import INDICATOR_COLUMNS, STATE_COLUMNS, Store, split_by_month
 
 RSI_PERIOD = 14
 ATR_PERIOD = 14
@@ -39,12 +39,14 @@ def _lag(x: pl.Expr, i: int) -> pl.Expr:
 
 
 def _mean_of_last(x: pl.Expr, n: int) -> pl.Expr:
-    """Mean of the last ``n`` values of ``x`` within the symbol (nulls count as 0), from a running
-    sum over the symbol's history. Only read at a seeding bar, which in a full computation sits
-    at a fixed position from the symbol's first bar: the value depends on that symbol alone."""
-    running = x.fill_null(0.0).cum_sum().over(KEYS)
-    window = pl.when(pl.col("_idx") >= n).then(running - running.shift(n)).otherwise(running)
-    return window / n
+    """Mean of the last ``n`` values of ``x`` within the symbol, added in a fixed order. Plain
+    shifts on the sorted frame (validity checked once, by position) are far cheaper than a
+    per-symbol window; the value is only read at a seeding bar, where all ``n`` values belong
+    to the symbol, so it depends on that symbol alone."""
+    total = x
+    for i in range(1, n):
+        total = total + x.shift(i)
+    return pl.when(pl.col("_pos") >= n - 1).then(total / n)
 
 
 def _smooth(x: pl.Expr, state: str, alpha: float, seed_at: int, seed: pl.Expr) -> pl.Expr:
@@ -131,11 +133,14 @@ class IndicatorResult:
         self.symbols = 0
         self.months_written = 0
         self.by_exchange: dict[str, int] = {}
+        self.frames: dict[str, pl.DataFrame] = {}  # with keep_frames and force: every bar, computed
 
 
-def update(store: Store, exchanges: list[str], force: bool = False, progress=None) -> IndicatorResult:
+def update(store: Store, exchanges: list[str], force: bool = False, progress=None,
+           keep_frames: bool = False) -> IndicatorResult:
     """Compute indicators that are missing or stale (bars changed since the last computation,
-    and every later bar of those symbols). ``force`` recomputes everything. Holds the lock."""
+    and every later bar of those symbols). ``force`` recomputes everything; with ``keep_frames``
+    the computed bars are also returned, so that a full rebuild need not read them again."""
     result = IndicatorResult()
     with store.lock("retrain indicators"):
         for exchange in exchanges:
@@ -145,8 +150,10 @@ def update(store: Store, exchanges: list[str], force: bool = False, progress=Non
                 result.by_exchange[exchange] = 0
                 continue
             if force:  # everything, from each symbol's first bar: no anchors to look for
-                done = compute_full(store.read_months(exchange, months)).drop("exchange", "_anchor")
-                done = done.with_columns(pl.lit(True).alias("_recomputed"))
+                done = compute_full(store.read_months(exchange, months)).drop("_anchor")
+                if keep_frames:
+                    result.frames[exchange] = done
+                done = done.drop("exchange").with_columns(pl.lit(True).alias("_recomputed"))
                 n_symbols = done["symbol"].n_unique()
                 first_month = months[0]
             else:
@@ -156,9 +163,7 @@ def update(store: Store, exchanges: list[str], force: bool = False, progress=Non
                                                  months[:max(0, first - 2)])
                 first_month = stale[0]
             # Rewrite only months from the first stale one on; earlier months are unchanged.
-            parts = done.with_columns(pl.col("date").dt.strftime("%Y-%m").alias("_m")).partition_by(
-                "_m", as_dict=True, include_key=False)
-            todo = {m: part for (m,), part in parts.items() if m >= first_month}
+            todo = {m: part for m, part in split_by_month(done, "date").items() if m >= first_month}
             store.write_partitions(exchange, todo)
             result.months_written += len(todo)
             updated = int(done.filter(pl.col("_recomputed")).height)

@@ -19,7 +19,7 @@ import polars as pl
 from retrain import calendar
 from retrain.calendar import AsOf
 from retrain.errors import RetrainError
-from retrain.store import Store
+from retrain.store import Store, split_by_month
 
 LABEL_COLUMNS = ["intraday_return", "max_favorable_excursion", "max_adverse_excursion", "open", "high", "low", "close"]
 
@@ -51,6 +51,7 @@ def update(
     as_of: AsOf,
     start: dt.date | None = None,
     end: dt.date | None = None,
+    bars: dict[str, pl.DataFrame] | None = None,
 ) -> LabelResult:
     """Label complete sessions. By default incremental: months whose bars changed since the last
     run, and sessions completed since. With start/end: exactly that range (re)labelled."""
@@ -79,17 +80,17 @@ def update(
                     a, b = sorted([dt.date.fromisoformat(prev), last_complete])
                     todo |= {m for m in months if a.strftime("%Y-%m") <= m <= b.strftime("%Y-%m")}
                 todo = sorted(todo)
-            built_id = store.max_ingest_id(exchange)
+            given = (bars or {}).get(exchange) if len(todo) == len(months) else None  # all of it
+            built_id = int(given["ingest_id"].max() or 0) if given is not None else store.max_ingest_id(exchange)
             written = 0
             if todo:
-                bars = store.read_months(exchange, todo).lazy()
-                new = label_rows(bars, last_complete).filter(pl.col("trade_date").is_between(lo, hi)).collect()
+                source = given.lazy() if given is not None else store.read_months(exchange, todo).lazy()
+                new = label_rows(source, last_complete).filter(pl.col("trade_date").is_between(lo, hi)).collect()
                 written = new.height
                 if new.height:
                     span = new["trade_date"].min(), new["trade_date"].max()
                     result.ranges[exchange] = span
-                parts = new.with_columns(pl.col("trade_date").dt.strftime("%Y-%m").alias("_m")).partition_by(
-                    "_m", as_dict=True, include_key=False)
+                parts = {(m,): v for m, v in split_by_month(new, "trade_date").items()}
                 for month in todo:
                     part = parts.get((month,), new.clear())
                     if start or end:  # keep the labels of this month outside the range

@@ -517,6 +517,14 @@ def _sql_str(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+def split_by_month(df: pl.DataFrame, date_col: str) -> dict[str, pl.DataFrame]:
+    """Rows of ``df`` by the "YYYY-MM" month of ``date_col`` (integer keys: no string formatting
+    of every row)."""
+    key = (pl.col(date_col).dt.year().cast(pl.Int32) * 100 + pl.col(date_col).dt.month()).alias("_month_key")
+    parts = df.with_columns(key).partition_by("_month_key", as_dict=True, include_key=False)
+    return {f"{k // 100:04d}-{k % 100:02d}": v for (k,), v in parts.items()}
+
+
 def parallel_map(fn, items: list) -> list:
     """``[fn(x) for x in items]`` on a few threads (Parquet I/O releases the GIL), in order;
     the first exception is raised after all have finished."""
