@@ -2,7 +2,7 @@
 
 Every stage runs as the real CLI in a subprocess (start-up included, as a user sees it); each
 is repeated and the median reported. Peak memory is the largest resident set of any stage's
-process (from wait4). Everything happens in a temporary directory.
+process (VmHWM of each stage's own process). Everything happens in a temporary directory.
 """
 
 from __future__ import annotations
@@ -32,16 +32,15 @@ END = dt.date(2025, 10, 17)
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Run the CLI once; return (seconds, peak RSS in MB)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "retrain.cli", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out, err = proc.communicate()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"bench: `retrain {' '.join(args)}` failed ({code}):\n{out.decode()}\n{err.decode()}")
-    return elapsed, usage.ru_maxrss // 1024
+    with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "peak.py"), *args],
+                              env={**env, "BENCH_PEAK_FILE": peak.name}, cwd=ROOT, capture_output=True)
+        elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: `retrain {' '.join(args)}` failed ({proc.returncode}):\n"
+                             f"{proc.stdout.decode()}\n{proc.stderr.decode()}")
+        return elapsed, int(peak.read() or 0) // 1024
 
 
 def write_yahoo_csvs(bars: pl.DataFrame, root: Path) -> dict[str, Path]:
@@ -61,14 +60,13 @@ def write_yahoo_csvs(bars: pl.DataFrame, root: Path) -> dict[str, Path]:
 def steps(data: Path, full: bool = False) -> tuple[dict[str, float], float, int]:
     """Run bench/steps.py (indicators + features + labels in one process): (step times, wall, MB)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "steps.py"), str(data), END.isoformat(),
-                             *(["--full"] if full else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "steps.py"), str(data), END.isoformat(),
+                           *(["--full"] if full else [])], capture_output=True)
     wall = time.perf_counter() - start
-    out, err = proc.communicate()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench: steps failed:\n{err.decode()}")
-    return json.loads(out.decode().strip().splitlines()[-1]), wall, usage.ru_maxrss // 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: steps failed:\n{proc.stderr.decode()}")
+    result = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return result, wall, result.pop("peak_kb") // 1024
 
 
 def compute_polars(bars: pl.DataFrame, syms: pl.DataFrame) -> float:

@@ -8,6 +8,8 @@ import json
 import sys
 import time
 
+from peak import vm_hwm_kb
+
 from retrain import features, indicators, labels
 from retrain.calendar import AsOf
 from retrain.store import Store
@@ -22,6 +24,7 @@ def main() -> None:
     with store.lock("bench"):
         run_steps(store, exchanges, as_of, full, out)
     out["total"] = time.perf_counter() - start
+    out["peak_kb"] = vm_hwm_kb()
     print(json.dumps(out))
 
 

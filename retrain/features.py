@@ -174,13 +174,15 @@ def context(bars: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     return market, sector
 
 
-def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, version: str) -> pl.DataFrame:
+def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, version: str,
+              presorted: bool = False) -> pl.DataFrame:
     """Feature rows of ``exchange`` for trade dates in [start, end] from ``bars`` (that exchange
-    only, with ``sector``, ``_n`` and indicators, enough history before ``start``)."""
+    only, with ``sector``, ``_n`` and indicators, enough history before ``start``). ``presorted``:
+    the caller guarantees ``bars`` is sorted by exchange, symbol, date."""
     sess = calendar.session_array(exchange)
     lo = int(np.searchsorted(sess, np.datetime64(start, "D"), "left"))
     hi = int(np.searchsorted(sess, np.datetime64(end, "D"), "right"))
-    ordered = bars.sort(KEYS + ["date"])
+    ordered = bars if presorted else bars.sort(KEYS + ["date"])
     same_symbol_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("exchange") == pl.col("exchange").shift(-1))
     feats = bar_features(ordered.lazy()).with_columns(
         pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")
@@ -237,7 +239,7 @@ class FeatureResult:
 
 def _with_sector(store: Store, bars: pl.DataFrame) -> pl.DataFrame:
     syms = store.read_symbols().select("exchange", "symbol", "sector")
-    return bars.join(syms, on=["exchange", "symbol"], how="left")
+    return bars.join(syms, on=["exchange", "symbol"], how="left", maintain_order="left")
 
 
 def _window(store: Store, exchange: str, first_needed: dt.date, margin: int) -> pl.DataFrame:
@@ -285,8 +287,8 @@ def build(
             if plan is None:
                 result.by_exchange[exchange] = 0
                 continue
-            first_t, last_t, bars, built_id = plan
-            rows = snapshots(bars, exchange, first_t, last_t, version)
+            first_t, last_t, frame, built_id = plan
+            rows = snapshots(frame, exchange, first_t, last_t, version, presorted=given is not None)
             n_sessions = len(calendar.sessions(exchange, first_t, last_t))
             _write(store, version, exchange, rows, first_t, last_t, progress, n_sessions)
             result.rows += rows.height
