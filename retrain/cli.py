@@ -290,6 +290,198 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
     return result
 
 
+# ---------------------------------------------------------------------- train
+def _scope(store: Store, exchange: str | None, settings: Settings) -> str:
+    """ALL or one exchange that has bars (default: retrain.toml [run] exchange)."""
+    name = (exchange or settings.default_exchange).upper()
+    if name == "ALL":
+        _exchanges(store, None)
+        return "ALL"
+    return _exchanges(store, name)[0]
+
+
+def _fmt(v: float, pct_: bool = False, sign: bool = False) -> str:
+    if v != v:  # NaN
+        return "n/a"
+    return (f"{v:+.2%}" if sign else f"{v:.2%}") if pct_ else (f"{v:+.4f}" if sign else f"{v:.4f}")
+
+
+def interpretation(summary: dict) -> list[str]:
+    """Plain-words reading of out-of-sample CV metrics, with thresholds for intraday returns."""
+    ric, icir, r2 = summary["rank_ic"]["mean"], summary["icir"]["mean"], summary["r2"]["mean"]
+    lines = []
+    if ric >= 0.03:
+        lines.append(report.ok(f"Rank IC {ric:.3f}: a usable intraday ranking signal (>= 0.03)"))
+    elif ric >= 0.01:
+        lines.append(report.warn(f"Rank IC {ric:.3f}: weak signal (0.01-0.03); trade small or not at all"))
+    else:
+        lines.append(report.fail(f"Rank IC {ric:.3f}: no reliable signal out of sample (< 0.01)"))
+    if icir == icir:
+        mark = report.ok if icir >= 0.5 else report.warn
+        lines.append(mark(f"ICIR {icir:.2f}: {'consistent' if icir >= 0.5 else 'unstable'} from fold to fold"))
+    mark = report.ok if r2 > 0 else report.warn
+    lines.append(mark(f"R² {r2:.4f} out of sample ({'positive' if r2 > 0 else 'not positive'}; intraday R² "
+                      "is tiny even for good models: rank IC matters more)"))
+    mae_ = summary["mae"]["mean"]
+    mark = report.ok if mae_ < 0.015 else report.warn
+    lines.append(mark(f"MAE {mae_:.2%} average error ({'<' if mae_ < 0.015 else '>='} 1.5%)"))
+    return lines
+
+
+def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None):
+    """Train, print the metrics block, interpretation and saved paths. Shared with `retrain run`."""
+    from retrain import pipeline, training
+
+    store = Store(settings.data_dir)
+    start, last = training.training_window(store, settings.feature_version, scope, cfg.training_days, end)
+    click.echo(f"Loading dataset from {start} to {last} ({scope}, features {settings.feature_version})...")
+
+    def progress(i, n, m):
+        click.echo(f"   fold {i}/{n}: test {m['test_start']}..{m['test_end']} | rank IC {_fmt(m['rank_ic'], sign=True)} | "
+                   f"IC {_fmt(m['ic'], sign=True)} | R² {_fmt(m['r2'], sign=True)} | {m['train_rows']:,} train rows")
+
+    click.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
+               f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
+               f"{cfg.validation_fraction:.0%} of sessions")
+    out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress)
+    r, s_ = out.result, out.result.summary
+    click.echo(report.ok(f"Loaded {report.n(r.rows)} samples with {len(r.feature_columns)} features "
+                         f"({r.sessions} sessions); final model: {r.num_boost_round} rounds"))
+    click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
+    click.echo(f"   • R² Score:   {_fmt(s_['r2']['mean'])} (±{_fmt(s_['r2']['std'])})")
+    click.echo(f"   • MAE Score:  {_fmt(s_['mae']['mean'])} (±{_fmt(s_['mae']['std'])})")
+    click.echo(f"   • IC:         {_fmt(s_['ic']['mean'], sign=True)} (±{_fmt(s_['ic']['std'])})")
+    click.echo(f"   • Rank IC:    {_fmt(s_['rank_ic']['mean'], sign=True)} (±{_fmt(s_['rank_ic']['std'])})")
+    click.echo(f"   • ICIR:       {_fmt(s_['icir']['mean'], sign=True)}")
+    click.echo(f"   • Hit rate:   {_fmt(s_['hit_rate']['mean'], pct_=True)}")
+    click.echo(f"   • Top {cfg.top_n} - universe: {_fmt(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
+    click.echo(f"   • Samples:    {report.n(r.rows)}")
+    click.echo(f"   • Features:   {len(r.feature_columns)}")
+    click.echo("\nInterpretation:")
+    for line in interpretation(s_):
+        click.echo(f"   {line}")
+    click.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
+    if out.promoted:
+        click.echo(report.ok(f"Model saved to: {out.active_path} (active; {out.reason})"))
+    else:
+        click.echo(report.warn(f"Not promoted: {out.reason}"))
+    return out
+
+
+@main.command()
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
+@click.option("--training-days", type=click.IntRange(min=1), default=None, help="Calendar days of training window [90].")
+@click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
+@click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="auto: activate when out-of-sample rank IC is not worse than the active model's.")
+@click.option("--end-date", default=None, metavar="DATE", help="End the window here instead of the last labelled session.")
+@store_options
+def train(settings: Settings, exchange, training_days, min_rows, promote, end_date):
+    """Train LightGBM on the rolling window with walk-forward CV by session; save a run."""
+    from retrain import training
+
+    store = Store(settings.data_dir)
+    scope = _scope(store, exchange, settings)
+    cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
+    train_and_report(settings, scope, cfg, promote, end=_date_opt(end_date, "--end-date"))
+
+
+# --------------------------------------------------------------------- models
+@main.group(cls=_Group)
+def models():
+    """List, inspect, promote and roll back trained models."""
+
+
+def _registry(settings: Settings):
+    from retrain.registry import Registry
+
+    return Registry(settings.artifacts_dir, settings.default_exchange)
+
+
+@models.command("list")
+@click.option("--version", default=None, help="Only this feature version.")
+@store_options
+def models_list(settings: Settings, version):
+    """Every run: id, version, scope, trained at, samples, R², rank IC, backtest, status."""
+    runs = [r for r in _registry(settings).runs() if not version or r["feature_version"] == version]
+    if not runs:
+        click.echo("No runs yet - train one with `retrain train` (or `retrain run`).")
+        return
+    rows = []
+    for r in runs:
+        cv, bt = r["cv"]["summary"], r.get("backtest", {})
+        rows.append((r["run_id"], r["feature_version"], r["scope"], r["created_at"][:19].replace("T", " "),
+                     report.n(r["rows"]), _fmt(cv["r2"]["mean"]), _fmt(cv["rank_ic"]["mean"], sign=True),
+                     _fmt(bt["total_return"], pct_=True, sign=True) if "total_return" in bt else "-",
+                     f"{bt['sharpe']:.2f}" if "sharpe" in bt else "-", r["status"]))
+    click.echo(report.table(["run id", "version", "scope", "trained at (UTC)", "samples", "R²", "rank IC",
+                             "backtest", "Sharpe", "status"], rows,
+                            numeric=[False, False, False, False, True, True, True, True, True, False]))
+
+
+@models.command("show")
+@click.argument("run_id")
+@store_options
+def models_show(settings: Settings, run_id):
+    """A run's metadata (JSON)."""
+    import json
+
+    click.echo(json.dumps(_registry(settings).run_meta(run_id), indent=1, default=str))
+
+
+@models.command("promote")
+@click.argument("run_id")
+@store_options
+def models_promote(settings: Settings, run_id):
+    """Make RUN_ID the active model of its feature version and scope."""
+    reg = _registry(settings)
+    meta = reg.promote(run_id)
+    path, _ = reg.active_paths(meta["feature_version"], meta["scope"])
+    click.echo(report.ok(f"{run_id} is now the active {meta['feature_version']} model for {meta['scope']} ({path})"))
+
+
+@models.command("rollback")
+@click.option("--version", default=None, help="Feature version [current].")
+@click.option("--exchange", default=None, help="Scope (NASDAQ, NYSE, TSE or ALL) [retrain.toml [run] exchange].")
+@store_options
+def models_rollback(settings: Settings, version, exchange):
+    """Re-activate the previous active model."""
+    from retrain.config import check_version
+
+    version = check_version(version or settings.feature_version)
+    scope = (exchange or settings.default_exchange).upper()
+    if scope != "ALL":
+        scope = calendar.normalize_exchange(scope)
+    old, new = _registry(settings).rollback(version, scope)
+    click.echo(report.ok(f"Rolled back {version} {scope}: {old} -> {new} (active again)"))
+
+
+# -------------------------------------------------------------------- predict
+@main.command()
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="How many to print.")
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
+@click.option("--version", default=None, help="Use the active model of this feature version.")
+@click.option("--model", "run_id", default=None, help="Use this run instead of the active model.")
+@as_of_option
+@store_options
+def predict(settings: Settings, top, exchange, version, run_id, as_of):
+    """Rank symbols for the next session with the active model."""
+    from retrain import pipeline
+    from retrain.config import check_version
+
+    if version and run_id:
+        raise RetrainError("--version and --model are exclusive", hint="a run already has its version")
+    store = Store(settings.data_dir)
+    scope = _scope(store, exchange, settings)
+    pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None, run_id)
+    click.echo(f"Predictions for {pred.session} ({scope}) by {pred.run_id}:")
+    click.echo(report.table(
+        ["rank", "symbol", "exchange", "predicted return", "previous close"],
+        [(r, s_, e, f"{p:+.3%}", f"{c:,.2f}") for r, s_, e, p, c, *_ in pred.table.iter_rows()],
+        numeric=[True, False, False, True, True]))
+    click.echo(report.ok(f"Written to {pred.path}"))
+
+
 # ---------------------------------------------------------------------- query
 @main.command()
 @click.argument("sql")
@@ -301,11 +493,12 @@ def query(settings: Settings, sql, fmt):
     Views: symbols(symbol, exchange, name, sector); day_symbol(symbol, exchange, date, open, high,
     low, close, adj_close, volume, rsi, macd, macd_signal, macd_histogram, atr, obv);
     features(symbol, exchange, trade_date, feature_version, <features>); labels(symbol, exchange,
-    trade_date, intraday_return, max_favorable_excursion, max_adverse_excursion, open, high, low, close).
+    trade_date, intraday_return, max_favorable_excursion, max_adverse_excursion, open, high, low, close);
+    runs(run_id, feature_version, scope, created_at, rows, r2, rank_ic, ic, icir, hit_rate, status, ...).
     """
     from retrain import query as q
 
-    columns, rows = q.run_query(Store(settings.data_dir), sql)
+    columns, rows = q.run_query(Store(settings.data_dir), sql, runs=_registry(settings).runs())
     click.echo(q.render(columns, rows, fmt))
 
 

@@ -20,9 +20,35 @@ READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 FORMATS = ("table", "csv", "json")
 
 
-def run_query(store: Store, text: str) -> tuple[list[str], list[tuple]]:
+def runs_frame(runs: list[dict]):
+    """The `runs` view: one row per trained model run (flattened from each meta.json)."""
+    import polars as pl
+
+    schema = {"run_id": pl.String, "feature_version": pl.String, "scope": pl.String, "created_at": pl.String,
+              "status": pl.String, "rows": pl.Int64, "training_start": pl.String, "training_end": pl.String,
+              "target": pl.String, "r2": pl.Float64, "mae": pl.Float64, "ic": pl.Float64, "rank_ic": pl.Float64,
+              "icir": pl.Float64, "hit_rate": pl.Float64, "top_n_spread": pl.Float64,
+              "backtest_return": pl.Float64, "backtest_sharpe": pl.Float64, "model_sha256": pl.String}
+    rows = []
+    for r in runs:
+        cv = r.get("cv", {}).get("summary", {})
+        bt = r.get("backtest", {})
+        rows.append({
+            "run_id": r["run_id"], "feature_version": r["feature_version"], "scope": r["scope"],
+            "created_at": r["created_at"], "status": r.get("status"), "rows": r.get("rows"),
+            "training_start": r.get("training_window", {}).get("start"), "training_end": r.get("training_window", {}).get("end"),
+            "target": r.get("target"), **{k: cv.get(k, {}).get("mean") for k in ("r2", "mae", "ic", "rank_ic", "icir", "hit_rate", "top_n_spread")},
+            "backtest_return": bt.get("total_return"), "backtest_sharpe": bt.get("sharpe"), "model_sha256": r.get("model_sha256"),
+        })
+    return pl.DataFrame(rows, schema=schema)
+
+
+def run_query(store: Store, text: str, runs: list[dict] | None = None) -> tuple[list[str], list[tuple]]:
     """Run one or more read-only statements; return the columns and rows of the last one."""
     con = store.connect()
+    runs_df = runs_frame(runs or [])  # noqa: F841 - registered below by name
+    con.register("_runs", runs_df)
+    con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     try:
         try:
             statements = con.extract_statements(text)

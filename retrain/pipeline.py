@@ -1,0 +1,142 @@
+"""Steps that tie the pieces together: train and register a model, predict the next session."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from retrain import calendar, training
+from retrain.calendar import AsOf
+from retrain.config import Settings
+from retrain.errors import RetrainError
+from retrain.features import feature_columns
+from retrain.registry import Registry
+from retrain.store import Store, atomic_write_parquet
+
+PROMOTE_MODES = ("auto", "always", "never")
+
+
+@dataclass
+class TrainOutcome:
+    result: training.TrainResult
+    run_id: str
+    run_dir: object
+    promoted: bool
+    reason: str
+    active_path: object
+
+
+def promotion_decision(mode: str, new: dict, active: dict | None) -> tuple[bool, str]:
+    """Whether a new run becomes active. ``auto``: when there is no active model, or when the new
+    run's out-of-sample mean rank IC is not worse than the active one's."""
+    if mode == "always":
+        return True, "--promote always"
+    if mode == "never":
+        return False, "--promote never: kept as a candidate"
+    if active is None:
+        return True, "no active model yet"
+    new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
+    old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
+    if np.isnan(old_ic) or new_ic >= old_ic:
+        return True, f"out-of-sample rank IC {new_ic:+.4f} is not worse than the active model's {old_ic:+.4f}"
+    return False, (f"out-of-sample rank IC {new_ic:+.4f} is worse than the active model's {old_ic:+.4f} "
+                   f"({active['run_id']}); kept as a candidate (promote it with `retrain models promote`)")
+
+
+def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
+               end: dt.date | None = None, progress=None) -> TrainOutcome:
+    """Train on the rolling window, write the run folder, and apply the promotion rule."""
+    if promote not in PROMOTE_MODES:
+        raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
+    store = Store(settings.data_dir)
+    version = settings.feature_version
+    registry = Registry(settings.artifacts_dir, settings.default_exchange)
+    with store.lock("retrain train"):
+        result = training.train(store, version, scope, cfg, end=end, progress=progress)
+        meta = {
+            "feature_version": version,
+            "scope": scope,
+            "feature_columns": result.feature_columns,
+            "categorical_features": [c for c in result.feature_columns if c in ("exchange", "day_of_week")],
+            "target": cfg.target,
+            "training_window": {"start": str(result.window[0]), "end": str(result.window[1]),
+                                "days": cfg.training_days, "sessions": result.sessions},
+            "rows": result.rows,
+            "fingerprint": result.fingerprint,
+            "params": result.params,
+            "num_boost_round": result.num_boost_round,
+            "cv": {"folds": result.folds, "summary": result.summary, "embargo": cfg.embargo,
+                   "validation_fraction": cfg.validation_fraction, "top_n": cfg.top_n},
+        }
+        buf = _parquet_bytes(result.oos)
+        run_id, run_dir = registry.create_run(result.model, meta, {"cv_predictions.parquet": buf})
+        active_id = registry.active_run(version, scope)
+        active = registry.run_meta(active_id) if active_id else None
+        ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active)
+        if ok:
+            registry.promote(run_id)
+    return TrainOutcome(result, run_id, run_dir, ok, reason, registry.active_paths(version, scope)[0])
+
+
+def _parquet_bytes(df: pl.DataFrame) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ predict
+@dataclass
+class Prediction:
+    session: dt.date
+    table: pl.DataFrame  # rank, symbol, exchange, predicted_return, prev_close
+    path: object
+    run_id: str
+
+
+def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None, version: str | None = None,
+            run_id: str | None = None) -> Prediction:
+    """Rank the symbols of the next session with the active model (or a named run)."""
+    store = Store(settings.data_dir)
+    registry = Registry(settings.artifacts_dir, settings.default_exchange)
+    if run_id:
+        loaded = registry.load_run(run_id)
+        version = loaded.meta["feature_version"]
+        loaded = registry.load_run(run_id, feature_columns(version))
+    else:
+        version = version or settings.feature_version
+        loaded = registry.load_active(version, scope, feature_columns(version))
+    exchanges = list(calendar.EXCHANGES) if scope == "ALL" else [scope]
+    exchanges = [e for e in exchanges if store.bar_files(e)]
+    if not exchanges:
+        raise RetrainError(f"no bars for {scope}", hint="load data with `retrain ingest`")
+    # the next session after the last complete one, per exchange (ALL: the earliest of them)
+    session = min(calendar.next_session(e, as_of.last_complete_session(e)) for e in exchanges)
+    frames = [store.scan_table("features", version, e) for e in exchanges]
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        raise RetrainError(f"no {version} features built", hint="run `retrain features` (or `retrain run`)")
+    rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date") == session).collect()
+    if rows.is_empty():
+        raise RetrainError(
+            f"no {version} feature rows for the session {session} ({scope})",
+            hint="ingest the bars up to the session before it, then `retrain features` (or `retrain run`)",
+        )
+    columns = loaded.meta["feature_columns"]
+    x = training.matrix(rows, columns)
+    p = loaded.model.predict(x, num_iteration=loaded.meta.get("num_boost_round"))
+    table = (
+        rows.select("symbol", "exchange", pl.col("prev_close").cast(pl.Float64))
+        .with_columns(pl.Series("predicted_return", p))
+        .sort(["predicted_return", "exchange", "symbol"], descending=[True, False, False])
+        .with_row_index("rank", offset=1)
+        .select("rank", "symbol", "exchange", "predicted_return", "prev_close")
+        .with_columns(pl.lit(loaded.meta["run_id"]).alias("run_id"), pl.lit(session).alias("session"))
+    )
+    out = settings.artifacts_dir / "daytrading" / "predictions" / f"{session}.parquet"
+    atomic_write_parquet(table, out)
+    return Prediction(session, table.head(top) if top else table, out, loaded.meta["run_id"])

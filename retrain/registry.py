@@ -1,0 +1,236 @@
+"""Model runs, active models, promote / rollback, and verified loading.
+
+Layout under the artifacts directory::
+
+    daytrading/
+      runs/<run_id>/model.joblib, meta.json      one immutable folder per training
+      intraday_model_<version>.joblib            active model of the default scope (the guide's name)
+      intraday_model_<version>_meta.json
+      intraday_model_<version>_<SCOPE>.joblib    active model of another scope (e.g. ALL, TSE)
+      registry.json                              active run and history per (version, scope)
+
+A run folder is written under a temporary name and renamed into place, so it is complete or
+absent. Loading reads the file once, checks its sha256 against the metadata, the feature version
+and the feature columns, and only then unpickles those same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from retrain import __version__
+from retrain.errors import RetrainError
+from retrain.store import atomic_write, atomic_write_text
+
+ROOT = "daytrading"
+
+
+def model_filename(version: str, scope: str, default_scope: str) -> str:
+    """Active model file of (version, scope): the guide's plain name for the default scope."""
+    base = f"intraday_model_{version}"
+    return f"{base}.joblib" if scope == default_scope else f"{base}_{scope}.joblib"
+
+
+def meta_filename(version: str, scope: str, default_scope: str) -> str:
+    return model_filename(version, scope, default_scope).replace(".joblib", "_meta.json")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "retrain": __version__}
+    for name in ("lightgbm", "polars", "duckdb", "numpy", "joblib"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:  # pragma: no cover
+            out[name] = "unknown"
+    return out
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    meta: dict
+    path: Path
+
+
+class Registry:
+    def __init__(self, artifacts_dir: str | os.PathLike, default_scope: str = "NASDAQ"):
+        self.root = Path(artifacts_dir) / ROOT
+        self.default_scope = default_scope
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.json"
+
+    def active_paths(self, version: str, scope: str) -> tuple[Path, Path]:
+        return (self.root / model_filename(version, scope, self.default_scope),
+                self.root / meta_filename(version, scope, self.default_scope))
+
+    # ------------------------------------------------------------- state
+    def state(self) -> dict:
+        if not self.registry_path.exists():
+            return {"active": {}, "history": {}}
+        return json.loads(self.registry_path.read_text())
+
+    def _save(self, state: dict) -> None:
+        atomic_write_text(json.dumps(state, indent=1, sort_keys=True), self.registry_path)
+
+    def active_run(self, version: str, scope: str) -> str | None:
+        return self.state()["active"].get(version, {}).get(scope)
+
+    # -------------------------------------------------------------- runs
+    def create_run(self, model: Any, meta: dict, extra_files: dict[str, bytes] | None = None) -> tuple[str, Path]:
+        """Write a new immutable run folder; returns (run_id, folder)."""
+        blob = io.BytesIO()
+        joblib.dump(model, blob)
+        data = blob.getvalue()
+        created = dt.datetime.now(dt.UTC)
+        base = f"{created:%Y%m%dT%H%M%S}-{meta['feature_version']}-{meta['scope']}-{meta.get('fingerprint', '')[:6]}"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        run_id, n = base, 1
+        while (self.runs_dir / run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        meta = {**meta, "run_id": run_id, "created_at": created.isoformat(), "model_sha256": sha256(data),
+                "libraries": library_versions()}
+        tmp = self.runs_dir / f".tmp-{run_id}-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            (tmp / "model.joblib").write_bytes(data)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            for name, content in (extra_files or {}).items():
+                (tmp / name).write_bytes(content)
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.rename(tmp, self.runs_dir / run_id)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return run_id, self.runs_dir / run_id
+
+    def run_meta(self, run_id: str) -> dict:
+        path = self.runs_dir / run_id / "meta.json"
+        if not path.exists():
+            known = ", ".join(r["run_id"] for r in self.runs()[-5:]) or "none"
+            raise RetrainError(f"no run {run_id!r} in {self.runs_dir}", hint=f"`retrain models list` shows them (latest: {known})")
+        return json.loads(path.read_text())
+
+    def runs(self) -> list[dict]:
+        """Every run's metadata with its status (active / candidate / retired), oldest first."""
+        if not self.runs_dir.exists():
+            return []
+        state = self.state()
+        active = {r for scopes in state["active"].values() for r in scopes.values()}
+        retired = {r for scopes in state["history"].values() for runs in scopes.values() for r in runs}
+        out = []
+        for folder in sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            try:
+                meta = json.loads((folder / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            meta["status"] = "active" if meta["run_id"] in active else "retired" if meta["run_id"] in retired else "candidate"
+            out.append(meta)
+        return sorted(out, key=lambda m: m["created_at"])
+
+    # ------------------------------------------------- promote / rollback
+    def promote(self, run_id: str) -> dict:
+        """Make ``run_id`` the active model of its (version, scope); the one it replaces goes
+        into the history that rollback walks back."""
+        meta = self.run_meta(run_id)
+        version, scope = meta["feature_version"], meta["scope"]
+        loaded = self.load_file(self.runs_dir / run_id / "model.joblib", self.runs_dir / run_id / "meta.json")
+        state = self.state()
+        current = state["active"].get(version, {}).get(scope)
+        if current == run_id:
+            return meta
+        self._activate(loaded)
+        if current:
+            state["history"].setdefault(version, {}).setdefault(scope, []).append(current)
+        state["active"].setdefault(version, {})[scope] = run_id
+        self._save(state)
+        return meta
+
+    def rollback(self, version: str, scope: str) -> tuple[str, str]:
+        """Re-activate the previous active model of (version, scope); returns (old, new) run ids."""
+        state = self.state()
+        history = state["history"].get(version, {}).get(scope, [])
+        current = state["active"].get(version, {}).get(scope)
+        if not history:
+            raise RetrainError(f"no earlier active model of {version} for {scope} to roll back to",
+                               hint="`retrain models list` shows the runs; `retrain models promote RUN_ID` picks one")
+        previous = history[-1]
+        loaded = self.load_file(self.runs_dir / previous / "model.joblib", self.runs_dir / previous / "meta.json")
+        self._activate(loaded)
+        state["history"][version][scope] = history[:-1]
+        state["active"].setdefault(version, {})[scope] = previous
+        if current:
+            state.setdefault("retired_by_rollback", []).append(current)
+        self._save(state)
+        return current, previous
+
+    def _activate(self, loaded: LoadedModel) -> None:
+        meta = loaded.meta
+        model_path, meta_path = self.active_paths(meta["feature_version"], meta["scope"])
+        data = (self.runs_dir / meta["run_id"] / "model.joblib").read_bytes()
+        atomic_write(model_path, lambda tmp: tmp.write_bytes(data))
+        atomic_write_text(json.dumps(meta, indent=1, default=str), meta_path)
+
+    # ------------------------------------------------------------ loading
+    def load_file(self, model_path: Path, meta_path: Path, version: str | None = None,
+                  columns: list[str] | None = None) -> LoadedModel:
+        """Load a model only if its bytes match the sha256 in its metadata, and its feature
+        version and columns match what the caller expects."""
+        if not model_path.exists() or not meta_path.exists():
+            raise RetrainError(f"model file missing: {model_path if not model_path.exists() else meta_path}",
+                               hint="train one with `retrain train` (or `retrain run`)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except ValueError:
+            raise RetrainError(f"{meta_path}: metadata is not valid JSON", hint="restore it or promote another run") from None
+        data = model_path.read_bytes()
+        if sha256(data) != meta.get("model_sha256"):
+            raise RetrainError(
+                f"{model_path}: contents do not match the sha256 recorded in {meta_path.name} "
+                "(tampered with, truncated or replaced); refusing to load it",
+                hint="promote a verified run again with `retrain models promote RUN_ID`, or retrain",
+            )
+        if version and meta.get("feature_version") != version:
+            raise RetrainError(f"{model_path}: trained on features {meta.get('feature_version')}, not {version}",
+                               hint=f"use a model of {version}, or `--version {meta.get('feature_version')}`")
+        if columns is not None and meta.get("feature_columns") != columns:
+            raise RetrainError(f"{model_path}: its feature columns differ from the {version} feature set",
+                               hint="retrain it on the current features (`retrain train`)")
+        return LoadedModel(model=joblib.load(io.BytesIO(data)), meta=meta, path=model_path)
+
+    def load_active(self, version: str, scope: str, columns: list[str] | None = None) -> LoadedModel:
+        model_path, meta_path = self.active_paths(version, scope)
+        if not model_path.exists():
+            raise RetrainError(f"no active model of {version} for {scope} ({model_path})",
+                               hint=f"train one: `retrain train --exchange {scope}` (or `retrain run`)")
+        return self.load_file(model_path, meta_path, version, columns)
+
+    def load_run(self, run_id: str, columns: list[str] | None = None) -> LoadedModel:
+        meta = self.run_meta(run_id)
+        return self.load_file(self.runs_dir / run_id / "model.joblib", self.runs_dir / run_id / "meta.json",
+                              meta["feature_version"], columns)
