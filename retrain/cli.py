@@ -328,8 +328,35 @@ def interpretation(summary: dict) -> list[str]:
     return lines
 
 
-def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None):
-    """Train, print the metrics block, interpretation and saved paths. Shared with `retrain run`."""
+def print_backtest(bt) -> None:
+    """The results block, in the guide's layout, and the verdict."""
+    s_ = bt.summary
+    rule = "=" * 60
+    click.echo(f"\n{rule}\nBACKTEST RESULTS ({s_['start']} to {s_['end']}, {s_['sessions']} sessions, out of sample)\n{rule}")
+    click.echo("\nCapital:")
+    click.echo(f"   Starting:   $ {s_['starting_capital']:>12,.2f}")
+    click.echo(f"   Ending:     $ {s_['ending_capital']:>12,.2f}")
+    click.echo(f"   Profit:     $ {s_['profit']:>12,.2f}")
+    click.echo("\nReturns:")
+    click.echo(f"   Total Return:      {s_['total_return']:>10.2%}")
+    click.echo(f"   Annualized Return: {s_['annualized_return']:>10.2%}")
+    click.echo("\nRisk:")
+    click.echo(f"   Max Drawdown:      {s_['max_drawdown']:>10.2%}")
+    click.echo(f"   Sharpe Ratio:      {s_['sharpe']:>10.2f}")
+    click.echo("\nTrading:")
+    click.echo(f"   Win Rate:          {s_['win_rate']:>10.2%}")
+    click.echo(f"   Total Trades:      {s_['total_trades']:>10,}")
+    click.echo("\nBenchmark (equal-weight universe, open to close, same sessions):")
+    click.echo(f"   Universe Return:   {s_['universe_return']:>10.2%}")
+    click.echo(f"   Excess Return:     {s_['excess_return']:>+10.2%}")
+    click.echo(rule)
+    mark = {"EXCELLENT": report.ok, "GOOD": report.ok, "MARGINAL": report.warn}.get(bt.verdict, report.fail)
+    click.echo(mark(f"{bt.verdict} BACKTEST") + "\n")
+
+
+def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None):
+    """Train, print the metrics block, interpretation and saved paths (and, with a backtest window,
+    the backtest results). Shared with `retrain run`."""
     from retrain import pipeline, training
 
     store = Store(settings.data_dir)
@@ -343,7 +370,14 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     click.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
                f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
                f"{cfg.validation_fraction:.0%} of sessions")
-    out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress)
+    def bt_progress(i, n, block, train_s):
+        click.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
+
+    if backtest_window:
+        click.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
+                   f"{bcfg.retrain_every} sessions")
+    out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress,
+                              backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress)
     r, s_ = out.result, out.result.summary
     click.echo(report.ok(f"Loaded {report.n(r.rows)} samples with {len(r.feature_columns)} features "
                          f"({r.sessions} sessions); final model: {r.num_boost_round} rounds"))
@@ -360,6 +394,9 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     click.echo("\nInterpretation:")
     for line in interpretation(s_):
         click.echo(f"   {line}")
+    if out.backtest is not None:
+        print_backtest(out.backtest)
+        click.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
     click.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
     if out.promoted:
         click.echo(report.ok(f"Model saved to: {out.active_path} (active; {out.reason})"))
@@ -384,6 +421,48 @@ def train(settings: Settings, exchange, training_days, min_rows, promote, end_da
     scope = _scope(store, exchange, settings)
     cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
     train_and_report(settings, scope, cfg, promote, end=_date_opt(end_date, "--end-date"))
+
+
+@main.command()
+@click.option("--start-date", default=None, metavar="DATE", help="First session [30 days before the end].")
+@click.option("--end-date", default=None, metavar="DATE", help="Last session [the last labelled one].")
+@click.option("--bankroll", type=float, default=10_000.0, show_default=True, help="Starting capital.")
+@click.option("--max-positions", type=click.IntRange(min=1), default=5, show_default=True, help="Positions per session.")
+@click.option("--cost-bps", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Cost per side, basis points.")
+@click.option("--slippage-bps", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Slippage per side, bps.")
+@click.option("--retrain-every", type=click.IntRange(min=1), default=5, show_default=True, help="Sessions per model.")
+@click.option("--min-dollar-volume", type=click.FloatRange(min=0), default=None,
+              help="Skip symbols whose 20-session average dollar volume is below this.")
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
+@click.option("--training-days", type=click.IntRange(min=1), default=None, help="Calendar days of each training window [90].")
+@click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
+@click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@store_options
+def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, cost_bps, slippage_bps,
+             retrain_every, min_dollar_volume, exchange, training_days, min_rows, promote):
+    """Walk-forward out-of-sample backtest of the retraining routine; saves a run with its report.
+
+    Each block of --retrain-every sessions is predicted by a model trained on the window that ends
+    before it (minus the embargo). Each session buys the top --max-positions at the open and sells
+    at the close, paying cost and slippage on both sides.
+    """
+    import datetime as dt
+
+    from retrain import training
+    from retrain.backtest import BacktestConfig
+
+    store = Store(settings.data_dir)
+    scope = _scope(store, exchange, settings)
+    cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
+    end = _date_opt(end_date, "--end-date") or training.last_labelled(store, settings.feature_version, scope)
+    if end is None:
+        raise RetrainError(f"no labelled {settings.feature_version} feature rows for {scope}",
+                           hint="run `retrain indicators`, `retrain features` and `retrain labels` first")
+    start = _date_opt(start_date, "--start-date") or end - dt.timedelta(days=29)
+    if start > end:
+        raise RetrainError(f"--start-date {start} is after --end-date {end}", hint="swap them")
+    bcfg = BacktestConfig(bankroll, max_positions, cost_bps, slippage_bps, retrain_every, min_dollar_volume)
+    train_and_report(settings, scope, cfg, promote, end=end, backtest_window=(start, end), bcfg=bcfg)
 
 
 # --------------------------------------------------------------------- models

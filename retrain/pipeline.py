@@ -27,11 +27,13 @@ class TrainOutcome:
     promoted: bool
     reason: str
     active_path: object
+    backtest: object = None
 
 
 def promotion_decision(mode: str, new: dict, active: dict | None) -> tuple[bool, str]:
-    """Whether a new run becomes active. ``auto``: when there is no active model, or when the new
-    run's out-of-sample mean rank IC is not worse than the active one's."""
+    """Whether a new run becomes active. ``auto``: when there is no active model; otherwise when
+    the new run's out-of-sample rank IC, and its backtest Sharpe if both runs were backtested over
+    the same window, are not worse than the active model's."""
     if mode == "always":
         return True, "--promote always"
     if mode == "never":
@@ -40,15 +42,28 @@ def promotion_decision(mode: str, new: dict, active: dict | None) -> tuple[bool,
         return True, "no active model yet"
     new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
     old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
-    if np.isnan(old_ic) or new_ic >= old_ic:
-        return True, f"out-of-sample rank IC {new_ic:+.4f} is not worse than the active model's {old_ic:+.4f}"
-    return False, (f"out-of-sample rank IC {new_ic:+.4f} is worse than the active model's {old_ic:+.4f} "
-                   f"({active['run_id']}); kept as a candidate (promote it with `retrain models promote`)")
+    reasons, worse = [], False
+    if not np.isnan(old_ic):
+        worse |= new_ic < old_ic
+        reasons.append(f"rank IC {new_ic:+.4f} vs {old_ic:+.4f}")
+    nb, ob = new.get("backtest"), active.get("backtest")
+    if nb and ob and (nb["start"], nb["end"]) == (ob["start"], ob["end"]):
+        worse |= nb["sharpe"] < ob["sharpe"]
+        reasons.append(f"Sharpe {nb['sharpe']:.2f} vs {ob['sharpe']:.2f} over {nb['start']}..{nb['end']}")
+    elif nb or ob:
+        reasons.append("backtests over different windows, so Sharpe not compared")
+    detail = "; ".join(reasons) or "no comparable metric"
+    if not worse:
+        return True, f"not worse than the active model ({detail})"
+    return False, (f"worse than the active model {active['run_id']} ({detail}); kept as a candidate "
+                   "(promote it with `retrain models promote RUN_ID`)")
 
 
 def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
-               end: dt.date | None = None, progress=None) -> TrainOutcome:
-    """Train on the rolling window, write the run folder, and apply the promotion rule."""
+               end: dt.date | None = None, progress=None, backtest_window: tuple[dt.date, dt.date] | None = None,
+               bcfg=None, bt_progress=None) -> TrainOutcome:
+    """Train on the rolling window (and, with ``backtest_window``, replay the routine walk-forward
+    over it), write the run folder, and apply the promotion rule."""
     if promote not in PROMOTE_MODES:
         raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
     store = Store(settings.data_dir)
@@ -71,14 +86,56 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             "cv": {"folds": result.folds, "summary": result.summary, "embargo": cfg.embargo,
                    "validation_fraction": cfg.validation_fraction, "top_n": cfg.top_n},
         }
-        buf = _parquet_bytes(result.oos)
-        run_id, run_dir = registry.create_run(result.model, meta, {"cv_predictions.parquet": buf})
+        run_id, created = registry.new_run_id(version, scope, result.fingerprint)
+        meta.update(run_id=run_id, created_at=created)
+        files = {"cv_predictions.parquet": _parquet_bytes(result.oos)}
+        bt = None
+        if backtest_window:
+            bt = run_backtest(store, version, scope, backtest_window, cfg, bcfg, bt_progress)
+            meta["backtest"] = {**bt.summary, "verdict": bt.verdict, "config": vars(bt.config)}
+            importance = sorted(zip(result.feature_columns, result.model.feature_importance("gain").tolist()),
+                                key=lambda kv: -kv[1])
+            meta["feature_importance_gain"] = dict(importance)
+            from retrain import html_report
+
+            files.update({
+                "backtest_daily.parquet": _parquet_bytes(bt.daily.join(
+                    bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
+                "trades.parquet": _parquet_bytes(bt.trades),
+                "predictions.parquet": _parquet_bytes(bt.predictions),
+                "report.html": html_report.render(meta, bt.summary, bt.verdict, bt.daily, bt.universe,
+                                                  bt.predictions, importance).encode(),
+            })
+        run_id, run_dir = registry.create_run(result.model, meta, files)
         active_id = registry.active_run(version, scope)
         active = registry.run_meta(active_id) if active_id else None
         ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active)
         if ok:
             registry.promote(run_id)
-    return TrainOutcome(result, run_id, run_dir, ok, reason, registry.active_paths(version, scope)[0])
+    return TrainOutcome(result, run_id, run_dir, ok, reason, registry.active_paths(version, scope)[0], bt)
+
+
+@dataclass
+class BacktestOutcome:
+    predictions: pl.DataFrame
+    daily: pl.DataFrame
+    trades: pl.DataFrame
+    universe: pl.DataFrame
+    summary: dict
+    verdict: str
+    config: object
+
+
+def run_backtest(store: Store, version: str, scope: str, window: tuple[dt.date, dt.date],
+                 tcfg: training.TrainConfig, bcfg, progress=None) -> BacktestOutcome:
+    from retrain import backtest as bt
+
+    start, end = window
+    preds = bt.walk_forward(store, version, scope, start, end, tcfg, bcfg, progress)
+    daily, trades = bt.simulate(preds.drop_nulls("actual"), bcfg)
+    uni = bt.universe(store, scope, start, end)
+    summary = bt.summarize(daily, trades, bcfg.bankroll, uni)
+    return BacktestOutcome(preds, daily, trades, uni, summary, bt.verdict(summary), bcfg)
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:

@@ -99,20 +99,30 @@ class Registry:
         return self.state()["active"].get(version, {}).get(scope)
 
     # -------------------------------------------------------------- runs
-    def create_run(self, model: Any, meta: dict, extra_files: dict[str, bytes] | None = None) -> tuple[str, Path]:
-        """Write a new immutable run folder; returns (run_id, folder)."""
-        blob = io.BytesIO()
-        joblib.dump(model, blob)
-        data = blob.getvalue()
+    def new_run_id(self, version: str, scope: str, fingerprint: str) -> tuple[str, str]:
+        """(run_id, created_at) for a run about to be written: time, version, scope, data hash."""
         created = dt.datetime.now(dt.UTC)
-        base = f"{created:%Y%m%dT%H%M%S}-{meta['feature_version']}-{meta['scope']}-{meta.get('fingerprint', '')[:6]}"
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        base = f"{created:%Y%m%dT%H%M%S}-{version}-{scope}-{fingerprint[:6]}"
         run_id, n = base, 1
         while (self.runs_dir / run_id).exists():
             n += 1
             run_id = f"{base}-{n}"
-        meta = {**meta, "run_id": run_id, "created_at": created.isoformat(), "model_sha256": sha256(data),
-                "libraries": library_versions()}
+        return run_id, created.isoformat()
+
+    def create_run(self, model: Any, meta: dict, extra_files: dict[str, bytes] | None = None) -> tuple[str, Path]:
+        """Write a new immutable run folder (meta carries run_id and created_at from new_run_id);
+        returns (run_id, folder)."""
+        blob = io.BytesIO()
+        joblib.dump(model, blob)
+        data = blob.getvalue()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        if "run_id" not in meta:
+            meta = {**meta, **dict(zip(("run_id", "created_at"),
+                                       self.new_run_id(meta["feature_version"], meta["scope"], meta.get("fingerprint", ""))))}
+        run_id = meta["run_id"]
+        if (self.runs_dir / run_id).exists():
+            raise RetrainError(f"run {run_id} exists already; runs are immutable")
+        meta = {**meta, "model_sha256": sha256(data), "libraries": library_versions()}
         tmp = self.runs_dir / f".tmp-{run_id}-{os.getpid()}"
         tmp.mkdir()
         try:

@@ -1,0 +1,94 @@
+"""Backtest: accounting against a hand-computed example, out-of-sample blocks, outputs, report."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from retrain import backtest as bt
+from retrain import pipeline, training
+from retrain.config import load_settings
+from tests.test_training import _cfg, _market
+
+D = dt.date
+
+
+def test_accounting_matches_a_hand_computed_three_symbol_example():
+    # 3 symbols, 3 sessions, 2 positions a day, 10 bps a side in all (f = 0.001).
+    rows = [
+        (D(2024, 1, 2), "A", 0.03, 0.02), (D(2024, 1, 2), "B", 0.02, -0.01), (D(2024, 1, 2), "C", 0.01, 0.05),
+        (D(2024, 1, 3), "A", 0.01, 0.04), (D(2024, 1, 3), "B", 0.02, 0.01), (D(2024, 1, 3), "C", 0.03, -0.02),
+        (D(2024, 1, 4), "A", 0.05, -0.03), (D(2024, 1, 4), "B", 0.04, -0.01), (D(2024, 1, 4), "C", 0.00, 0.10),
+    ]
+    preds = pl.DataFrame(rows, schema=["trade_date", "symbol", "predicted", "actual"], orient="row").with_columns(
+        pl.lit("NYSE").alias("exchange"), pl.lit(1e9).alias("avg_dollar_volume_20"))
+    cfg = bt.BacktestConfig(bankroll=1000.0, max_positions=2, cost_bps=6, slippage_bps=4)
+    daily, trades = bt.simulate(preds, cfg)
+    f = 0.001
+    net = lambda r: (1 + r) * (1 - f) ** 2 - 1  # noqa: E731
+    # day 1: A (+2%) and B (-1%); day 2: C (-2%) and B (+1%); day 3: A (-3%) and B (-1%)
+    e1 = 1000 + 500 * (net(0.02) + net(-0.01))
+    e2 = e1 + e1 / 2 * (net(-0.02) + net(0.01))
+    e3 = e2 + e2 / 2 * (net(-0.03) + net(-0.01))
+    assert daily["equity"].to_list() == pytest.approx([e1, e2, e3])
+    r = np.array([e1 / 1000 - 1, e2 / e1 - 1, e3 / e2 - 1])
+    assert daily["daily_return"].to_list() == pytest.approx(r.tolist())
+    assert trades.height == 6 and trades.filter(pl.col("date") == D(2024, 1, 3))["symbol"].to_list() == ["C", "B"]
+    universe = pl.DataFrame({"trade_date": [D(2024, 1, 2), D(2024, 1, 3), D(2024, 1, 4)],
+                             "universe_return": [0.02, 0.01, 0.02]})
+    s = bt.summarize(daily, trades, 1000.0, universe)
+    assert s["ending_capital"] == pytest.approx(e3) and s["profit"] == pytest.approx(e3 - 1000)
+    assert s["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(252))
+    assert s["max_drawdown"] == pytest.approx(1 - e3 / max(1000, e1, e2))
+    assert s["win_rate"] == pytest.approx(2 / 6)  # A day 1 and B day 2 win after costs
+    assert s["universe_return"] == pytest.approx(1.02 * 1.01 * 1.02 - 1)
+    assert bt.verdict(s) == "POOR"
+    # the liquidity filter drops what trades too little
+    daily2, trades2 = bt.simulate(preds.with_columns(
+        pl.when(pl.col("symbol") == "A").then(1.0).otherwise(1e9).alias("avg_dollar_volume_20")),
+        dataclasses.replace(cfg, min_dollar_volume=1e6))
+    assert "A" not in trades2["symbol"].to_list()
+
+
+def test_verdicts():
+    base = {"sharpe": 1.8, "total_return": 0.1, "excess_return": 0.05}
+    assert bt.verdict(base) == "EXCELLENT"
+    assert bt.verdict({**base, "excess_return": -0.01}) == "GOOD"
+    assert bt.verdict({**base, "sharpe": 0.7, "total_return": -0.01}) == "MARGINAL"
+    assert bt.verdict({**base, "sharpe": 0.2, "total_return": -0.01}) == "POOR"
+
+
+def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp_path):
+    store = _market(tmp_path / "data", symbols=90, days=140)
+    (tmp_path / "retrain.toml").write_text('[run]\nexchange = "NYSE"\n')
+    settings = dataclasses.replace(load_settings(data_dir=store.root, artifacts_dir=tmp_path / "art",
+                                                 config=tmp_path / "retrain.toml"))
+    blocks = []
+    end = training.last_labelled(store, "v1", "ALL")
+    start = end - dt.timedelta(days=20)
+    out = pipeline.train_step(settings, "ALL", _cfg(min_rows=100), "auto", end=end, backtest_window=(start, end),
+                              bcfg=bt.BacktestConfig(retrain_every=4),
+                              bt_progress=lambda i, n, block, train_s: blocks.append((block, train_s)))
+    labelled = sorted(set(store.scan_table("labels").select("trade_date").collect()["trade_date"].to_list()))
+    for block, train_s in blocks:
+        assert max(train_s) < min(block)
+        gap = labelled.index(min(block)) - labelled.index(max(train_s)) - 1
+        assert gap == 1  # the embargo: one session between training and the block it predicts
+    sessions = sorted({d for block, _ in blocks for d in block})
+    all_days = sorted(set(out.backtest.predictions["trade_date"].to_list()))
+    assert sessions == all_days
+    for name in ("model.joblib", "meta.json", "backtest_daily.parquet", "trades.parquet", "predictions.parquet",
+                 "report.html"):
+        assert (out.run_dir / name).exists(), name
+    assert set(pl.read_parquet(out.run_dir / "backtest_daily.parquet").columns) >= {
+        "date", "equity", "daily_return", "gross_return", "trades"}
+    assert set(pl.read_parquet(out.run_dir / "trades.parquet").columns) >= {
+        "date", "symbol", "predicted", "actual", "net_return", "allocation", "pnl"}
+    assert "model" in pl.read_parquet(out.run_dir / "predictions.parquet").columns
+    page = (out.run_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "http://" not in page and "https://" not in page
