@@ -25,12 +25,15 @@ lint: setup
 	$(BIN)/ruff check retrain tests bench
 
 # The sample market goes into the default store only when it holds no bars; then the pipeline
-# runs as far as it is built: indicators, features and labels (training arrives with issue 4).
+# runs step by step (`retrain run`, the one command, arrives with issue 5): indicators, features,
+# labels, training with a walk-forward backtest, and the next session's picks.
 demo: setup
 	$(RETRAIN) sample-data --if-empty
 	$(RETRAIN) indicators
 	$(RETRAIN) features
 	$(RETRAIN) labels
+	$(RETRAIN) backtest
+	$(RETRAIN) predict --top 10
 	$(RETRAIN) status
 
 status: setup

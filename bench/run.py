@@ -165,6 +165,27 @@ def main() -> None:
                      f"{parts}; process wall time incl. start-up {statistics.median(wall):.2f} s", peak))
         print(f"bench: full rebuild {med:.2f} s ({parts})", flush=True)
 
+        # Training (5-fold walk-forward CV + final model), 30-day backtest and predict, 90-day window, ALL.
+        model_times, model_peak = [], 0
+        for i in range(a.repeat):
+            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "model_steps.py"), str(tmp / "rebuild0"),
+                                   str(tmp / f"artifacts{i}")], capture_output=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"bench: model steps failed:\n{proc.stderr.decode()}")
+            res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+            model_times.append(res)
+            model_peak = max(model_peak, res["peak_kb"] // 1024)
+        med = {k: statistics.median(r[k] for r in model_times) for k in ("train", "backtest", "predict")}
+        res = model_times[0]
+        rows.append(("training with 5-fold walk-forward CV (90-day window, ALL)", med["train"], 30.0,
+                     f"{res['rows']:,} rows", model_peak))
+        rows.append(("30-day walk-forward backtest (retrain every 5 sessions)", med["backtest"], 30.0,
+                     f"{res['backtest_sessions']} sessions", model_peak))
+        rows.append(("predict the next session", med["predict"], 2.0, f"{res['predict_rows']:,} symbols ranked",
+                     model_peak))
+        print(f"bench: train {med['train']:.2f} s, backtest {med['backtest']:.2f} s, predict {med['predict']:.2f} s",
+              flush=True)
+
         # The same computation in memory, retrain (Polars) next to a straightforward pandas version.
         ours = [compute_polars(bars, syms) for _ in range(a.repeat)]
         theirs = compute_pandas(bars, syms)
