@@ -210,7 +210,7 @@ def main() -> None:
         "",
         f"Written by `make bench` on {dt.date.today()} ({platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, polars {pl.__version__}). Sample market: {a.symbols:,} symbols x "
-        f"{a.days} sessions per exchange; each stage is the real CLI in a subprocess (start-up included), "
+        f"{a.days} sessions per exchange; ingest and query are timed as whole CLI calls (start-up included); the pipeline steps are timed inside one process each, as `retrain run` runs them (the detail column gives that process's wall time where it matters); "
         f"median of {a.repeat} runs.",
         "",
         "| stage | median (s) | target (s) | met | detail | peak RSS (MB) |",

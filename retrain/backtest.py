@@ -158,7 +158,7 @@ def walk_forward(store: Store, version: str, scope: str, start: dt.date, end: dt
         in_fit = np.isin(dates, np.array(fit_s, dtype=dates.dtype))
         in_valid = np.isin(dates, np.array(valid_s, dtype=dates.dtype))
         valid = (x[in_valid], y[in_valid]) if in_fit.any() else None
-        model = training._fit(x[in_fit] if in_fit.any() else x[in_train], y[in_fit] if in_fit.any() else y[in_train],
+        model = training.fit_model(x[in_fit] if in_fit.any() else x[in_train], y[in_fit] if in_fit.any() else y[in_train],
                               tcfg, columns, tcfg.num_boost_round, valid)
         rounds = model.best_iteration or tcfg.num_boost_round
         in_block = np.isin(dates, np.array(block, dtype=dates.dtype))

@@ -28,7 +28,6 @@ from retrain.store import Store, parallel_map, split_by_month
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
 KEYS = ["exchange", "symbol"]
-ROW_KEYS = ["exchange", "symbol", "trade_date"]
 MARGIN_SESSIONS = 60
 # Polars' streaming engine may re-associate a chain of additions differently from one frame to
 # the next (a last-bit difference); the in-memory engine evaluates it in written order, which is

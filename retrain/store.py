@@ -157,7 +157,6 @@ class Store:
 
     def __init__(self, data_dir: str | os.PathLike):
         self.root = Path(data_dir)
-        self._lock_fd: int | None = None
         self._lock_depth = 0
         self._stats: dict[str, pl.DataFrame] = {}  # file_stats per exchange, dropped on bar writes
 
@@ -343,13 +342,12 @@ class Store:
         os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "command": command, "started": dt.datetime.now().isoformat(timespec="seconds")}
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._lock_fd, self._lock_depth = fd, 1
+        self._lock_depth = 1
         self._sweep_temp_files()
         try:
             yield
         finally:
             self._lock_depth = 0
-            self._lock_fd = None
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)

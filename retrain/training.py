@@ -182,7 +182,7 @@ class TrainResult:
     oos: pl.DataFrame  # out-of-sample CV predictions: trade_date, exchange, symbol, target, prediction
 
 
-def _fit(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
+def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
          valid: tuple[np.ndarray, np.ndarray] | None = None):
     import lightgbm as lgb
 
@@ -254,7 +254,7 @@ def train(store: Store, version: str, scope: str, cfg: TrainConfig, end: dt.date
             in_fit, valid = np.isin(dates, np.array(train_s, dtype=dates.dtype)), None
         else:
             valid = (x[in_valid], y[in_valid])
-        model = _fit(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, valid)
+        model = fit_model(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, valid)
         rounds = model.best_iteration or cfg.num_boost_round
         best.append(rounds)
         p = model.predict(x[in_test], num_iteration=rounds)
@@ -268,7 +268,7 @@ def train(store: Store, version: str, scope: str, cfg: TrainConfig, end: dt.date
         if progress:
             progress(i, len(fold_specs), m)
     rounds = max(10, int(np.median(best)))
-    final = _fit(x, y, cfg, columns, rounds)
+    final = fit_model(x, y, cfg, columns, rounds)
     return TrainResult(
         model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
         rows=df.height, sessions=len(sessions), fingerprint=fingerprint(df, columns), params=cfg.lgb_params(),
