@@ -30,33 +30,52 @@ class TrainOutcome:
     backtest: object = None
 
 
-def promotion_decision(mode: str, new: dict, active: dict | None) -> tuple[bool, str]:
-    """Whether a new run becomes active. ``auto``: when there is no active model; otherwise when
-    the new run's out-of-sample rank IC, and its backtest Sharpe if both runs were backtested over
-    the same window, are not worse than the active model's."""
+def backtest_rank_ic(predictions: pl.DataFrame) -> float:
+    """Mean daily rank IC of walk-forward backtest predictions."""
+    from retrain import metrics
+
+    p = predictions.drop_nulls(["actual", "predicted"])
+    ic = metrics.daily_ic(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy(), rank=True)
+    return float(ic.mean()) if len(ic) else float("nan")
+
+
+def promotion_decision(mode: str, new: dict, active: dict | None, active_replay: dict | None = None) -> tuple[bool, str]:
+    """Whether a new run becomes active.
+
+    ``auto``: yes when there is no active model. Otherwise, when the new run was backtested,
+    the active run's routine is replayed over the same window (``active_replay``: its rank IC
+    and Sharpe there) and the new run must be not worse on both. Without a backtest, the
+    out-of-sample CV rank IC is compared (and the reason says so)."""
     if mode == "always":
         return True, "--promote always"
     if mode == "never":
         return False, "--promote never: kept as a candidate"
     if active is None:
         return True, "no active model yet"
-    new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
-    old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
-    reasons, worse = [], False
-    if not np.isnan(old_ic):
-        worse |= new_ic < old_ic
-        reasons.append(f"rank IC {new_ic:+.4f} vs {old_ic:+.4f}")
-    nb, ob = new.get("backtest"), active.get("backtest")
-    if nb and ob and (nb["start"], nb["end"]) == (ob["start"], ob["end"]):
-        worse |= nb["sharpe"] < ob["sharpe"]
-        reasons.append(f"Sharpe {nb['sharpe']:.2f} vs {ob['sharpe']:.2f} over {nb['start']}..{nb['end']}")
-    elif nb or ob:
-        reasons.append("backtests over different windows, so Sharpe not compared")
-    detail = "; ".join(reasons) or "no comparable metric"
+    nb = new.get("backtest")
+    if nb and active_replay:
+        window = f"{nb['start']}..{nb['end']}"
+        worse = nb["rank_ic"] < active_replay["rank_ic"] or nb["sharpe"] < active_replay["sharpe"]
+        detail = (f"over {window}: rank IC {nb['rank_ic']:+.4f} vs {active_replay['rank_ic']:+.4f}, "
+                  f"Sharpe {nb['sharpe']:.2f} vs {active_replay['sharpe']:.2f}")
+    else:
+        new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
+        old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
+        worse = not np.isnan(old_ic) and new_ic < old_ic
+        detail = f"no backtest to compare on, so cross-validation rank IC {new_ic:+.4f} vs {old_ic:+.4f}"
     if not worse:
-        return True, f"not worse than the active model ({detail})"
+        return True, f"not worse than the active model {active['run_id']} ({detail})"
     return False, (f"worse than the active model {active['run_id']} ({detail}); kept as a candidate "
                    "(promote it with `retrain models promote RUN_ID`)")
+
+
+def replay_active(store: Store, active: dict, window: tuple[dt.date, dt.date], bcfg) -> dict:
+    """The active run's routine (its params, target and window length) backtested over ``window``."""
+    stored = {**active["training_config"], "min_rows": 1}  # judge the routine, not its window size
+    cfg = training.TrainConfig(**stored, params={k: v for k, v in active["params"].items()
+                                                 if k not in training.FIXED_PARAMS})
+    bt = run_backtest(store, active["feature_version"], active["scope"], window, cfg, bcfg)
+    return {"rank_ic": backtest_rank_ic(bt.predictions), "sharpe": bt.summary["sharpe"]}
 
 
 def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
@@ -77,6 +96,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             "feature_columns": result.feature_columns,
             "categorical_features": [c for c in result.feature_columns if c in ("exchange", "day_of_week")],
             "target": cfg.target,
+            "training_config": {k: v for k, v in vars(cfg).items() if k != "params"},
             "training_window": {"start": str(result.window[0]), "end": str(result.window[1]),
                                 "days": cfg.training_days, "sessions": result.sessions},
             "rows": result.rows,
@@ -92,7 +112,8 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         bt = None
         if backtest_window:
             bt = run_backtest(store, version, scope, backtest_window, cfg, bcfg, bt_progress)
-            meta["backtest"] = {**bt.summary, "verdict": bt.verdict, "config": vars(bt.config)}
+            meta["backtest"] = {**bt.summary, "rank_ic": backtest_rank_ic(bt.predictions), "verdict": bt.verdict,
+                                "config": vars(bt.config)}
             importance = sorted(zip(result.feature_columns, result.model.feature_importance("gain").tolist()),
                                 key=lambda kv: -kv[1])
             meta["feature_importance_gain"] = dict(importance)
@@ -109,7 +130,10 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         run_id, run_dir = registry.create_run(result.model, meta, files)
         active_id = registry.active_run(version, scope)
         active = registry.run_meta(active_id) if active_id else None
-        ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active)
+        replay = None
+        if promote == "auto" and active is not None and bt is not None:
+            replay = replay_active(store, active, backtest_window, bcfg)
+        ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active, replay)
         if ok:
             registry.promote(run_id)
     return TrainOutcome(result, run_id, run_dir, ok, reason, registry.active_paths(version, scope)[0], bt)

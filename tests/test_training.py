@@ -120,10 +120,16 @@ def test_registry_promote_rollback_auto_rule_and_tamper_refusal(built, tmp_path)
     assert (old, new) == (second.run_id, first.run_id) and reg.active_run("v1", "NYSE") == first.run_id
     with pytest.raises(RetrainError, match="roll back"):
         reg.rollback("v1", "NYSE")
-    # auto: a worse out-of-sample rank IC stays a candidate
+    # auto without a backtest: a worse cross-validation rank IC stays a candidate
     worse = {**meta, "cv": {"summary": {"rank_ic": {"mean": meta["cv"]["summary"]["rank_ic"]["mean"] - 0.01}}}}
     ok, reason = pipeline.promotion_decision("auto", worse, meta)
-    assert not ok and "worse" in reason
+    assert not ok and "worse" in reason and "cross-validation" in reason
+    # auto with a backtest: rank IC and Sharpe against the active routine replayed on the same window
+    new_bt = {**meta, "backtest": {"start": "2025-09-01", "end": "2025-09-30", "rank_ic": 0.05, "sharpe": 1.2}}
+    assert pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.04, "sharpe": 1.1})[0]
+    ok, reason = pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.04, "sharpe": 1.5})
+    assert not ok and "Sharpe 1.20 vs 1.50" in reason and "2025-09-01..2025-09-30" in reason
+    assert not pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.06, "sharpe": 1.0})[0]
     # tampering: one flipped byte in the active model file
     data = bytearray(model_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
