@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 RETRAIN := $(BIN)/retrain
 ARGS ?=
 
-.PHONY: setup test lint demo bench status clean
+.PHONY: setup test lint demo retrain full-rebuild bump-version bench status clean
 
 setup: $(STAMP)
 
@@ -24,17 +24,23 @@ test: setup
 lint: setup
 	$(BIN)/ruff check retrain tests bench
 
-# The sample market goes into the default store only when it holds no bars; then the pipeline
-# runs step by step (`retrain run`, the one command, arrives with issue 5): indicators, features,
-# labels, training with a walk-forward backtest, and the next session's picks.
+# The sample market goes into the default store only when it holds no bars; then the whole
+# weekly loop runs once (`retrain run`) and the next session's picks are printed.
 demo: setup
 	$(RETRAIN) sample-data --if-empty
-	$(RETRAIN) indicators
-	$(RETRAIN) features
-	$(RETRAIN) labels
-	$(RETRAIN) backtest
+	$(RETRAIN) run $(ARGS)
 	$(RETRAIN) predict --top 10
-	$(RETRAIN) status
+
+# The weekly job: incremental indicators, features, labels, training and backtest.
+# Options pass through ARGS, e.g. make retrain ARGS="--exchange NYSE --training-days 120"
+retrain: setup
+	$(RETRAIN) run $(ARGS)
+
+full-rebuild: setup
+	$(RETRAIN) run --full-rebuild $(ARGS)
+
+bump-version: setup
+	$(RETRAIN) run --bump-version $(ARGS)
 
 status: setup
 	$(RETRAIN) status $(ARGS)

@@ -218,7 +218,7 @@ def features(settings: Settings, start_date, end_date, exchange, full_rebuild):
         click.echo(report.ok(f"Features {result.version} are up to date; nothing to build"))
 
 
-def build_features(store: Store, version: str, exchanges, start=None, end=None, full_rebuild=False):
+def build_features(store: Store, version: str, exchanges, start=None, end=None, full_rebuild=False, bars=None):
     """Run the feature build with a progress line; print the summary. Shared with `retrain run`."""
     import time
 
@@ -229,11 +229,11 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
     def progress(exchange, day, done, total, rows):
         if exchange not in bar:
             bar.clear()
-            bar[exchange] = report.Progress(total)
+            bar[exchange] = report.Progress(total, started=started)
         bar[exchange].update(done, rows, f"{exchange} {day}")
 
     started = time.perf_counter()
-    result = feat.build(store, version, exchanges, start, end, full_rebuild, progress=progress)
+    result = feat.build(store, version, exchanges, start, end, full_rebuild, progress=progress, bars=bars)
     for b in bar.values():
         b.close()
     took = time.perf_counter() - started
@@ -267,12 +267,12 @@ def labels(settings: Settings, date_, start_date, end_date, exchange, as_of):
     update_labels(store, settings.feature_version, _exchanges(store, exchange), AsOf.parse(as_of), start, end)
 
 
-def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None):
+def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None, bars=None):
     """Run the label update and print counts and coverage. Shared with `retrain run`."""
     from retrain import labels as lab
     from retrain import query as q
 
-    result = lab.update(store, exchanges, clock, start, end)
+    result = lab.update(store, exchanges, clock, start, end, bars=bars)
     for ex in exchanges:
         lc = result.last_complete.get(ex)
         if ex in result.ranges:
@@ -354,12 +354,14 @@ def print_backtest(bt) -> None:
     click.echo(mark(f"{bt.verdict} BACKTEST") + "\n")
 
 
-def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None):
+def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None,
+                     store: Store | None = None, on_backtest=None):
     """Train, print the metrics block, interpretation and saved paths (and, with a backtest window,
-    the backtest results). Shared with `retrain run`."""
+    the backtest results). Shared with `retrain run` (``on_backtest`` is called once before the
+    backtest starts)."""
     from retrain import pipeline, training
 
-    store = Store(settings.data_dir)
+    store = store or Store(settings.data_dir)
     start, last = training.training_window(store, settings.feature_version, scope, cfg.training_days, end)
     click.echo(f"Loading dataset from {start} to {last} ({scope}, features {settings.feature_version})...")
 
@@ -371,29 +373,34 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
                f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
                f"{cfg.validation_fraction:.0%} of sessions")
     def bt_progress(i, n, block, train_s):
+        if i == 1:
+            if on_backtest:
+                on_backtest()
+            click.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
+                       f"{bcfg.retrain_every} sessions")
         click.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
 
-    if backtest_window:
-        click.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
-                   f"{bcfg.retrain_every} sessions")
+    def trained(r):
+        s_ = r.summary
+        click.echo(report.ok(f"Trained on {report.n(r.rows)} samples with {len(r.feature_columns)} features "
+                             f"({r.sessions} sessions); final model: {r.num_boost_round} rounds"))
+        click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
+        click.echo(f"   • R² Score:   {_fmt(s_['r2']['mean'])} (±{_fmt(s_['r2']['std'])})")
+        click.echo(f"   • MAE Score:  {_fmt(s_['mae']['mean'])} (±{_fmt(s_['mae']['std'])})")
+        click.echo(f"   • IC:         {_fmt(s_['ic']['mean'], sign=True)} (±{_fmt(s_['ic']['std'])})")
+        click.echo(f"   • Rank IC:    {_fmt(s_['rank_ic']['mean'], sign=True)} (±{_fmt(s_['rank_ic']['std'])})")
+        click.echo(f"   • ICIR:       {_fmt(s_['icir']['mean'], sign=True)}")
+        click.echo(f"   • Hit rate:   {_fmt(s_['hit_rate']['mean'], pct_=True)}")
+        click.echo(f"   • Top {cfg.top_n} - universe: {_fmt(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
+        click.echo(f"   • Samples:    {report.n(r.rows)}")
+        click.echo(f"   • Features:   {len(r.feature_columns)}")
+        click.echo("\nInterpretation:")
+        for line in interpretation(s_):
+            click.echo(f"   {line}")
+
     out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress,
-                              backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress)
-    r, s_ = out.result, out.result.summary
-    click.echo(report.ok(f"Loaded {report.n(r.rows)} samples with {len(r.feature_columns)} features "
-                         f"({r.sessions} sessions); final model: {r.num_boost_round} rounds"))
-    click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
-    click.echo(f"   • R² Score:   {_fmt(s_['r2']['mean'])} (±{_fmt(s_['r2']['std'])})")
-    click.echo(f"   • MAE Score:  {_fmt(s_['mae']['mean'])} (±{_fmt(s_['mae']['std'])})")
-    click.echo(f"   • IC:         {_fmt(s_['ic']['mean'], sign=True)} (±{_fmt(s_['ic']['std'])})")
-    click.echo(f"   • Rank IC:    {_fmt(s_['rank_ic']['mean'], sign=True)} (±{_fmt(s_['rank_ic']['std'])})")
-    click.echo(f"   • ICIR:       {_fmt(s_['icir']['mean'], sign=True)}")
-    click.echo(f"   • Hit rate:   {_fmt(s_['hit_rate']['mean'], pct_=True)}")
-    click.echo(f"   • Top {cfg.top_n} - universe: {_fmt(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
-    click.echo(f"   • Samples:    {report.n(r.rows)}")
-    click.echo(f"   • Features:   {len(r.feature_columns)}")
-    click.echo("\nInterpretation:")
-    for line in interpretation(s_):
-        click.echo(f"   {line}")
+                              backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress, store=store,
+                              on_trained=trained)
     if out.backtest is not None:
         print_backtest(out.backtest)
         click.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
@@ -463,6 +470,50 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
         raise RetrainError(f"--start-date {start} is after --end-date {end}", hint="swap them")
     bcfg = BacktestConfig(bankroll, max_positions, cost_bps, slippage_bps, retrain_every, min_dollar_volume)
     train_and_report(settings, scope, cfg, promote, end=end, backtest_window=(start, end), bcfg=bcfg)
+
+
+# ------------------------------------------------------------------------ run
+@main.command()
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange; NASDAQ].")
+@click.option("--training-days", type=click.IntRange(min=1), default=None,
+              help="Calendar days of the rolling training window [retrain.toml; 90].")
+@click.option("--backtest-days", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Calendar days of the walk-forward backtest.")
+@click.option("--full-rebuild", is_flag=True, help="Recompute every indicator, feature and label, not only new ones.")
+@click.option("--bump-version", is_flag=True,
+              help="vN -> vN+1 in retrain.toml, build its features from scratch and train its model; vN stays usable.")
+@click.option("--skip-indicators", is_flag=True, help="Do not compute technical indicators (step 2).")
+@click.option("--skip-backtest", is_flag=True, help="Train only; no backtest (step 7).")
+@click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
+@click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="auto: activate when the new model is not worse than the active one over the same backtest window.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary as the last line (one JSON object).")
+@as_of_option
+@store_options
+def run(settings: Settings, exchange, training_days, backtest_days, full_rebuild, bump_version, skip_indicators,
+        skip_backtest, min_rows, promote, as_json, as_of):
+    """The weekly loop in one command: prerequisites, indicators, feature range, features,
+    labels, training, backtest; then a summary and next steps.
+
+    Incremental by default: only new sessions and bars changed since the last run are built.
+    One run at a time (a second one exits at once); a killed run leaves the previous state,
+    and the next run picks up where it stopped.
+    """
+    import json
+
+    from retrain import runner
+
+    try:
+        result = runner.run(exchange=exchange, training_days=training_days, backtest_days=backtest_days,
+                            full_rebuild=full_rebuild, bump_version=bump_version, skip_indicators=skip_indicators,
+                            skip_backtest=skip_backtest, min_rows=min_rows, as_of=as_of, promote=promote,
+                            settings=settings)
+    except RetrainError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}))
+        raise
+    if as_json:
+        click.echo(json.dumps({"ok": True, **result.to_dict()}))
 
 
 # --------------------------------------------------------------------- models

@@ -97,3 +97,36 @@ def load_settings(
         default_exchange=exchange,
         toml=toml,
     )
+
+
+def bump_version(path: Path | None, today: str, write: bool = True) -> tuple[str, str]:
+    """vN -> vN+1 in retrain.toml's [features] version, with a dated history comment above it.
+    Returns (old, new). The file is rewritten atomically; comments and layout are kept. With
+    ``write=False`` only checks that the file can be bumped and returns what it would do."""
+    from retrain.store import atomic_write_text
+
+    if path is None or not Path(path).is_file():
+        raise RetrainError("--bump-version needs a retrain.toml to record the new version in",
+                           hint="create one (copy the project's retrain.toml) or pass --config")
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    section, hit = None, None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped.strip("[]").strip()
+        elif section == "features" and re.match(r"^version\s*=", stripped):
+            hit = i
+            break
+    if hit is None:
+        raise RetrainError(f"{path}: no `version = \"vN\"` line under [features]",
+                           hint='add `[features]` with `version = "v1"` and rerun')
+    old = check_version(read_toml(Path(path)).get("features", {}).get("version", ""))
+    new = f"v{int(old[1:]) + 1}"
+    if not write:
+        return old, new
+    indent = lines[hit][: len(lines[hit]) - len(lines[hit].lstrip())]
+    lines[hit] = f'{indent}version = "{new}"\n'
+    lines.insert(hit, f"{indent}# - {new}: bumped by `retrain run --bump-version` ({today}); {old} kept on disk\n")
+    atomic_write_text("".join(lines), Path(path))
+    return old, new

@@ -23,7 +23,7 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import Store, parallel_map, split_by_month
+from retrain.store import Store, fault_point, parallel_map, split_by_month
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
@@ -294,8 +294,18 @@ def build(
             result.sessions += n_sessions
             result.by_exchange[exchange] = rows.height
             result.ranges[exchange] = (first_t, last_t)
+            # first_trade_date: the first session any build covered (`retrain run` extends from it)
+            before = state.get(exchange, {})
+            first = before.get("first_trade_date")
+            if full_rebuild or not before:
+                first = first_t.isoformat()
+            elif first:
+                first = min(first, first_t.isoformat())
             if built_id is not None:
                 state[exchange] = {"built_ingest_id": built_id, "last_trade_date": last_t.isoformat()}
+            if first and exchange in state:
+                state[exchange]["first_trade_date"] = first
+            if exchange in state:
                 store.write_state("features", state, version)
     result.up_to_date = not result.ranges
     return result
@@ -377,6 +387,7 @@ def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_
         written += sum(by_month.get((m,), rows.clear()).height for m in chunk)
         if progress:
             progress(exchange, month_sessions[-1], done_sessions, n_sessions, written)
+        fault_point("features.between_batches")
 
 
 def _parallel_read(store: Store, version: str, exchange: str, months: list[str]) -> list[pl.DataFrame | None]:

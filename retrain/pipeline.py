@@ -80,16 +80,19 @@ def replay_active(store: Store, active: dict, window: tuple[dt.date, dt.date], b
 
 def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
                end: dt.date | None = None, progress=None, backtest_window: tuple[dt.date, dt.date] | None = None,
-               bcfg=None, bt_progress=None) -> TrainOutcome:
+               bcfg=None, bt_progress=None, store: Store | None = None, on_trained=None) -> TrainOutcome:
     """Train on the rolling window (and, with ``backtest_window``, replay the routine walk-forward
-    over it), write the run folder, and apply the promotion rule."""
+    over it), write the run folder, and apply the promotion rule. ``on_trained(result)`` is called
+    once the model and its CV metrics exist, before the backtest."""
     if promote not in PROMOTE_MODES:
         raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
-    store = Store(settings.data_dir)
+    store = store or Store(settings.data_dir)
     version = settings.feature_version
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
     with store.lock("retrain train"):
         result = training.train(store, version, scope, cfg, end=end, progress=progress)
+        if on_trained:
+            on_trained(result)
         meta = {
             "feature_version": version,
             "scope": scope,

@@ -31,7 +31,7 @@ import joblib
 
 from retrain import __version__
 from retrain.errors import RetrainError
-from retrain.store import atomic_write, atomic_write_text
+from retrain.store import atomic_write, atomic_write_text, fault_point
 
 ROOT = "daytrading"
 
@@ -172,13 +172,12 @@ class Registry:
         loaded = self.load_file(self.runs_dir / run_id / "model.joblib", self.runs_dir / run_id / "meta.json")
         state = self.state()
         current = state["active"].get(version, {}).get(scope)
-        if current == run_id:
-            return meta
-        self._activate(loaded)
-        if current:
-            state["history"].setdefault(version, {}).setdefault(scope, []).append(current)
-        state["active"].setdefault(version, {})[scope] = run_id
-        self._save(state)
+        if current != run_id:
+            if current:
+                state["history"].setdefault(version, {}).setdefault(scope, []).append(current)
+            state["active"].setdefault(version, {})[scope] = run_id
+            self._save(state)  # the commit point: registry.json names the active run
+        self._activate(loaded)  # then the plain-named copies (also repairs copies a crash left behind)
         return meta
 
     def rollback(self, version: str, scope: str) -> tuple[str, str]:
@@ -191,19 +190,23 @@ class Registry:
                                hint="`retrain models list` shows the runs; `retrain models promote RUN_ID` picks one")
         previous = history[-1]
         loaded = self.load_file(self.runs_dir / previous / "model.joblib", self.runs_dir / previous / "meta.json")
-        self._activate(loaded)
         state["history"][version][scope] = history[:-1]
         state["active"].setdefault(version, {})[scope] = previous
         if current:
             state.setdefault("retired_by_rollback", []).append(current)
         self._save(state)
+        self._activate(loaded)
         return current, previous
 
     def _activate(self, loaded: LoadedModel) -> None:
+        """Copy a run's model and metadata to the plain active names. Two files cannot be
+        replaced at once: a crash between them leaves a mismatched pair, which load_active
+        detects (sha256) and answers from the run folder that registry.json names."""
         meta = loaded.meta
         model_path, meta_path = self.active_paths(meta["feature_version"], meta["scope"])
         data = (self.runs_dir / meta["run_id"] / "model.joblib").read_bytes()
         atomic_write(model_path, lambda tmp: tmp.write_bytes(data))
+        fault_point("registry.between_active_files")
         atomic_write_text(json.dumps(meta, indent=1, default=str), meta_path)
 
     # ------------------------------------------------------------ loading
@@ -234,11 +237,27 @@ class Registry:
         return LoadedModel(model=joblib.load(io.BytesIO(data)), meta=meta, path=model_path)
 
     def load_active(self, version: str, scope: str, columns: list[str] | None = None) -> LoadedModel:
+        """The active model of (version, scope). registry.json decides which run is active; the
+        plain-named files are its copies. Should a crash have left them stale or mismatched, the
+        run's own (immutable, verified) folder is loaded instead."""
         model_path, meta_path = self.active_paths(version, scope)
-        if not model_path.exists():
+        active_id = self.active_run(version, scope)
+        if not model_path.exists() and active_id is None:
             raise RetrainError(f"no active model of {version} for {scope} ({model_path})",
                                hint=f"train one: `retrain train --exchange {scope}` (or `retrain run`)")
-        return self.load_file(model_path, meta_path, version, columns)
+        has_run = active_id is not None and (self.runs_dir / active_id).is_dir()
+        try:
+            loaded = self.load_file(model_path, meta_path, version, columns)
+        except RetrainError:
+            # A crash between the two copies leaves the active run's model next to the previous
+            # metadata: recognised by its sha256. Any other mismatch is tampering: refused.
+            if has_run and model_path.exists() and \
+                    sha256(model_path.read_bytes()) == self.run_meta(active_id).get("model_sha256"):
+                return self.load_run(active_id, columns)
+            raise
+        if has_run and loaded.meta.get("run_id") != active_id:  # copies older than registry.json
+            return self.load_run(active_id, columns)
+        return loaded
 
     def load_run(self, run_id: str, columns: list[str] | None = None) -> LoadedModel:
         meta = self.run_meta(run_id)

@@ -23,16 +23,21 @@ def pct(value: float, digits: int = 1) -> str:
     return f"{100.0 * value:.{digits}f}%"
 
 
+def _mark(symbol: str, colour: str, text: str) -> str:
+    # Colour only on a terminal: cron logs and pipes get the plain mark.
+    return f"\033[{colour}m{symbol}\033[0m {text}" if is_tty() else f"{symbol} {text}"
+
+
 def ok(text: str) -> str:
-    return f"✓ {text}"
+    return _mark("✓", "32", text)
 
 
 def warn(text: str) -> str:
-    return f"⚠ {text}"
+    return _mark("⚠", "33", text)
 
 
 def fail(text: str) -> str:
-    return f"✗ {text}"
+    return _mark("✗", "31", text)
 
 
 def header(title: str) -> str:
@@ -69,14 +74,14 @@ class Progress:
     """Sessions done out of the total, rows written, rate and ETA. A live line on a terminal;
     plain lines (no carriage returns, no colour) when stdout is a log file."""
 
-    def __init__(self, total: int, stream=None, clock=None):
+    def __init__(self, total: int, stream=None, clock=None, started: float | None = None):
         import time
 
         self.total = max(total, 1)
         self.stream = stream or sys.stdout
         self.tty = is_tty(self.stream)
         self._clock = clock or time.perf_counter
-        self.started = self._clock()
+        self.started = self._clock() if started is None else started
         self._open = False
 
     def update(self, done: int, rows: int, label: str) -> str:

@@ -172,3 +172,23 @@ def test_no_signal_means_no_out_of_sample_rank_ic(tmp_path):
     # errors over six seeds. A leak of label information shows up as many times that.
     assert m > 5 * se and m > 0.04, (m, se)
     assert abs(m0) < 4 * se0 and abs(m0) < 0.03, (m0, se0)
+
+
+def test_a_crash_between_the_active_copies_leaves_the_active_run_loadable(built, tmp_path, monkeypatch):
+    store, _ = built
+    settings = dataclasses.replace(_settings(tmp_path), data_dir=store.root)
+    first = pipeline.train_step(settings, "NYSE", _cfg(), "always")
+    second = pipeline.train_step(settings, "NYSE", _cfg(), "never")
+    reg = Registry(settings.artifacts_dir, "NYSE")
+    monkeypatch.setenv("RETRAIN_FAULT", "registry.between_active_files:raise")
+    with pytest.raises(RuntimeError, match="injected fault"):
+        reg.promote(second.run_id)  # registry.json and the model copy updated, the meta copy not
+    monkeypatch.delenv("RETRAIN_FAULT")
+    model_path, meta_path = reg.active_paths("v1", "NYSE")
+    assert json.loads(meta_path.read_text())["run_id"] == first.run_id  # the pair is mismatched...
+    assert reg.load_active("v1", "NYSE").meta["run_id"] == second.run_id  # ...yet the active run loads
+    model_path.write_bytes(model_path.read_bytes()[:-10])  # anything else is still refused
+    with pytest.raises(RetrainError, match="sha256"):
+        reg.load_active("v1", "NYSE")
+    reg.promote(second.run_id)  # promoting again repairs the copies
+    assert reg.load_file(model_path, meta_path).meta["run_id"] == second.run_id

@@ -1,0 +1,295 @@
+"""`retrain run`: the weekly loop in one call, in the order and under the headings of the guide.
+
+1. Verifying prerequisites  2. Technical indicators  3. Determining the feature range
+4. Features  5. Labels  6. Training  7. Backtest validation; then the summary and next steps.
+
+The whole run holds the store lock, so a second run exits at once. Every write is atomic and
+every step is idempotent: a run killed at any point leaves the previous state, and the next run
+picks up where it stopped. ``run()`` is also the Python API for schedulers (``retrain.run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import polars as pl
+
+from retrain import calendar, report
+from retrain.calendar import AsOf
+from retrain.config import Settings, load_settings
+from retrain.config import bump_version as bump
+from retrain.errors import RetrainError
+from retrain.store import Store
+
+RECENT_DAYS = 7
+LOW_RSI_COVERAGE = 0.9
+
+
+@dataclass
+class RunResult:
+    """What a run did: the summary printed at the end, and `--json`'s payload."""
+
+    exchange: str
+    feature_version: str
+    as_of: str
+    bumped_from: str | None = None
+    steps: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    backtest: dict[str, Any] | None = None
+    run_id: str | None = None
+    promoted: bool = False
+    promotion_reason: str = ""
+    model_path: str | None = None
+    report_path: str | None = None
+    run_dir: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def _header(title: str) -> None:
+    click.echo(report.header(title))
+
+
+def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, skip_indicators: bool) -> dict:
+    have = store.exchanges()
+    symbols = store.read_symbols().filter(pl.col("exchange").is_in(exchanges))
+    if not exchanges or any(e not in have for e in exchanges) or symbols.is_empty():
+        listed = ", ".join(have) or "none (the store is empty)"
+        example = exchanges[0] if exchanges else "NASDAQ"
+        raise RetrainError(f"No symbols found for exchange {scope} in {store.root}",
+                           hint=f"exchanges with data: {listed}. Check --exchange (or [run] exchange in retrain.toml), "
+                                f"or load data with `retrain ingest PATH --exchange {example}`")
+    click.echo(report.ok(f"Found {report.n(symbols.height)} symbols for {', '.join(exchanges)}"))
+    today = max(clock.today(e) for e in exchanges)
+    since = today - dt.timedelta(days=RECENT_DAYS)
+    recent = pl.concat([store.scan_bars(e).filter(pl.col("date").is_between(since, today, closed="right")).select("date", "rsi").collect()
+                        for e in exchanges])
+    if recent.is_empty():
+        last = max(store.date_span(e)[1] for e in exchanges)
+        raise RetrainError(
+            f"No recent bars for {scope}: none between {since + dt.timedelta(days=1)} and {today} "
+            f"(the last bar is from {last}; as of {clock.label()})",
+            hint="collect and load the latest bars first: `retrain ingest PATH --exchange EX` "
+                 "(or pass --as-of to run as of an earlier date)")
+    click.echo(report.ok(f"Found {report.n(recent.height)} recent bars (last {RECENT_DAYS} days, "
+                         f"latest {recent['date'].max()})"))
+    with_rsi = recent["rsi"].count()
+    coverage = with_rsi / recent.height
+    text = f"Technical indicators: {report.n(with_rsi)}/{report.n(recent.height)} ({report.pct(coverage)}) with RSI"
+    if coverage < LOW_RSI_COVERAGE:
+        note = "; --skip-indicators was given, so they stay missing" if skip_indicators else "; they are computed next"
+        click.echo(report.warn(f"Low RSI coverage. {text}{note}"))
+    else:
+        click.echo(report.ok(text))
+    return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage}
+
+
+def run(
+    exchange: str | None = None,
+    training_days: int | None = None,
+    backtest_days: int = 30,
+    full_rebuild: bool = False,
+    bump_version: bool = False,
+    skip_indicators: bool = False,
+    skip_backtest: bool = False,
+    min_rows: int | None = None,
+    as_of: str | dt.date | AsOf | None = None,
+    promote: str = "auto",
+    data_dir: str | None = None,
+    artifacts_dir: str | None = None,
+    config: str | None = None,
+    settings: Settings | None = None,
+) -> RunResult:
+    """The whole weekly loop; the options are those of `retrain run`. Prints the guide-style
+    report on stdout and returns a RunResult. Raises RetrainError (LockBusy when another run holds
+    the store) with the store and the active model left as they were."""
+    from retrain import indicators as ind
+    from retrain import training
+    from retrain.backtest import BacktestConfig
+    from retrain.cli import build_features, train_and_report, update_labels
+
+    started = time.perf_counter()
+    settings = settings or load_settings(data_dir, artifacts_dir, config)
+    if isinstance(as_of, AsOf):
+        clock = as_of
+    else:
+        clock = AsOf.parse(as_of.isoformat() if isinstance(as_of, dt.date) else as_of)
+    if backtest_days < 1:
+        raise RetrainError(f"--backtest-days must be at least 1 (got {backtest_days})",
+                           hint="use --skip-backtest to run without a backtest")
+    if promote not in ("auto", "always", "never"):
+        raise RetrainError(f"--promote {promote!r} is not one of auto, always, never")
+    store = Store(settings.data_dir)
+    scope = (exchange or settings.default_exchange).strip().upper()
+    if scope != "ALL":
+        scope = calendar.normalize_exchange(scope, known=store.exchanges() or None)
+    cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
+    old_version = settings.feature_version
+    if bump_version:  # check now that the file can be bumped; it is written only once the new model exists
+        old_version, new_version = bump(settings.config_path, "", write=False)
+        settings = dataclasses.replace(settings, feature_version=new_version)
+        full_rebuild = True
+    version = settings.feature_version
+
+    with store.lock(f"retrain run --exchange {scope}"):
+        exchanges = store.exchanges() if scope == "ALL" else [scope]
+        result = RunResult(exchange=scope, feature_version=version, as_of=clock.label(),
+                           bumped_from=old_version if bump_version else None)
+        click.echo(report.RULE + "\nAUTOMATED DAY TRADING MODEL RETRAINING\n" + report.RULE)
+        click.echo(f"\nExchange: {scope}\nTraining window: {cfg.training_days} days\n"
+                   f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
+                   f"Minimum rows: {report.n(cfg.min_rows)}\n"
+                   f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
+                   + f"\nMode: {'full rebuild' if full_rebuild else 'incremental'}\nAs of: {clock.label()}")
+
+        _header("STEP 1: VERIFYING PREREQUISITES")
+        result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators)
+
+        _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
+        frames = None
+        if skip_indicators:
+            click.echo("Skipped (--skip-indicators)")
+            result.steps["indicators"] = {"skipped": True}
+        else:
+            t = time.perf_counter()
+            res = ind.update(store, exchanges, force=full_rebuild, keep_frames=full_rebuild)
+            frames = res.frames or None
+            click.echo(report.ok(f"Updated {report.n(res.updated)} records across {report.n(res.symbols)} symbols "
+                                 f"in {time.perf_counter() - t:.1f}s"))
+            result.steps["indicators"] = {"updated": res.updated, "symbols": res.symbols}
+
+        _header("STEP 3: DETERMINING FEATURE GENERATION RANGE")
+        extend = _feature_range(store, version, exchanges, clock, cfg.training_days, backtest_days,
+                                full_rebuild, skip_backtest)
+        result.steps["feature_range"] = {"mode": "full rebuild" if full_rebuild else "incremental",
+                                         "extended_from": str(extend[0]) if extend else None}
+
+        _header("STEP 4: GENERATING FEATURES")
+        rows = sessions = 0
+        if extend:
+            ext = build_features(store, version, exchanges, *extend)
+            rows, sessions = ext.rows, ext.sessions
+        fres = build_features(store, version, exchanges, full_rebuild=full_rebuild,
+                              bars=frames if full_rebuild else None)
+        if fres.up_to_date and not extend:
+            click.echo(report.ok(f"Features {version} are up to date: no new session and no changed bar"))
+        result.steps["features"] = {"rows": rows + fres.rows, "sessions": sessions + fres.sessions,
+                                    "ranges": {e: [str(a), str(b)] for e, (a, b) in (fres.ranges or {}).items()}}
+
+        _header("STEP 5: UPDATING LABELS")
+        lres = update_labels(store, version, exchanges, clock, bars=frames if full_rebuild else None,
+                             start=FIRST_DAY if full_rebuild else None)
+        result.steps["labels"] = {"rows": lres.rows}
+
+        _header("STEP 6: TRAINING MODEL")
+        end = training.last_labelled(store, version, scope)
+        last_complete = max(filter(None, (clock.last_complete_session(e) for e in exchanges)), default=None)
+        if end is not None and last_complete is not None and end > last_complete:
+            end = last_complete  # labels stored by a later run: --as-of wins
+        window = None if skip_backtest or end is None else (end - dt.timedelta(days=backtest_days - 1), end)
+        bcfg = BacktestConfig(max_positions=cfg.top_n)
+        out = train_and_report(settings, scope, cfg, promote, end=end, backtest_window=window, bcfg=bcfg, store=store,
+                               on_backtest=lambda: _header("STEP 7: RUNNING BACKTEST VALIDATION"))
+        if skip_backtest:
+            _header("STEP 7: RUNNING BACKTEST VALIDATION")
+            click.echo("Skipped (--skip-backtest)")
+        if bump_version:
+            bump(settings.config_path, dt.date.today().isoformat())
+            click.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
+                                 f"({old_version}'s features and models stay on disk: "
+                                 f"`retrain predict --version {old_version}`)"))
+        r = out.result
+        result.training = {"samples": r.rows, "features": len(r.feature_columns), "sessions": r.sessions,
+                           "window": [str(w) for w in r.window], "cv": r.summary}
+        result.run_id, result.promoted, result.promotion_reason = out.run_id, out.promoted, out.reason
+        result.model_path = str(out.active_path) if out.promoted else None
+        result.run_dir = str(out.run_dir)
+        if out.backtest is not None:
+            result.backtest = {**out.backtest.summary, "verdict": out.backtest.verdict}
+            result.report_path = str(out.run_dir / "report.html")
+        result.seconds = round(time.perf_counter() - started, 3)
+
+    _summary(result)
+    return result
+
+
+FIRST_DAY = dt.date(1970, 1, 2)
+
+
+def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf, training_days: int,
+                   backtest_days: int, full_rebuild: bool, skip_backtest: bool):
+    """Print what step 4 builds. Returns (start, end) of extra history to build first when the
+    existing snapshots start later than the training (and backtest) window needs, else None."""
+    if full_rebuild:
+        click.echo("Full rebuild: every session from each symbol's first bar to the next session")
+        return None
+    existing = store.scan_table("features", version)
+    state = store.read_state("features", version)
+    spans = {}
+    if existing is not None:
+        # first: the first session a build covered (early sessions of a history have no rows)
+        spans = {e: (dt.date.fromisoformat(state.get(e, {}).get("first_trade_date", a.isoformat())), b)
+                 for e, a, b in existing.group_by("exchange")
+                 .agg(pl.col("trade_date").min(), pl.col("trade_date").max().alias("last")).collect().iter_rows()}
+    for e in exchanges:
+        if e in spans:
+            nxt = calendar.next_session(e, store.date_span(e)[1])
+            click.echo(f"Incremental mode: last {e} snapshot is for {spans[e][1]}; building the sessions after it "
+                       f"up to {nxt}, plus any that depend on bars re-ingested since")
+        else:
+            click.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
+    have = [spans[e][0] for e in exchanges if e in spans]
+    if not have:
+        return None
+    days = training_days + (0 if skip_backtest else backtest_days)
+    need = max(clock.today(e) for e in exchanges) - dt.timedelta(days=days + 7)
+    first_bar = min(store.date_span(e)[0] for e in exchanges)
+    first_snapshot = min(have)
+    if first_snapshot <= max(need, first_bar):
+        click.echo(f"Snapshots go back to {first_snapshot}: enough history for a {days}-day window")
+        return None
+    start = max(need, first_bar)
+    click.echo(f"The {days}-day window needs snapshots from {start}; extending backwards to build {start} to "
+               f"{first_snapshot} too (never before the first bar, {first_bar})")
+    return start, first_snapshot
+
+
+def _summary(result: RunResult) -> None:
+    click.echo("\n" + report.RULE + "\n" + report.ok("RETRAINING COMPLETE!") + "\n" + report.RULE)
+    cv = result.training["cv"]
+    click.echo("\nSummary:")
+    click.echo(f"   • Feature Version: {result.feature_version}"
+               + (f" (bumped from {result.bumped_from})" if result.bumped_from else ""))
+    click.echo(f"   • Training Samples: {report.n(result.training['samples'])}")
+    click.echo(f"   • Features: {result.training['features']}")
+    click.echo(f"   • R² Score: {cv['r2']['mean']:.4f} (±{cv['r2']['std']:.4f})")
+    click.echo(f"   • MAE Score: {cv['mae']['mean']:.4f} (±{cv['mae']['std']:.4f})")
+    click.echo(f"   • Rank IC: {cv['rank_ic']['mean']:+.4f} (±{cv['rank_ic']['std']:.4f})")
+    if result.backtest:
+        b = result.backtest
+        click.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
+                   f"{b['verdict']}")
+    if result.promoted:
+        click.echo(f"   • Model: {result.model_path} (run {result.run_id}, active)")
+    else:
+        click.echo(f"   • Model: run {result.run_id} saved, not promoted ({result.promotion_reason})")
+    click.echo(f"   • Took: {result.seconds:.1f}s")
+    click.echo("\nNext steps:")
+    steps = []
+    if result.report_path:
+        steps.append(f"Review the backtest report: {result.report_path}")
+    if not result.promoted:
+        steps.append(f"Compare runs with `retrain models list`; promote this one with `retrain models promote {result.run_id}`")
+    steps.append("Rank the next session: `retrain predict --top 20`")
+    steps.append("Paper trade a new model for a few weeks before it trades real money")
+    steps.append("Schedule `make retrain` weekly (README: cron and systemd)")
+    for i, text in enumerate(steps, 1):
+        click.echo(f"   {i}. {text}")
