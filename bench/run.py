@@ -113,6 +113,34 @@ def incremental_session(root: Path, symbols: int, days: int, repeat: int) -> tup
     return statistics.median(times), statistics.median(walls), peak
 
 
+def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, float, int]:
+    """Median seconds of the whole `retrain run` (ALL exchanges, 90-day training, 30-day backtest):
+    incremental with one new session each time (an active model exists, so automatic promotion
+    replays it), then with --full-rebuild. Returns (incremental, full, peak MB)."""
+    bars, syms = sample.generate(symbols=symbols, days=days + repeat, seed=11, end=END)
+    dates = sorted(bars["date"].unique())
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RETRAIN_DATA_DIR": str(root / "data"), "RETRAIN_ARTIFACTS_DIR": str(root / "artifacts")}
+    base = root / "base.parquet"
+    bars.filter(pl.col("date") <= dates[-repeat - 1]).write_parquet(base)
+    syms.write_csv(root / "symbols.csv")
+    run(["ingest", str(base), "--symbols-file", str(root / "symbols.csv"), "--as-of", END.isoformat()], env)
+    run(["run", "--exchange", "ALL", "--as-of", dates[-repeat - 1].isoformat()], env)  # the first model
+    inc, full, peak = [], [], 0
+    for day in dates[-repeat:]:
+        one = root / f"{day}.parquet"
+        bars.filter(pl.col("date") == day).write_parquet(one)
+        run(["ingest", str(one), "--as-of", day.isoformat()], env)
+        t, mb = run(["run", "--exchange", "ALL", "--as-of", day.isoformat()], env)
+        inc.append(t)
+        peak = max(peak, mb)
+    for _ in range(repeat):
+        t, mb = run(["run", "--exchange", "ALL", "--full-rebuild", "--as-of", dates[-1].isoformat()], env)
+        full.append(t)
+        peak = max(peak, mb)
+    return statistics.median(inc), statistics.median(full), peak
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--symbols", type=int, default=3000)
@@ -203,6 +231,15 @@ def main() -> None:
                          f"indicators + features + labels, one process; wall incl. start-up {w:.2f} s", mb))
             print(f"bench: incremental at {years}y {t:.2f} s", flush=True)
         growth = inc[4] / inc[1]
+
+        # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
+        inc_t, full_t, mb = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
+        rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 60.0,
+                     "indicators, features, labels, training with CV, 30-day backtest, promotion replay of the active "
+                     "model; whole CLI call", mb))
+        rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 90.0,
+                     "every indicator, feature and label rebuilt, then as above; whole CLI call", mb))
+        print(f"bench: retrain run incremental {inc_t:.2f} s, full rebuild {full_t:.2f} s", flush=True)
 
     peak_all = max(r[4] for r in rows)
     lines = [

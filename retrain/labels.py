@@ -93,7 +93,9 @@ def update(
                 parts = {(m,): v for m, v in split_by_month(new, "trade_date").items()}
                 for month in todo:
                     part = parts.get((month,), new.clear())
-                    if start or end:  # keep the labels of this month outside the range
+                    m0 = dt.date.fromisoformat(f"{month}-01")
+                    m1 = (m0 + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+                    if (start or end) and not (lo <= m0 and m1 <= hi):  # keep this month's labels outside the range
                         old = store.read_table_partition("labels", exchange, month)
                         if old is not None:
                             old = old.filter(~pl.col("trade_date").is_between(lo, hi))

@@ -114,7 +114,7 @@ def run(
     from retrain import indicators as ind
     from retrain import training
     from retrain.backtest import BacktestConfig
-    from retrain.cli import build_features, train_and_report, update_labels
+    from retrain.console import build_features, train_and_report, update_labels
 
     started = time.perf_counter()
     settings = settings or load_settings(data_dir, artifacts_dir, config)
@@ -136,9 +136,11 @@ def run(
     if bump_version:  # check now that the file can be bumped; it is written only once the new model exists
         old_version, new_version = bump(settings.config_path, "", write=False)
         settings = dataclasses.replace(settings, feature_version=new_version)
-        full_rebuild = True
+    rebuild_features = full_rebuild or bump_version  # a new version starts from scratch
     version = settings.feature_version
 
+    mode = ("full rebuild" if full_rebuild else
+            f"incremental; {version} features built from scratch" if bump_version else "incremental")
     with store.lock(f"retrain run --exchange {scope}"):
         exchanges = store.exchanges() if scope == "ALL" else [scope]
         result = RunResult(exchange=scope, feature_version=version, as_of=clock.label(),
@@ -148,7 +150,7 @@ def run(
                    f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
                    f"Minimum rows: {report.n(cfg.min_rows)}\n"
                    f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
-                   + f"\nMode: {'full rebuild' if full_rebuild else 'incremental'}\nAs of: {clock.label()}")
+                   + f"\nMode: {mode}\nAs of: {clock.label()}")
 
         _header("STEP 1: VERIFYING PREREQUISITES")
         result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators)
@@ -168,8 +170,8 @@ def run(
 
         _header("STEP 3: DETERMINING FEATURE GENERATION RANGE")
         extend = _feature_range(store, version, exchanges, clock, cfg.training_days, backtest_days,
-                                full_rebuild, skip_backtest)
-        result.steps["feature_range"] = {"mode": "full rebuild" if full_rebuild else "incremental",
+                                rebuild_features, skip_backtest)
+        result.steps["feature_range"] = {"mode": "full rebuild" if rebuild_features else "incremental",
                                          "extended_from": str(extend[0]) if extend else None}
 
         _header("STEP 4: GENERATING FEATURES")
@@ -177,8 +179,7 @@ def run(
         if extend:
             ext = build_features(store, version, exchanges, *extend)
             rows, sessions = ext.rows, ext.sessions
-        fres = build_features(store, version, exchanges, full_rebuild=full_rebuild,
-                              bars=frames if full_rebuild else None)
+        fres = build_features(store, version, exchanges, full_rebuild=rebuild_features, bars=frames)
         if fres.up_to_date and not extend:
             click.echo(report.ok(f"Features {version} are up to date: no new session and no changed bar"))
         result.steps["features"] = {"rows": rows + fres.rows, "sessions": sessions + fres.sessions,
