@@ -143,14 +143,18 @@ def run(
             f"incremental; {version} features built from scratch" if bump_version else "incremental")
     with store.lock(f"retrain run --exchange {scope}"):
         exchanges = store.exchanges() if scope == "ALL" else [scope]
-        result = RunResult(exchange=scope, feature_version=version, as_of=clock.label(),
+        as_of_text = clock.label() if clock.label() != "now" else \
+            f"now ({', '.join(f'{clock.today(e)} at {e}' for e in exchanges) or dt.date.today()})"
+        today = max((clock.today(e) for e in exchanges), default=dt.date.today())
+        result = RunResult(exchange=scope, feature_version=version,
+                           as_of=clock.label() if clock.label() != "now" else today.isoformat(),
                            bumped_from=old_version if bump_version else None)
         click.echo(report.RULE + "\nAUTOMATED DAY TRADING MODEL RETRAINING\n" + report.RULE)
         click.echo(f"\nExchange: {scope}\nTraining window: {cfg.training_days} days\n"
                    f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
                    f"Minimum rows: {report.n(cfg.min_rows)}\n"
                    f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
-                   + f"\nMode: {mode}\nAs of: {clock.label()}")
+                   + f"\nMode: {mode}\nAs of: {as_of_text}")
 
         _header("STEP 1: VERIFYING PREREQUISITES")
         result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators)
