@@ -36,7 +36,7 @@ def run_steps(store, exchanges, as_of, full, out) -> None:
     features.build(store, "v1", exchanges, full_rebuild=full, bars=computed)
     out["features"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels.update(store, exchanges, AsOf(as_of), start=dt.date(1970, 1, 2) if full else None, bars=computed)
+    labels.update(store, exchanges, AsOf(as_of), start=dt.date(1970, 1, 2) if full else None)
     out["labels"] = time.perf_counter() - t
 
 

@@ -175,11 +175,10 @@ def walk_forward(store: Store, version: str, scope: str, start: dt.date, end: dt
 
 
 def _actuals(store: Store, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-    lf = store.scan_table("labels", None, None if scope == "ALL" else scope)
+    lf = store.scan_labels(None if scope == "ALL" else scope, start, end)
     if lf is None:
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
-    return (lf.filter(pl.col("trade_date").is_between(start, end))
-            .select("trade_date", "exchange", "symbol", pl.col("intraday_return").alias("actual")).collect())
+    return lf.select("trade_date", "exchange", "symbol", pl.col("intraday_return").alias("actual")).collect()
 
 
 def universe(store: Store, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:

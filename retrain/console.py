@@ -38,12 +38,12 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
     return result
 
 
-def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None, bars=None):
+def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None):
     """Run the label update and print counts and coverage. Shared with `retrain run`."""
     from retrain import labels as lab
     from retrain import query as q
 
-    result = lab.update(store, exchanges, clock, start, end, bars=bars)
+    result = lab.update(store, exchanges, clock, start, end)
     for ex in exchanges:
         lc = result.last_complete.get(ex)
         if ex in result.ranges:

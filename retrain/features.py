@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,16 +25,17 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import Store, fault_point, parallel_map, split_by_month
+from retrain.store import IO_THREADS, Store, fault_point, parallel_map
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
 KEYS = ["exchange", "symbol"]
-MARGIN_SESSIONS = 60
+MARGIN_SESSIONS = 60  # extra sessions of history read before the first session to build
+PROGRESS_MONTHS = 6  # a progress line every this many month files written
 # Polars' streaming engine may re-associate a chain of additions differently from one frame to
 # the next (a last-bit difference); the in-memory engine evaluates it in written order, which is
 # what makes an incremental build equal a full one bit for bit.
-ENGINE = "in-memory"  # extra sessions of history read before the first session to build
+ENGINE = "in-memory"
 
 
 # ------------------------------------------------------------- building blocks
@@ -282,33 +285,48 @@ def build(
             given = (bars or {}).get(exchange) if full_rebuild else None
             plan = _plan(store, exchange, state.get(exchange, {}), start, end, full_rebuild, given)
             plans.append((exchange, plan))
-        for exchange, plan in plans:
-            if plan is None:
-                result.by_exchange[exchange] = 0
-                continue
-            first_t, last_t, frame, built_id = plan
-            rows = snapshots(frame, exchange, first_t, last_t, version, presorted=given is not None)
-            n_sessions = len(calendar.sessions(exchange, first_t, last_t))
-            _write(store, version, exchange, rows, first_t, last_t, progress, n_sessions)
-            result.rows += rows.height
-            result.sessions += n_sessions
-            result.by_exchange[exchange] = rows.height
-            result.ranges[exchange] = (first_t, last_t)
-            # first_trade_date: the first session any build covered (`retrain run` extends from it)
-            before = state.get(exchange, {})
-            first = before.get("first_trade_date")
-            if full_rebuild or not before:
-                first = first_t.isoformat()
-            elif first:
-                first = min(first, first_t.isoformat())
-            if built_id is not None:
-                state[exchange] = {"built_ingest_id": built_id, "last_trade_date": last_t.isoformat()}
-            if first and exchange in state:
-                state[exchange]["first_trade_date"] = first
-            if exchange in state:
-                store.write_state("features", state, version)
+        # Each exchange's files are written on a background thread while the next one computes.
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = None
+            for exchange, plan in plans:
+                if plan is None:
+                    result.by_exchange[exchange] = 0
+                    continue
+                first_t, last_t, frame, built_id = plan
+                handed = full_rebuild and (bars or {}).get(exchange) is not None  # sorted by the indicators step
+                rows = snapshots(frame, exchange, first_t, last_t, version, presorted=handed)
+                n_sessions = len(calendar.sessions(exchange, first_t, last_t))
+                if pending:
+                    _finish(store, version, state, result, full_rebuild, *pending)
+                pending = (exchange, first_t, last_t, built_id, rows.height, n_sessions,
+                           writer.submit(_write, store, version, exchange, rows, first_t, last_t, progress, n_sessions))
+            if pending:
+                _finish(store, version, state, result, full_rebuild, *pending)
     result.up_to_date = not result.ranges
     return result
+
+
+def _finish(store: Store, version: str, state: dict, result: FeatureResult, full_rebuild: bool,
+            exchange: str, first_t, last_t, built_id, n_rows: int, n_sessions: int, written) -> None:
+    """Wait for an exchange's files, then count it and record its state."""
+    written.result()
+    result.rows += n_rows
+    result.sessions += n_sessions
+    result.by_exchange[exchange] = n_rows
+    result.ranges[exchange] = (first_t, last_t)
+    # first_trade_date: the first session any build covered (`retrain run` extends from it)
+    before = state.get(exchange, {})
+    first = before.get("first_trade_date")
+    if full_rebuild or not before:
+        first = first_t.isoformat()
+    elif first:
+        first = min(first, first_t.isoformat())
+    if built_id is not None:
+        state[exchange] = {"built_ingest_id": built_id, "last_trade_date": last_t.isoformat()}
+    if first and exchange in state:
+        state[exchange]["first_trade_date"] = first
+    if exchange in state:
+        store.write_state("features", state, version)
 
 
 def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool, given: pl.DataFrame | None = None):
@@ -363,31 +381,40 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool,
 def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
     """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
     span = calendar.sessions(exchange, first_t, last_t)
-    by_month = {(m,): v for m, v in split_by_month(rows, "trade_date").items()}
     months = sorted({d.strftime("%Y-%m") for d in span})
+    # One sort of everything: each month is then a contiguous slice, already in file order.
+    rows = rows.sort("trade_date", "symbol")
+    dates = rows["trade_date"].to_numpy().astype("datetime64[D]")
+    bounds = np.searchsorted(dates, np.array([f"{m}-01" for m in months] + [_next_month(months[-1])],
+                                             dtype="datetime64[D]"))
+    by_month = {m: rows.slice(int(a), int(b - a)) for m, a, b in zip(months, bounds[:-1], bounds[1:])}
     # Only months the range covers partly hold rows to keep: the first and the last.
     edges = [m for m in months if m in (first_t.strftime("%Y-%m"), last_t.strftime("%Y-%m"))]
-    olds = dict(zip(edges, _parallel_read(store, version, exchange, edges)))
-    olds = [olds.get(m) for m in months]
-    parts = {}
-    for month, old in zip(months, olds):
-        new = by_month.get((month,), rows.clear())
+    for month, old in zip(edges, _parallel_read(store, version, exchange, edges)):
         if old is not None:
             old = old.filter((pl.col("trade_date") < first_t) | (pl.col("trade_date") > last_t))
-            new = pl.concat([old, new.drop("exchange")], how="diagonal_relaxed")
-        parts[month] = new.sort("trade_date", "symbol")
-    # Written a few months at a time, so that progress lines follow the work.
+            by_month[month] = pl.concat([old, by_month[month].drop("exchange")],
+                                        how="diagonal_relaxed").sort("trade_date", "symbol")
+    # All months go to the I/O threads at once; progress follows them in month order.
     done_sessions = written = 0
-    batch = 6
-    for i in range(0, len(months), batch):
-        chunk = months[i:i + batch]
-        store.write_table_partitions("features", exchange, {m: parts[m] for m in chunk}, version)
-        month_sessions = [d for d in span if d.strftime("%Y-%m") in chunk]
-        done_sessions += len(month_sessions)
-        written += sum(by_month.get((m,), rows.clear()).height for m in chunk)
-        if progress:
-            progress(exchange, month_sessions[-1], done_sessions, n_sessions, written)
-        fault_point("features.between_batches")
+    per_month = Counter(d.strftime("%Y-%m") for d in span)
+    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+        futures = [pool.submit(store.write_table_partition, "features", exchange, m, by_month[m], version)
+                   for m in months]
+        for i, (month, future) in enumerate(zip(months, futures), 1):
+            future.result()
+            done_sessions += per_month[month]
+            written += int(bounds[i] - bounds[i - 1])
+            if progress and (i % PROGRESS_MONTHS == 0 or i == len(months)):
+                last_session = max(d for d in span if d.strftime("%Y-%m") == month)
+                progress(exchange, last_session, done_sessions, n_sessions, written)
+            if i % PROGRESS_MONTHS == 0:
+                fault_point("features.between_batches")
+
+
+def _next_month(month: str) -> str:
+    y, m = int(month[:4]), int(month[5:7])
+    return f"{y + m // 12:04d}-{m % 12 + 1:02d}-01"
 
 
 def _parallel_read(store: Store, version: str, exchange: str, months: list[str]) -> list[pl.DataFrame | None]:

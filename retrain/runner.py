@@ -190,8 +190,7 @@ def run(
                                     "ranges": {e: [str(a), str(b)] for e, (a, b) in (fres.ranges or {}).items()}}
 
         _header("STEP 5: UPDATING LABELS")
-        lres = update_labels(store, version, exchanges, clock, bars=frames if full_rebuild else None,
-                             start=FIRST_DAY if full_rebuild else None)
+        lres = update_labels(store, version, exchanges, clock, start=FIRST_DAY if full_rebuild else None)
         result.steps["labels"] = {"rows": lres.rows}
 
         _header("STEP 6: TRAINING MODEL")

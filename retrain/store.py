@@ -62,11 +62,6 @@ SYMBOL_SCHEMA: dict[str, pl.DataType] = {
     "name": pl.String,
     "sector": pl.String,
 }
-LABEL_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String, "exchange": pl.String, "trade_date": pl.Date,
-    **{c: pl.Float64 for c in ["intraday_return", "max_favorable_excursion", "max_adverse_excursion",
-                               "open", "high", "low", "close"]},
-}
 VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 PARTITION_FILE = "data.parquet"
 TMP_PREFIX = ".tmp-"
@@ -252,7 +247,10 @@ class Store:
         return sorted(p.name.split("=", 1)[1] for p in self.table_dir(table).glob("version=*") if p.is_dir())
 
     def scan_table(self, table: str, version: str | None = None, exchange: str | None = None) -> pl.LazyFrame | None:
-        """A derived table (with ``exchange``), or None when it has no files."""
+        """A derived table (with ``exchange``), or None when it has no files. ``labels`` is a
+        view over the bars (see scan_labels)."""
+        if table == "labels":
+            return self.scan_labels(exchange)
         files = self.table_files(table, version, exchange)
         if not files:
             return None
@@ -499,20 +497,41 @@ class Store:
             source = _empty_source({"symbol": pl.String, "exchange": pl.String, "trade_date": pl.Date,
                                     "feature_version": pl.String, "version": pl.String, "month": pl.String})
         con.execute(queries.load("view_features").replace("{source}", source))
-        files = self.table_files("labels")
-        if files:
-            source = _parquet_source(files)
-        else:
-            source = _empty_source(LABEL_SCHEMA)
-        con.execute(queries.load("view_labels").replace("{source}", source))
+        complete = self.label_horizon()
+        rows = " UNION ALL ".join(f"SELECT '{_sql_str(e)}' AS exchange, DATE '{d}' AS last_complete"
+                                  for e, d in sorted(complete.items()))
+        con.execute(queries.load("view_labels").replace(
+            "{complete}", rows or "SELECT NULL::VARCHAR AS exchange, NULL::DATE AS last_complete WHERE false"))
         return con
+
+    def label_horizon(self) -> dict[str, dt.date]:
+        """Per exchange, the last session labels cover (recorded by `retrain labels`)."""
+        state = self.read_state("labels")
+        return {e: dt.date.fromisoformat(v["last_complete"]) for e, v in state.items()
+                if isinstance(v, dict) and v.get("last_complete")}
+
+    def scan_labels(self, exchange: str | None = None, start: dt.date | None = None,
+                    end: dt.date | None = None) -> pl.LazyFrame | None:
+        """The labels view (optionally one exchange, trade dates in [start, end]) as a frame;
+        None when nothing is labelled."""
+        if not self.label_horizon() or not self.has_bars():
+            return None
+        con = self.connect()
+        try:
+            sql = "SELECT * FROM labels WHERE ($exchange IS NULL OR exchange = $exchange) " \
+                  "AND trade_date BETWEEN $start AND $end"
+            rel = con.sql(sql, params={"exchange": exchange, "start": start or dt.date(1, 1, 1),
+                                       "end": end or dt.date(9999, 12, 31)})
+            return pl.from_arrow(rel.to_arrow_table()).lazy()
+        finally:
+            con.close()
 
 
 _DUCK_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE", pl.Int64: "BIGINT"}
 
 
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")
+def _sql_str(text: Path | str) -> str:
+    return str(text).replace("'", "''")
 
 
 def split_by_month(df: pl.DataFrame, date_col: str) -> dict[str, pl.DataFrame]:
