@@ -44,13 +44,23 @@ def lag(x: pl.Expr, i: int) -> pl.Expr:
     return x if i == 0 else pl.when(pl.col("_pos") >= i).then(x.shift(i))
 
 
-def wsum(x: pl.Expr, k: int) -> pl.Expr:
-    """Sum of ``x`` over the symbol's last ``k`` bars (null unless all ``k`` exist). The lags are
-    added in a fixed order and the window's validity is checked once, at the end."""
+def _raw_sum(x: pl.Expr, k: int) -> pl.Expr:
+    """x + x[-1] + ... + x[-(k-1)] in that order, unchecked; an even window of 10 or more is the
+    sum of its two halves (x's 20-bar sum reuses its 10-bar sum, which reuses the 5-bar one)."""
+    if k >= 10 and k % 2 == 0:
+        half = _raw_sum(x, k // 2)
+        return half + half.shift(k // 2)
     total = x
     for i in range(1, k):
         total = total + x.shift(i)
-    return pl.when(pl.col("_pos") >= k - 1).then(total)
+    return total
+
+
+def wsum(x: pl.Expr, k: int) -> pl.Expr:
+    """Sum of ``x`` over the symbol's last ``k`` bars (null unless all ``k`` exist). Lags are
+    added in a fixed order that depends only on the window, never on where the frame starts,
+    and the window's validity is checked once, at the end."""
+    return pl.when(pl.col("_pos") >= k - 1).then(_raw_sum(x, k))
 
 
 def wmean(x: pl.Expr, k: int) -> pl.Expr:
@@ -63,12 +73,19 @@ def wstd(x: pl.Expr, k: int) -> pl.Expr:
     return ((s2 - s * s / k) / (k - 1)).clip(lower_bound=0.0).sqrt()
 
 
+def _raw_extreme(x: pl.Expr, k: int, fn) -> pl.Expr:
+    if k >= 10 and k % 2 == 0:
+        half = _raw_extreme(x, k // 2, fn)
+        return fn(half, half.shift(k // 2))
+    return fn([x.shift(i) for i in range(k)])
+
+
 def wmax(x: pl.Expr, k: int) -> pl.Expr:
-    return pl.when(pl.col("_pos") >= k - 1).then(pl.max_horizontal([x.shift(i) for i in range(k)]))
+    return pl.when(pl.col("_pos") >= k - 1).then(_raw_extreme(x, k, pl.max_horizontal))
 
 
 def wmin(x: pl.Expr, k: int) -> pl.Expr:
-    return pl.when(pl.col("_pos") >= k - 1).then(pl.min_horizontal([x.shift(i) for i in range(k)]))
+    return pl.when(pl.col("_pos") >= k - 1).then(_raw_extreme(x, k, pl.min_horizontal))
 
 
 def slope(y: pl.Expr, k: int) -> pl.Expr:

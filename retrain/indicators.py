@@ -187,7 +187,7 @@ def update(store: Store, exchanges: list[str], force: bool = False, progress=Non
             todo = {m: part for m, part in split_by_month(done, "date").items() if m >= first_month}
             if pending:
                 pending.result()
-            pending = writer.submit(store.write_partitions, exchange, todo)
+            pending = writer.submit(store.write_partitions, exchange, todo, force)  # force: sorted by compute_full
             result.months_written += len(todo)
             updated = int(done.filter(pl.col("_recomputed")).height)
             result.updated += updated

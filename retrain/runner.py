@@ -127,6 +127,9 @@ def run(
                            hint="use --skip-backtest to run without a backtest")
     if promote not in ("auto", "always", "never"):
         raise RetrainError(f"--promote {promote!r} is not one of auto, always, never")
+    if bump_version and promote == "never":
+        raise RetrainError("--bump-version with --promote never would leave the new version without an active model",
+                           hint="drop --promote never (a new version's first model is always activated)")
     store = Store(settings.data_dir)
     scope = (exchange or settings.default_exchange).strip().upper()
     if scope != "ALL":

@@ -382,17 +382,20 @@ class Store:
         missing = [c for c in BAR_SCHEMA if c not in df.columns]  # files from before a column existed
         return df.with_columns(pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in missing).select(list(BAR_SCHEMA))
 
-    def write_partition(self, exchange: str, month: str, bars: pl.DataFrame) -> None:
-        """Replace one month of one exchange atomically (bars sorted by symbol, date)."""
+    def write_partition(self, exchange: str, month: str, bars: pl.DataFrame, presorted: bool = False) -> None:
+        """Replace one month of one exchange atomically; the file is sorted by symbol, date
+        (``presorted``: the caller guarantees ``bars`` already is)."""
         self._require_lock()
         self._stats.pop(exchange, None)
-        bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()]).sort(["symbol", "date"])
+        bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
+        if not presorted:
+            bars = bars.sort(["symbol", "date"])
         atomic_write_parquet(bars, self.partition_path(exchange, month))
 
-    def write_partitions(self, exchange: str, parts: dict[str, pl.DataFrame]) -> None:
+    def write_partitions(self, exchange: str, parts: dict[str, pl.DataFrame], presorted: bool = False) -> None:
         """Write several month files of one exchange (each atomically) on a few threads."""
         self._require_lock()
-        parallel_map(lambda item: self.write_partition(exchange, *item), list(parts.items()))
+        parallel_map(lambda item: self.write_partition(exchange, *item, presorted=presorted), list(parts.items()))
 
     def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
         """Insert or replace bars by key (exchange, symbol, date).

@@ -176,6 +176,9 @@ def test_errors_say_what_to_do_and_change_nothing(tmp_path, market, cli):
     assert again.exit_code == 0, again.output
     assert "Features v1 are up to date" in again.output  # nothing rebuilt: the failed run's work is kept
 
+    never = cli("run", "--bump-version", "--promote", "never", "--as-of", str(THU))
+    assert never.exit_code == 1 and "without an active model" in never.output
+
     bad_bump = tmp_path / "other.toml"
     bad_bump.write_text('[run]\nexchange = "NASDAQ"\n')
     refused = cli("--config", str(bad_bump), "run", "--bump-version", "--as-of", str(THU))
