@@ -227,3 +227,16 @@ def test_killed_run_resumes_to_the_same_features_and_model(tmp_path, market):
     models = [Registry(root / "artifacts").load_active("v2", "NASDAQ") for root in (a, b)]
     assert models[0].model.model_to_string() == models[1].model.model_to_string()
     assert models[0].meta["cv"] == models[1].meta["cv"]
+
+
+def test_python_api_for_schedulers(project, capsys):
+    import retrain
+
+    result = retrain.run(exchange="TSE", training_days=120, min_rows=200, skip_backtest=True, as_of=THU,
+                         data_dir=str(project / "data"), artifacts_dir=str(project / "artifacts"),
+                         config=str(project / "retrain.toml"))
+    assert isinstance(result, retrain.RunResult)
+    assert result.exchange == "TSE" and result.promoted and result.backtest is None
+    assert Path(result.model_path).name == "intraday_model_v1_TSE.joblib" and Path(result.model_path).exists()
+    assert result.to_dict()["training"]["window"][1] == str(THU)
+    assert "RETRAINING COMPLETE!" in capsys.readouterr().out
