@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -58,6 +59,8 @@ def promotion_decision(mode: str, new: dict, active: dict | None, active_replay:
         worse = nb["rank_ic"] < active_replay["rank_ic"] or nb["sharpe"] < active_replay["sharpe"]
         detail = (f"over {window}: rank IC {nb['rank_ic']:+.4f} vs {active_replay['rank_ic']:+.4f}, "
                   f"Sharpe {nb['sharpe']:.2f} vs {active_replay['sharpe']:.2f}")
+        if active_replay.get("same_routine"):
+            detail = f"same training routine on fresher data, so its replay is this backtest {detail}"
     else:
         new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
         old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
@@ -69,12 +72,17 @@ def promotion_decision(mode: str, new: dict, active: dict | None, active_replay:
                    "(promote it with `retrain models promote RUN_ID`)")
 
 
+def active_routine(active: dict) -> training.TrainConfig:
+    """The training routine (params, target, window length) of a stored run; ``min_rows`` only
+    gates a run, so it is left out (1): the routine is judged, not its window size."""
+    stored = {**active["training_config"], "min_rows": 1}
+    return training.TrainConfig(**stored, params={k: v for k, v in active["params"].items()
+                                                  if k not in training.FIXED_PARAMS})
+
+
 def replay_active(store: Store, active: dict, window: tuple[dt.date, dt.date], bcfg) -> dict:
-    """The active run's routine (its params, target and window length) backtested over ``window``."""
-    stored = {**active["training_config"], "min_rows": 1}  # judge the routine, not its window size
-    cfg = training.TrainConfig(**stored, params={k: v for k, v in active["params"].items()
-                                                 if k not in training.FIXED_PARAMS})
-    bt = run_backtest(store, active["feature_version"], active["scope"], window, cfg, bcfg)
+    """The active run's routine backtested over ``window``."""
+    bt = run_backtest(store, active["feature_version"], active["scope"], window, active_routine(active), bcfg)
     return {"rank_ic": backtest_rank_ic(bt.predictions), "sharpe": bt.summary["sharpe"]}
 
 
@@ -135,7 +143,12 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         active = registry.run_meta(active_id) if active_id else None
         replay = None
         if promote == "auto" and active is not None and bt is not None:
-            replay = replay_active(store, active, backtest_window, bcfg)
+            if active_routine(active) == dataclasses.replace(cfg, min_rows=1):
+                # The routine is unchanged: replaying it over the same window and data would
+                # reproduce this very backtest (training is deterministic), so it is not rerun.
+                replay = {"rank_ic": meta["backtest"]["rank_ic"], "sharpe": bt.summary["sharpe"], "same_routine": True}
+            else:
+                replay = replay_active(store, active, backtest_window, bcfg)
         ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active, replay)
         if ok:
             registry.promote(run_id)

@@ -86,9 +86,11 @@ def test_weekly_cycle_incremental_bump_predict_rollback(project, market, cli):
     bars.filter(pl.col("date") == END).drop("ingest_id", strict=False).write_csv(new)
     assert cli("ingest", str(new), "--format", "long").exit_code == 0
 
-    second = cli("run", "--as-of", str(END), "--promote", "always", "--json")
+    second = cli("run", "--as-of", str(END), "--json")
     assert second.exit_code == 0, second.output
     s2 = _summary(second)
+    # automatic promotion: the routine did not change, so its replay would be this very backtest
+    assert s2["promoted"] and "same training routine on fresher data" in s2["promotion_reason"]
     # incremental: only the new session (and the one whose serving bar just arrived) is rebuilt
     assert s2["steps"]["features"]["ranges"]["NASDAQ"] == [str(END), str(NEXT)]
     assert s2["steps"]["features"]["sessions"] == 2
@@ -98,7 +100,7 @@ def test_weekly_cycle_incremental_bump_predict_rollback(project, market, cli):
     assert s2["training"]["window"][1] == str(END)  # trained through the newly labelled session
 
     # bump the version: v2 built from scratch, its own model; v1 stays usable
-    third = cli("run", "--as-of", str(END), "--bump-version", "--skip-backtest", "--json")
+    third = cli("run", "--as-of", str(END), "--bump-version", "--skip-backtest", "--promote", "always", "--json")
     assert third.exit_code == 0, third.output
     s3 = _summary(third)
     assert s3["feature_version"] == "v2" and s3["bumped_from"] == "v1" and s3["backtest"] is None
@@ -143,6 +145,14 @@ def test_options_of_the_guide(project, cli):
     assert "Training window: 120 days" in nyse.output and "Minimum rows: 300" in nyse.output
     assert not (project / "artifacts" / "daytrading" / "intraday_model_v1_NYSE.joblib").exists()  # --promote never
     assert _features(project, "v1").equals(incremental)  # a full rebuild reproduces the incremental build
+
+    # automatic promotion against an active model trained with another routine: it is replayed
+    first = _summary(cli("run", "--exchange", "NYSE", "--backtest-days", "20", "--as-of", str(THU), "--json"))
+    assert first["promoted"] and first["promotion_reason"] == "no active model yet"
+    other = _summary(cli("run", "--exchange", "NYSE", "--training-days", "120", "--backtest-days", "20",
+                         "--as-of", str(THU), "--json"))
+    assert f"over {other['backtest']['start']}..{THU}: rank IC" in other["promotion_reason"]
+    assert "same training routine" not in other["promotion_reason"]
 
 
 def test_errors_say_what_to_do_and_change_nothing(tmp_path, market, cli):
