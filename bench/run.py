@@ -236,8 +236,8 @@ def main() -> None:
         # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
         inc_t, full_t, mb = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
         rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 60.0,
-                     "indicators, features, labels, training with CV, 30-day backtest, promotion replay of the active "
-                     "model; whole CLI call", mb))
+                     "indicators, features, labels, training with CV, 30-day backtest, automatic promotion (same "
+                     "routine as the active model: no replay needed); whole CLI call", mb))
         rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 90.0,
                      "every indicator, feature and label rebuilt, then as above; whole CLI call", mb))
         print(f"bench: retrain run incremental {inc_t:.2f} s, full rebuild {full_t:.2f} s", flush=True)
