@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -398,7 +397,12 @@ def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool,
 def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
     """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
     span = calendar.sessions(exchange, first_t, last_t)
-    months = sorted({d.strftime("%Y-%m") for d in span})
+    per_month: dict[str, list] = {}  # month -> [sessions in it, its last session]
+    for d in span:
+        entry = per_month.setdefault(d.strftime("%Y-%m"), [0, d])
+        entry[0] += 1
+        entry[1] = d
+    months = sorted(per_month)
     # One sort of everything: each month is then a contiguous slice, already in file order.
     rows = rows.sort("trade_date", "symbol")
     dates = rows["trade_date"].to_numpy().astype("datetime64[D]")
@@ -414,16 +418,15 @@ def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_
                                         how="diagonal_relaxed").sort("trade_date", "symbol")
     # All months go to the I/O threads at once; progress follows them in month order.
     done_sessions = written = 0
-    per_month = Counter(d.strftime("%Y-%m") for d in span)
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
         futures = [pool.submit(store.write_table_partition, "features", exchange, m, by_month[m], version)
                    for m in months]
         for i, (month, future) in enumerate(zip(months, futures), 1):
             future.result()
-            done_sessions += per_month[month]
+            sessions_in_month, last_session = per_month[month]
+            done_sessions += sessions_in_month
             written += int(bounds[i] - bounds[i - 1])
             if progress and (i % PROGRESS_MONTHS == 0 or i == len(months)):
-                last_session = max(d for d in span if d.strftime("%Y-%m") == month)
                 progress(exchange, last_session, done_sessions, n_sessions, written)
             if i % PROGRESS_MONTHS == 0:
                 fault_point("features.between_batches")

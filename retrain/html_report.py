@@ -25,6 +25,17 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _time_plot(fig, ax, title: str, ylabel: str, legend: bool = False) -> str:
+    """Label, grid and title a plot over dates, and return it as PNG (base64)."""
+    ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.autofmt_xdate()
+    return _png(fig)
+
+
 def _plots(daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFrame, importance: list[tuple[str, float]],
            bankroll: float) -> dict[str, str]:
     import matplotlib
@@ -40,22 +51,13 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFram
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(dates, equity, label="strategy (after costs)")
     ax.plot(dates, bench, label="equal-weight universe, open to close", linestyle="--")
-    ax.set_ylabel("equity ($)")
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    ax.set_title("Equity")
-    fig.autofmt_xdate()
-    out["equity"] = _png(fig)
+    out["equity"] = _time_plot(fig, ax, "Equity", "equity ($)", legend=True)
 
     full = np.concatenate([[bankroll], equity])
     dd = 1.0 - full / np.maximum.accumulate(full)
     fig, ax = plt.subplots(figsize=(9, 2.4))
     ax.fill_between(dates, -dd[1:] * 100, 0, color="tab:red", alpha=0.4)
-    ax.set_ylabel("drawdown (%)")
-    ax.grid(alpha=0.3)
-    ax.set_title("Drawdown")
-    fig.autofmt_xdate()
-    out["drawdown"] = _png(fig)
+    out["drawdown"] = _time_plot(fig, ax, "Drawdown", "drawdown (%)")
 
     p = predictions.drop_nulls(["actual", "predicted"]).sort("trade_date")
     days = sorted(p["trade_date"].unique().to_list())
@@ -65,12 +67,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFram
     fig, ax = plt.subplots(figsize=(9, 2.6))
     ax.bar(days, values, color=["tab:green" if v > 0 else "tab:red" for v in np.nan_to_num(values)])
     ax.axhline(float(np.nanmean(values)) if values else 0.0, color="black", linewidth=1, label="mean")
-    ax.set_ylabel("rank IC")
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
-    ax.set_title("Daily rank IC (out of sample)")
-    fig.autofmt_xdate()
-    out["rank_ic"] = _png(fig)
+    out["rank_ic"] = _time_plot(fig, ax, "Daily rank IC (out of sample)", "rank IC", legend=True)
 
     top = importance[:20][::-1]
     fig, ax = plt.subplots(figsize=(9, max(2.5, 0.28 * len(top))))

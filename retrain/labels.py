@@ -21,11 +21,10 @@ from retrain.calendar import AsOf
 from retrain.errors import RetrainError
 from retrain.store import Store
 
-LABEL_COLUMNS = ["intraday_return", "max_favorable_excursion", "max_adverse_excursion", "open", "high", "low", "close"]
-
 
 def label_rows(bars: pl.LazyFrame, last_complete: dt.date) -> pl.LazyFrame:
-    """Label rows for bars dated on or before ``last_complete``."""
+    """Label rows for bars dated on or before ``last_complete``: the labels view
+    (sql/view_labels.sql) in Polars, for in-memory work such as the benchmark's side-by-side."""
     return bars.filter(pl.col("date") <= last_complete).select(
         "symbol",
         "exchange",
@@ -63,7 +62,8 @@ def update(
         for exchange in exchanges:
             last_complete = as_of.last_complete_session(exchange)
             result.last_complete[exchange] = last_complete
-            if last_complete is None:
+            if last_complete is None:  # no session complete yet as of then: nothing is labelled
+                changed |= state.pop(exchange, None) is not None
                 continue
             previous = state.get(exchange, {}).get("last_complete")
             if start or end:

@@ -25,6 +25,7 @@ from retrain.calendar import AsOf
 from retrain.config import Settings, load_settings
 from retrain.config import bump_version as bump
 from retrain.errors import RetrainError
+from retrain.pipeline import PROMOTE_MODES
 from retrain.store import Store
 
 RECENT_DAYS = 7
@@ -125,8 +126,8 @@ def run(
     if backtest_days < 1:
         raise RetrainError(f"--backtest-days must be at least 1 (got {backtest_days})",
                            hint="use --skip-backtest to run without a backtest")
-    if promote not in ("auto", "always", "never"):
-        raise RetrainError(f"--promote {promote!r} is not one of auto, always, never")
+    if promote not in PROMOTE_MODES:
+        raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
     if bump_version and promote == "never":
         raise RetrainError("--bump-version with --promote never would leave the new version without an active model",
                            hint="drop --promote never (a new version's first model is always activated)")
@@ -197,10 +198,7 @@ def run(
         result.steps["labels"] = {"rows": lres.rows}
 
         _header("STEP 6: TRAINING MODEL")
-        end = training.last_labelled(store, version, scope)
-        last_complete = max(filter(None, (clock.last_complete_session(e) for e in exchanges)), default=None)
-        if end is not None and last_complete is not None and end > last_complete:
-            end = last_complete  # labels stored by a later run: --as-of wins
+        end = training.last_labelled(store, version, scope)  # step 5 bounded the labels by --as-of
         window = None if skip_backtest or end is None else (end - dt.timedelta(days=backtest_days - 1), end)
         bcfg = BacktestConfig(max_positions=cfg.top_n)
         out = train_and_report(settings, scope, cfg, promote, end=end, backtest_window=window, bcfg=bcfg, store=store,

@@ -270,12 +270,6 @@ class Store:
         path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
         atomic_write_parquet(df.drop("exchange", strict=False), path)
 
-    def write_table_partitions(self, table: str, exchange: str, parts: dict[str, pl.DataFrame],
-                               version: str | None = None) -> None:
-        """Write several month files of a derived table (each atomically) on a few threads."""
-        self._require_lock()
-        parallel_map(lambda item: self.write_table_partition(table, exchange, item[0], item[1], version), list(parts.items()))
-
     def read_state(self, table: str, version: str | None = None) -> dict:
         path = self.table_dir(table, version) / "_state.json"
         return json.loads(path.read_text()) if path.exists() else {}
@@ -521,9 +515,7 @@ class Store:
             return None
         con = self.connect()
         try:
-            sql = "SELECT * FROM labels WHERE ($exchange IS NULL OR exchange = $exchange) " \
-                  "AND trade_date BETWEEN $start AND $end"
-            rel = con.sql(sql, params={"exchange": exchange, "start": start or dt.date(1, 1, 1),
+            rel = con.sql(queries.load("labels_range"), params={"exchange": exchange, "start": start or dt.date(1, 1, 1),
                                        "end": end or dt.date(9999, 12, 31)})
             return pl.from_arrow(rel.to_arrow_table()).lazy()
         finally:
