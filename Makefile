@@ -24,10 +24,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check retrain tests bench
 
-# The sample market goes into the default store only when it holds no bars; then the whole
-# weekly loop runs once (`retrain run`) and the next session's picks are printed.
+# The sample market goes into the default store when it holds no bars, and is topped up to the
+# last complete session when it is the sample (deterministically, from its recorded seed and
+# origins); then the whole weekly loop runs once (`retrain run`, incremental) and the next
+# session's picks are printed.
 demo: setup
-	$(RETRAIN) sample-data --if-empty
+	$(RETRAIN) sample-data --top-up
 	$(RETRAIN) run $(ARGS)
 	$(RETRAIN) predict --top 10
 

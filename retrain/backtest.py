@@ -27,8 +27,6 @@ import polars as pl
 
 from retrain import metrics, training
 from retrain.errors import RetrainError
-from retrain.features import feature_columns
-from retrain.store import Store
 
 
 @dataclass(frozen=True)
@@ -120,20 +118,17 @@ def blocks(sessions: list[dt.date], every: int) -> list[list[dt.date]]:
     return [sessions[i:i + every] for i in range(0, len(sessions), every)]
 
 
-def walk_forward(store: Store, version: str, scope: str, start: dt.date, end: dt.date,
+def walk_forward(data: pl.DataFrame, columns: list[str], start: dt.date, end: dt.date,
                  tcfg: training.TrainConfig, bcfg: BacktestConfig, progress=None) -> pl.DataFrame:
-    """Out-of-sample predictions for every labelled session in [start, end], each block predicted
-    by a model trained only on sessions ending ``embargo`` sessions before it."""
-    first_train = start - dt.timedelta(days=tcfg.training_days + 30)
-    data = training.load_training_set(store, version, scope, first_train, end)
-    if tcfg.target == "excess":
-        data = data.with_columns((pl.col("target") - pl.col("target").mean().over("trade_date", "exchange")).alias("target"))
+    """Out-of-sample predictions for every labelled session in [start, end] of ``data`` (prepared
+    rows, see ``training.prepare``, reaching back a training window before ``start``), each block
+    predicted by a model trained only on sessions ending ``embargo`` sessions before it."""
+    data = data.filter(pl.col("trade_date") <= end)
     all_sessions = sorted(data["trade_date"].unique().to_list())
     test_sessions = [d for d in all_sessions if start <= d <= end]
     if not test_sessions:
-        raise RetrainError(f"no labelled sessions of {scope} between {start} and {end}",
+        raise RetrainError(f"no labelled sessions between {start} and {end}",
                            hint="pick dates inside the labelled range (`retrain status` shows it)")
-    columns = feature_columns(version)
     dates = data["trade_date"].to_numpy()
     x = training.matrix(data, columns)
     y = data["target"].to_numpy().astype(np.float64)
@@ -159,29 +154,22 @@ def walk_forward(store: Store, version: str, scope: str, start: dt.date, end: dt
         in_valid = np.isin(dates, np.array(valid_s, dtype=dates.dtype))
         valid = (x[in_valid], y[in_valid]) if in_fit.any() else None
         model = training.fit_model(x[in_fit] if in_fit.any() else x[in_train], y[in_fit] if in_fit.any() else y[in_train],
-                              tcfg, columns, tcfg.num_boost_round, valid)
+                                   tcfg, columns, tcfg.num_boost_round, valid)
         rounds = model.best_iteration or tcfg.num_boost_round
         in_block = np.isin(dates, np.array(block, dtype=dates.dtype))
         pred = model.predict(x[in_block], num_iteration=rounds)
         out.append(data.filter(pl.Series(in_block)).select(
-            "trade_date", "symbol", "exchange", pl.col("avg_dollar_volume_20").cast(pl.Float64))
+            "trade_date", "symbol", "exchange", pl.col("avg_dollar_volume_20").cast(pl.Float64), "actual")
             .with_columns(pl.Series("predicted", pred),
                           pl.lit(f"block {i}: trained {train_s[0]}..{train_s[-1]}").alias("model")))
         if progress:
             progress(i, len(plan), block, train_s)
-    preds = pl.concat(out)
-    labels_ = _actuals(store, scope, start, end)
-    return preds.join(labels_, on=["trade_date", "exchange", "symbol"], how="left")
+    return pl.concat(out).select("trade_date", "symbol", "exchange", "avg_dollar_volume_20", "predicted", "model",
+                                 "actual")
 
 
-def _actuals(store: Store, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-    lf = store.scan_labels(None if scope == "ALL" else scope, start, end)
-    if lf is None:
-        raise RetrainError("no labels in the store", hint="run `retrain labels`")
-    return lf.select("trade_date", "exchange", "symbol", pl.col("intraday_return").alias("actual")).collect()
-
-
-def universe(store: Store, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-    """Equal-weight open-to-close return of every labelled symbol in scope, per session."""
-    return (_actuals(store, scope, start, end).group_by("trade_date")
-            .agg(pl.col("actual").mean().alias("universe_return")).sort("trade_date"))
+def universe(labels: pl.DataFrame) -> pl.DataFrame:
+    """Equal-weight open-to-close return per session of every labelled symbol in ``labels``
+    (trade_date, intraday_return)."""
+    return (labels.group_by("trade_date").agg(pl.col("intraday_return").mean().alias("universe_return"))
+            .sort("trade_date"))

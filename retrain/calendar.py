@@ -171,14 +171,21 @@ class AsOf:
             return cls(None)
         raw = str(text).strip()
         try:
-            if len(raw) <= 10:
-                return cls(dt.date.fromisoformat(raw))
-            return cls(dt.datetime.fromisoformat(raw))
+            clock = cls(dt.date.fromisoformat(raw)) if len(raw) <= 10 else cls(dt.datetime.fromisoformat(raw))
         except ValueError:
             raise RetrainError(
                 f"--as-of: {raw!r} is neither a date nor a date-time",
                 hint="use YYYY-MM-DD (end of that day) or YYYY-MM-DDTHH:MM (exchange local time)",
             ) from None
+        # The future is refused: sessions that have not closed must never count as complete
+        # (the label horizon only moves forward).
+        today = max(AsOf().today(e) for e in EXCHANGES)
+        late = clock.value > today if not isinstance(clock.value, dt.datetime) else \
+            clock.instant("NYSE") > dt.datetime.now(dt.UTC)
+        if late:
+            raise RetrainError(f"--as-of {raw} is in the future (today is {today})",
+                               hint="leave --as-of out to run as of now, or give a past date")
+        return clock
 
     @property
     def is_now(self) -> bool:

@@ -3,29 +3,49 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import traceback
+from pathlib import Path
 
 import click
 
 from retrain import calendar, report
 from retrain.calendar import AsOf
-from retrain.config import Settings, load_settings
+from retrain.config import DEFAULT_CONFIG, Settings, load_settings, write_default_config
 from retrain.console import build_features, fmt_metric, train_and_report, update_labels
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, storage_fault
 from retrain.store import Store
+
+DEBUG_ENV = "RETRAIN_DEBUG"
+
+
+def as_retrain_error(exc: Exception) -> RetrainError | None:
+    """``exc`` as a message for people: a RetrainError, or a fault of the machine (disk full,
+    read-only store) however the library that met it spelled it; None for anything else (a bug:
+    its traceback is shown)."""
+    return exc if isinstance(exc, RetrainError) else storage_fault(exc)
 
 
 class _Group(click.Group):
-    """Turns RetrainError into a message on stderr and a non-zero exit, never a traceback."""
+    """Turns RetrainError (and faults of the machine) into a message on stderr and a non-zero
+    exit, never a traceback; RETRAIN_DEBUG=1 adds the traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except RetrainError as exc:
-            click.echo(f"error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"  -> {exc.hint}", err=True)
-            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below; anything else is re-raised
+            err = as_retrain_error(exc)
+            if err is None:
+                raise
+            if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                traceback.print_exc()
+            click.echo(f"error: {err.message}", err=True)
+            if err.hint:
+                click.echo(f"  -> {err.hint}", err=True)
+            ctx.exit(err.exit_code)
 
 
 def store_options(f):
@@ -46,15 +66,24 @@ def store_options(f):
             artifacts_dir=artifacts_dir or top.get("artifacts_dir"),
             config=config or top.get("config"),
         )
+        if settings.config_path is None:
+            click.echo(f"note: no {DEFAULT_CONFIG} in {Path.cwd()}; using built-in defaults "
+                       "(`retrain init` writes a documented one)", err=True)
         return ctx.invoke(f, settings, **kwargs)
 
     return wrapper
 
 
 def as_of_option(f):
+    def check(ctx, param, value):  # a bad or future --as-of stops the command before any work
+        if value is not None:
+            AsOf.parse(value)
+        return value
+
     return click.option(
-        "--as-of", "as_of", default=None, metavar="DATE",
-        help="Run as if it were this date (end of day, YYYY-MM-DD) or local time (YYYY-MM-DDTHH:MM).",
+        "--as-of", "as_of", default=None, metavar="DATE", callback=check,
+        help="Run as if it were this date (end of day, YYYY-MM-DD) or local time (YYYY-MM-DDTHH:MM); "
+             "never later than now.",
     )(f)
 
 
@@ -70,34 +99,73 @@ def main(data_dir, artifacts_dir, config):
     """Keep a day-trading model fresh: bars -> indicators -> features -> labels -> model -> backtest."""
 
 
+# ----------------------------------------------------------------------- init
+@main.command()
+@click.argument("directory", metavar="[DIR]", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Replace an existing retrain.toml.")
+def init(directory, force):
+    """Write a documented retrain.toml (every setting, its default and meaning) into DIR [default: .]."""
+    path = write_default_config(directory, force=force)
+    click.echo(report.ok(f"Wrote {path.resolve()}: every setting with its default and what it does."))
+    click.echo("Next: `retrain sample-data` (a synthetic market to try) or `retrain ingest PATH --exchange EX` "
+               "(your bars), then `retrain run`.")
+
+
 # ---------------------------------------------------------------- sample-data
 @main.command("sample-data")
 @click.option("--symbols", type=click.IntRange(min=3), default=None, help="Number of symbols [retrain.toml; 300].")
 @click.option("--days", type=click.IntRange(min=2), default=None, help="Sessions per exchange [retrain.toml; 320].")
-@click.option("--seed", type=int, default=None, help="Random seed [retrain.toml; 7].")
-@click.option("--end", default=None, metavar="DATE", help="Last session (default: the last complete one).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed [retrain.toml; 7].")
+@click.option("--end", default=None, metavar="DATE",
+              help="Last session, not in the future (default: the last complete one).")
 @click.option("--no-signal", is_flag=True, help="No predictable intraday component (for leak tests).")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds bars.")
+@click.option("--top-up", is_flag=True,
+              help="Extend the recorded sample market to --end (default: the last complete session); "
+                   "write it when the store holds no bars.")
 @as_of_option
 @store_options
-def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empty, as_of):
+def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empty, top_up, as_of):
     """Write the synthetic sample market (NASDAQ, NYSE, TSE) into the store."""
     from retrain import sample
 
+    if if_empty and top_up:
+        raise RetrainError("--if-empty and --top-up exclude each other",
+                           hint="--top-up also writes the sample into an empty store")
     store = Store(settings.data_dir)
     if if_empty and store.has_bars():
         click.echo(f"The store {settings.data_dir} already holds bars; sample market not written.")
+        return
+    clock = AsOf.parse(as_of)
+    end_date, note = sample.resolve_end(end, clock)
+    if note:
+        click.echo(note)
+    if top_up and store.has_bars():
+        given = {k: v for k, v in {"symbols": symbols, "days": days, "seed": seed}.items() if v is not None}
+        done = sample.top_up(store, end_date, given | ({"signal": False} if no_signal else {}))
+        if done.status == "not the sample":
+            click.echo(f"The store {settings.data_dir} holds bars but no sample-market record: it is not the "
+                       "sample market; nothing written.")
+            click.echo(f"   (a sample written before top-ups existed has no record: remove {settings.data_dir} "
+                       f"and {settings.artifacts_dir} to start the demo afresh)")
+        elif done.status == "up to date":
+            click.echo(f"The sample market in {settings.data_dir} is up to date: it ends {done.end}"
+                       + ("." if end_date == done.end else f", after {end_date}; nothing added."))
+        else:
+            click.echo(report.ok(
+                f"Sample market topped up in {settings.data_dir}: {done.sessions} new "
+                f"session{'s' if done.sessions != 1 else ''} after {done.previous_end}, "
+                f"{report.n(done.bars.height)} bars, now ending {done.end}"
+            ))
+            for ex, count in done.bars.group_by("exchange").len().sort("exchange").iter_rows():
+                click.echo(f"   {ex:<7} {report.n(count):>10} bars")
         return
     cfg = settings.section("sample")
     symbols = symbols or int(cfg.get("symbols", 300))
     days = days or int(cfg.get("days", 320))
     seed = int(cfg.get("seed", 7)) if seed is None else seed
-    clock = AsOf.parse(as_of)
-    end_date = calendar.parse_date(end, "--end") if end else clock.last_complete_session("NYSE")
-    bars, syms = sample.generate(symbols=symbols, days=days, seed=seed, end=end_date, signal=not no_signal)
-    with store.lock("retrain sample-data"):
-        result = store.upsert_bars(bars)
-        store.upsert_symbols(syms)
+    bars, syms, result, _ = sample.write(store, symbols=symbols, days=days, seed=seed, end=end_date,
+                                         signal=not no_signal)
     counts = bars.group_by("exchange").len().sort("exchange").iter_rows()
     click.echo(report.ok(
         f"Sample market ({'no signal' if no_signal else 'with signal'}, seed {seed}) written to {settings.data_dir}: "
@@ -139,16 +207,68 @@ def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of
                              f"{report.n(rep.updated)} updated, {report.n(rep.unchanged)} unchanged"))
         if rep.symbols_added:
             click.echo(report.ok(f"Added {report.n(rep.symbols_added)} symbol(s)"))
-    elif strict and (rep.rejected or rep.file_problems):
-        click.echo(report.fail("--strict: nothing written because of the problems above/below"))
     if rep.rejected:
         click.echo(report.warn(f"Rejected {report.n(rep.rejected)} row(s); details in {rep.quarantine}"))
         for reason, count in rep.rejects.items():
             click.echo(f"   {report.n(count):>8}  {reason}")
+    if not rep.written and strict and (rep.rejected or rep.file_problems):
+        click.echo(report.fail("--strict: nothing was written, because of the problems above"))
     code = ing.exit_code(rep, strict)
     if code and not rep.accepted:
         click.echo("error: nothing was ingested", err=True)
     sys.exit(code)
+
+
+# --------------------------------------------------------------------- remove
+@main.command()
+@click.option("--exchange", required=True, help="Exchange to remove the bars from (NASDAQ, NYSE, TSE).")
+@click.option("--symbol", "symbols", multiple=True, required=True, metavar="SYM",
+              help="Symbol whose bars go (repeat for several).")
+@click.option("--start", default=None, metavar="DATE", help="First bar date to remove [its first bar].")
+@click.option("--end", default=None, metavar="DATE", help="Last bar date to remove [its last bar].")
+@click.option("--yes", is_flag=True, help="Remove them; without it, only show what would go.")
+@store_options
+def remove(settings: Settings, exchange, symbols, start, end, yes):
+    """Remove a symbol's bars from one exchange (a wrong ingest), with what depends on them.
+
+    The bars dated in [--start, --end] (default: all) go, with the symbol's feature rows they
+    served (every feature version) and, when no bar is left, its entry in symbols.parquet. The
+    change is recorded so that the next `retrain run` (or `retrain indicators` then `retrain
+    features`) recomputes what depended on them. Without --yes nothing changes.
+    """
+    from retrain import remove as rm
+
+    store = Store(settings.data_dir)
+    first, last = _date_opt(start, "--start"), _date_opt(end, "--end")
+    p = rm.remove(store, exchange, list(symbols), first, last) if yes else rm.plan(store, exchange, list(symbols),
+                                                                                   first, last)
+    ex = p.exchange
+    verb = "Removed" if p.done else "Would remove"
+    for s in p.symbols:
+        what = f"{report.n(s.bars)} {s.symbol} bar{'s' if s.bars != 1 else ''}"
+        if s.bars:
+            what += f" ({s.first} to {s.last})"
+        parts = [f"{verb} {what} from {ex}"]
+        if s.entry_goes:
+            parts.append(f"its symbol entry ({s.symbol}, {ex}) {'went' if p.done else 'goes'}")
+        elif s.bars:
+            parts.append(f"{s.symbol} stays listed on {ex}")
+        if s.later:
+            parts.append(f"its {report.n(s.later)} later bar{'s' if s.later != 1 else ''} "
+                         f"{'will' if p.done else 'would'} get new indicators")
+        click.echo((report.ok if p.done else report.warn)("; ".join(parts)))
+    rows = ", ".join(f"{v} {report.n(c)}" for v, c in p.feature_rows.items() if c) or "none"
+    click.echo(f"   {'deleted' if p.done else 'would delete'} the feature rows those bars served: {rows}")
+    if p.mark_session:
+        click.echo(f"   the next `retrain features` {'rebuilds' if p.done else 'would rebuild'} {ex} feature rows "
+                   f"from {p.mark_session} on (market and sector context of the sessions after the removed bars)")
+    if not p.done:
+        cmd = " ".join(["retrain remove --exchange", ex, *[f"--symbol {s.symbol}" for s in p.symbols],
+                        *([f"--start {first}"] if first else []), *([f"--end {last}"] if last else []), "--yes"])
+        raise RetrainError("nothing removed: --yes not given", hint=f"to remove them: {cmd}")
+    if p.bars:
+        click.echo("Next: `retrain run` (or `retrain indicators` then `retrain features`) brings indicators "
+                   "and features up to date.")
 
 
 # ----------------------------------------------------------------- indicators
@@ -282,7 +402,9 @@ def train(settings: Settings, exchange, training_days, min_rows, promote, end_da
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
 @click.option("--training-days", type=click.IntRange(min=1), default=None, help="Calendar days of each training window [90].")
 @click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
-@click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
+@click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="never", show_default=True,
+              help="never: the run stays a candidate, the active model is untouched; auto or always to apply "
+                   "the promotion rule.")
 @store_options
 def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, cost_bps, slippage_bps,
              retrain_every, min_dollar_volume, exchange, training_days, min_rows, promote):
@@ -347,9 +469,10 @@ def run(settings: Settings, exchange, training_days, backtest_days, full_rebuild
                             full_rebuild=full_rebuild, bump_version=bump_version, skip_indicators=skip_indicators,
                             skip_backtest=skip_backtest, min_rows=min_rows, as_of=as_of, promote=promote,
                             settings=settings)
-    except RetrainError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}))
+    except Exception as exc:
+        err = as_retrain_error(exc)
+        if as_json and err is not None:
+            click.echo(json.dumps({"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}))
         raise
     if as_json:
         click.echo(json.dumps({"ok": True, **result.to_dict()}))
@@ -404,7 +527,8 @@ def models_show(settings: Settings, run_id):
 def models_promote(settings: Settings, run_id):
     """Make RUN_ID the active model of its feature version and scope."""
     reg = _registry(settings)
-    meta = reg.promote(run_id)
+    with Store(settings.data_dir).lock(f"retrain models promote {run_id}"):  # never while a run decides
+        meta = reg.promote(run_id)
     path, _ = reg.active_paths(meta["feature_version"], meta["scope"])
     click.echo(report.ok(f"{run_id} is now the active {meta['feature_version']} model for {meta['scope']} ({path})"))
 
@@ -421,8 +545,35 @@ def models_rollback(settings: Settings, version, exchange):
     scope = (exchange or settings.default_exchange).upper()
     if scope != "ALL":
         scope = calendar.normalize_exchange(scope)
-    old, new = _registry(settings).rollback(version, scope)
+    with Store(settings.data_dir).lock("retrain models rollback"):
+        old, new = _registry(settings).rollback(version, scope)
     click.echo(report.ok(f"Rolled back {version} {scope}: {old} -> {new} (active again)"))
+
+
+@models.command("prune")
+@click.option("--keep", type=click.IntRange(min=1), required=True,
+              help="Runs to keep per feature version and scope (the newest), and rollback steps to keep.")
+@click.option("--yes", is_flag=True, help="Delete them; without it, only list what would go.")
+@store_options
+def models_prune(settings: Settings, keep, yes):
+    """Remove old runs. Never the active model of any version and scope, nor the last KEEP
+    entries of its rollback history: KEEP rollbacks stay possible."""
+    reg = _registry(settings)
+    with Store(settings.data_dir).lock("retrain models prune"):
+        plan = reg.prune_plan(keep)
+        if not plan:
+            click.echo(report.ok(f"Nothing to prune: every run is among the {keep} newest of its version and scope, "
+                                 "active, or needed for rollback"))
+            return
+        for r in plan:
+            click.echo(f"   {r['run_id']}  ({r['feature_version']} {r['scope']}, {r['status']}, "
+                       f"trained {r['created_at'][:10]})")
+        if not yes:
+            raise RetrainError(f"{len(plan)} run(s) would be removed (listed above); nothing was deleted",
+                               hint=f"add --yes to delete them: `retrain models prune --keep {keep} --yes`")
+        removed = reg.prune(keep)
+    click.echo(report.ok(f"Removed {len(removed)} run(s) from {reg.runs_dir}; kept the active models and "
+                         f"{keep} rollback step(s) of each"))
 
 
 # -------------------------------------------------------------------- predict
@@ -443,11 +594,17 @@ def predict(settings: Settings, top, exchange, version, run_id, as_of):
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
     pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None, run_id)
+    if pred.note:
+        click.echo(f"Model: {pred.note}")
+    if pred.warning:
+        click.echo(report.warn(pred.warning))
     click.echo(f"Predictions for {pred.session} ({scope}) by {pred.run_id}:")
     click.echo(report.table(
         ["rank", "symbol", "exchange", "predicted return", "previous close"],
         [(r, s_, e, f"{p:+.3%}", f"{c:,.2f}") for r, s_, e, p, c, *_ in pred.table.iter_rows()],
         numeric=[True, False, False, True, True]))
+    if pred.save_error:
+        raise pred.save_error
     click.echo(report.ok(f"Written to {pred.path}"))
 
 

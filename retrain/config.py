@@ -5,10 +5,18 @@ The current feature version lives in retrain.toml (``[features] version = "v1"``
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
+import json
+import math
 import os
 import re
+import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +39,334 @@ def check_version(version: str) -> str:
     return version
 
 
+# ------------------------------------------------------------------ the schema
+# Every section and key of retrain.toml, in one place: type, constraint, default, one-line doc.
+# The defaults are the values of the documented config that `retrain init` writes
+# (retrain/default.toml, the same text as the project's retrain.toml; a test keeps them equal).
+LIGHTGBM_DOCS = "https://lightgbm.readthedocs.io/en/latest/Parameters.html"
+# Set by retrain itself on every model, whatever [model] says.
+FIXED_MODEL_PARAMS: dict[str, Any] = {"deterministic": True, "force_row_wise": True, "verbosity": -1}
+TARGETS = ("excess", "raw")  # [training] target
+# LightGBM parameters that retrain drives from another setting.
+MODEL_PARAMS_SET_ELSEWHERE = {"num_iterations": "[training] num_boost_round",
+                              "early_stopping_round": "[training] early_stopping_rounds"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: ``kind`` is "int", "float" (ints accepted), "str" or "path"; ``low``/``high``
+    bound numbers (exclusive when ``low_open``/``high_open``); ``parse`` normalizes a string or
+    raises ValueError; ``expect`` overrides the generated description of valid values."""
+
+    kind: str
+    default: Any
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    parse: Callable[[str], str] | None = None
+    expect: str | None = None
+
+    def expected(self) -> str:
+        if self.expect:
+            return self.expect
+        what = {"int": "an integer", "float": "a number", "str": "a string", "path": "a non-empty path"}[self.kind]
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return f"{what} {' and '.join(bounds)}" if bounds else what
+
+    def check(self, value: Any) -> Any:
+        """The value, normalized (ints become floats for a float key); ValueError if invalid."""
+        if self.kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif self.kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            value = float(value) if ok else value
+        else:
+            ok = isinstance(value, str) and (self.kind != "path" or value.strip() != "")
+        if not ok:
+            raise ValueError(self.expected())
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            raise ValueError(self.expected())
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            raise ValueError(self.expected())
+        return self.parse(value) if self.parse else value
+
+
+def _version(value: str) -> str:
+    if not VERSION_RE.match(value):
+        raise ValueError("a feature version v<N> (v1, v2, ...)")
+    return value
+
+
+def _exchange(value: str) -> str:
+    from retrain.calendar import ALIASES, EXCHANGES
+
+    code = value.strip().upper()
+    code = ALIASES.get(code, code)
+    if code != "ALL" and code not in EXCHANGES:
+        raise ValueError(_EXCHANGE_EXPECT)
+    return code
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.strip().lower() not in choices:
+            raise ValueError(" or ".join(f'"{c}"' for c in choices))
+        return value.strip().lower()
+
+    return parse
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a non-empty string")
+    return value.strip()
+
+
+_EXCHANGE_EXPECT = 'NASDAQ, NYSE, TSE or ALL (any case; aliases XNAS, XNYS, XTSE, TSX, TO)'
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "store": {
+        "data_dir": Key("path", "data", "bars, features and labels (relative to the current directory); "
+                        "$RETRAIN_DATA_DIR and --data-dir override it"),
+        "artifacts_dir": Key("path", "artifacts", "models, runs and reports; $RETRAIN_ARTIFACTS_DIR and "
+                             "--artifacts-dir override it"),
+    },
+    "features": {
+        "version": Key("str", "v1", "the current feature version; others stay on disk", parse=_version,
+                       expect="a feature version v<N> (v1, v2, ...)"),
+    },
+    "run": {
+        "exchange": Key("str", "NASDAQ", "default exchange of run, train, backtest and predict", parse=_exchange,
+                        expect=_EXCHANGE_EXPECT),
+    },
+    "sample": {
+        "symbols": Key("int", 300, "symbols in the sample market of `retrain sample-data`", low=3),
+        "days": Key("int", 320, "sessions per exchange in the sample market", low=2),
+        "seed": Key("int", 7, "random seed of the sample market", low=0),
+    },
+    "training": {
+        "training_days": Key("int", 90, "calendar days of the rolling training window", low=1),
+        "min_rows": Key("int", 500, "fewest training rows accepted", low=1),
+        "cv_folds": Key("int", 5, "walk-forward cross-validation folds", low=1),
+        "embargo": Key("int", 1, "sessions left out between a fold's training sessions and its test block", low=0),
+        "validation_fraction": Key("float", 0.2, "time-ordered tail of a fold's training sessions used for "
+                                   "early stopping", low=0, high=1, low_open=True, high_open=True),
+        "early_stopping_rounds": Key("int", 100, "rounds without improvement before early stopping", low=1),
+        "num_boost_round": Key("int", 600, "most boosting rounds", low=1),
+        "top_n": Key("int", 5, "symbols in the top-N metric and the backtest's positions", low=1),
+        "target": Key("str", "excess", 'what the model learns: "excess" (return minus its exchange\'s '
+                      'average that session) or "raw"', parse=_one_of(*TARGETS)),
+    },
+    "model": {
+        "objective": Key("str", "regression", "LightGBM objective", parse=_non_empty),
+        "learning_rate": Key("float", 0.02, "LightGBM shrinkage rate", low=0, low_open=True),
+        "num_leaves": Key("int", 7, "most leaves per tree", low=2),
+        "min_data_in_leaf": Key("int", 50, "fewest rows per leaf", low=0),
+        "feature_fraction": Key("float", 0.5, "share of features tried per tree", low=0, high=1, low_open=True),
+        "bagging_fraction": Key("float", 0.8, "share of rows sampled per bagging round", low=0, high=1,
+                                low_open=True),
+        "bagging_freq": Key("int", 1, "bag every N rounds (0: no bagging)", low=0),
+        "lambda_l2": Key("float", 1.0, "L2 regularization", low=0),
+        "seed": Key("int", 42, "LightGBM random seed (with deterministic, the same model from the same data)"),
+        "num_threads": Key("int", 2, "cores LightGBM uses (0: its default, all cores)", low=0),
+    },
+}
+DEFAULTS: dict[str, dict[str, Any]] = {s: {k: key.default for k, key in keys.items()} for s, keys in SCHEMA.items()}
+
+
+def _toml_value(value: Any) -> str:
+    """A value as it is written in TOML (for messages)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return value.isoformat() if hasattr(value, "isoformat") else repr(value)
+
+
+def _did_you_mean(word: str, candidates, quote: Callable[[str], str] = lambda c: f'"{c}"') -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {quote(close[0])}?)" if close else ""
+
+
+_SECTIONS_HINT = "sections: " + ", ".join(f"[{s}]" for s in SCHEMA)
+_MODEL_HINT = (f"[model] takes {', '.join(SCHEMA['model'])}, or any other LightGBM parameter "
+               f"({LIGHTGBM_DOCS})")
+
+# (where, what, hint): where is "[section]" or "" for the file as a whole
+Problem = tuple[str, str, str]
+
+
+def validate_config(toml: dict[str, Any], source: str = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Check a parsed retrain.toml against SCHEMA before any work starts: unknown sections and keys
+    (with the closest valid name), wrong types and out-of-range values, and [model] keys that
+    LightGBM does not know or refuses. Returns the tables with their values normalized (exchange
+    upper-case, ints of float keys as floats); raises one RetrainError naming every problem."""
+    problems: list[Problem] = []
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in toml.items():
+        if name not in SCHEMA:
+            problems.append(_outside_schema(name, table))
+            continue
+        if not isinstance(table, dict):
+            problems.append(("", f"{name} = {_toml_value(table)} is not a section",
+                             f"write [{name}] on a line of its own, then its keys"))
+            continue
+        out[name], extras = {}, {}
+        for key, value in table.items():
+            spec = SCHEMA[name].get(key)
+            if spec is None and name == "model":
+                extras[key] = value
+            elif spec is None:
+                problems.append(_unknown_key(name, key))
+            else:
+                try:
+                    out[name][key] = spec.check(value)
+                except ValueError as exc:
+                    problems.append((f"[{name}]", f"{key} = {_toml_value(value)}: expected {exc}",
+                                     f"{key}: {spec.doc} (default {_toml_value(spec.default)})"))
+        if name == "model":
+            model = out["model"]
+            accepted, extra_problems = _model_extras(extras)
+            problems += extra_problems
+            model.update(accepted)
+            default_objective = SCHEMA["model"]["objective"].default
+            to_try = list(accepted) + (["objective"] if model.get("objective", default_objective)
+                                       != default_objective else [])
+            if to_try and not extra_problems:
+                problems += _lightgbm_refusals({**DEFAULTS["model"], **model}, to_try)
+    if len(problems) == 1:
+        where, what, hint = problems[0]
+        raise RetrainError(f"{source}{' ' + where if where else ''}: {what}", hint=hint)
+    if problems:
+        lines = "".join(f"\n  {where + ': ' if where else ''}{what}" for where, what, _ in problems)
+        raise RetrainError(f"{source} has {len(problems)} problems:{lines}",
+                           hint="fix them and rerun (`retrain init DIR` writes the documented config to compare with)")
+    return out
+
+
+def _outside_schema(name: str, value: Any) -> Problem:
+    if isinstance(value, dict):
+        return "", f"unknown section [{name}]{_did_you_mean(name, SCHEMA, lambda c: f'[{c}]')}", _SECTIONS_HINT
+    home = [s for s, keys in SCHEMA.items() if name in keys]
+    if home:
+        return "", f'"{name}" is outside any section (it belongs in [{home[0]}])', f"move it under [{home[0]}]"
+    return "", f'unknown key "{name}" outside any section', f"every key goes under a section; {_SECTIONS_HINT}"
+
+
+def _unknown_key(section: str, key: str) -> Problem:
+    home = [s for s, keys in SCHEMA.items() if key in keys and s != section]
+    hint = f"valid keys in [{section}]: {', '.join(SCHEMA[section])}"
+    if home and not _did_you_mean(key, SCHEMA[section]):
+        return f"[{section}]", f'unknown key "{key}" (it belongs in [{home[0]}])', hint
+    return f"[{section}]", f'unknown key "{key}"{_did_you_mean(key, SCHEMA[section])}', hint
+
+
+def _model_extras(extras: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """[model] keys beyond SCHEMA: accepted when LightGBM knows them as parameters that retrain
+    leaves to the user."""
+    if not extras:
+        return {}, []
+    from lightgbm.basic import _ConfigAliases  # only when such a key is present
+
+    aliases: dict[str, list[str]] = _ConfigAliases._get_all_param_aliases()  # name -> [name, *aliases]
+    canonical = {alias: main for main, names in aliases.items() for alias in names}
+    accepted, problems = {}, []
+    for key, value in extras.items():
+        main = canonical.get(key)
+        if main is None:
+            guess = _did_you_mean(key, SCHEMA["model"]) or _did_you_mean(key, aliases)
+            problems.append(("[model]", f'unknown key "{key}"{guess}', _MODEL_HINT))
+        elif main in SCHEMA["model"]:
+            problems.append(("[model]", f'"{key}" is LightGBM\'s other name for "{main}"',
+                             f"write {main} = {_toml_value(value)} instead (one name per setting)"))
+        elif main in FIXED_MODEL_PARAMS:
+            problems.append(("[model]", f"{key} is set by retrain ({main} = "
+                             f"{_toml_value(FIXED_MODEL_PARAMS[main])} for every model)", "remove it from [model]"))
+        elif main in MODEL_PARAMS_SET_ELSEWHERE:
+            problems.append(("[model]", f"{key} is set by retrain from {MODEL_PARAMS_SET_ELSEWHERE[main]}",
+                             f"remove it from [model] and set {MODEL_PARAMS_SET_ELSEWHERE[main]} instead"))
+        else:
+            accepted[key] = value
+    return accepted, problems
+
+
+def _lightgbm_refusals(params: dict[str, Any], keys: list[str]) -> list[Problem]:
+    """Let LightGBM itself judge ``keys`` of ``params``: a Booster on a 20-row dataset parses and
+    checks every parameter. Names each key it refuses (alone, or the combination)."""
+    import lightgbm as lgb
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 2))
+    y = 0.5 + 0.2 * np.tanh(x[:, 0])  # in (0, 1): valid for every single-output objective
+
+    def refusal(trial: dict[str, Any]) -> str | None:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), _native_stderr_silenced():
+                lgb.Booster(params={**trial, **FIXED_MODEL_PARAMS, "num_threads": 1}, train_set=lgb.Dataset(x, y))
+        except lgb.basic.LightGBMError as exc:
+            return re.sub(r"\s+at \S+, line \d+\s*\.?\s*$", "", str(exc).strip())
+        return None
+
+    if refusal(params) is None:
+        return []
+    base = {k: v for k, v in params.items() if k not in keys}
+    base.setdefault("objective", SCHEMA["model"]["objective"].default)
+    out = []
+    for key in keys:
+        why = refusal({**base, key: params[key]})
+        if why:
+            out.append(("[model]", f"{key} = {_toml_value(params[key])} is refused by LightGBM: {why}",
+                        f"see {key} in {LIGHTGBM_DOCS}"))
+    if not out:
+        together = ", ".join(f"{k} = {_toml_value(params[k])}" for k in keys)
+        out.append(("[model]", f"LightGBM refuses {together} together: {refusal(params)}",
+                    f"see {LIGHTGBM_DOCS}"))
+    return out
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """LightGBM's C++ code writes "[LightGBM] [Fatal] ..." to file descriptor 2 before it raises;
+    the RetrainError says it better, so that line is dropped."""
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
     artifacts_dir: Path
     config_path: Path | None
-    feature_version: str = "v1"
-    default_exchange: str = "NASDAQ"
-    toml: dict[str, Any] = field(default_factory=dict)
+    feature_version: str = DEFAULTS["features"]["version"]
+    default_exchange: str = DEFAULTS["run"]["exchange"]
+    toml: dict[str, Any] = field(default_factory=dict)  # the file's tables, validated
 
     def section(self, name: str) -> dict[str, Any]:
-        """One table of retrain.toml (empty when absent)."""
+        """One table of retrain.toml over the built-in defaults of its keys (SCHEMA)."""
         value = self.toml.get(name, {})
-        return value if isinstance(value, dict) else {}
+        return {**DEFAULTS.get(name, {}), **(value if isinstance(value, dict) else {})}
 
 
 def find_config(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -79,16 +402,16 @@ def load_settings(
     config: str | os.PathLike | None = None,
 ) -> Settings:
     """Resolve settings. Store paths: option > $RETRAIN_DATA_DIR / $RETRAIN_ARTIFACTS_DIR >
-    retrain.toml [store] > ``data/`` and ``artifacts/`` in the current directory."""
+    retrain.toml [store] > ``data/`` and ``artifacts/`` in the current directory. The file is
+    validated against SCHEMA first (RetrainError on any unknown key or invalid value); without
+    one, the built-in defaults (SCHEMA, the values of ``retrain init``'s file) apply."""
     path = find_config(config)
-    toml = read_toml(path)
-    store = toml.get("store", {}) if isinstance(toml.get("store"), dict) else {}
-    features = toml.get("features", {}) if isinstance(toml.get("features"), dict) else {}
-    run = toml.get("run", {}) if isinstance(toml.get("run"), dict) else {}
-    data = data_dir or os.environ.get(DATA_DIR_ENV) or store.get("data_dir") or "data"
-    artifacts = artifacts_dir or os.environ.get(ARTIFACTS_DIR_ENV) or store.get("artifacts_dir") or "artifacts"
-    version = check_version(features.get("version", "v1"))
-    exchange = str(run.get("exchange", "NASDAQ"))
+    toml = validate_config(read_toml(path), source=str(path) if path else DEFAULT_CONFIG)
+    store, features, run = ({**DEFAULTS[name], **toml.get(name, {})} for name in ("store", "features", "run"))
+    data = data_dir or os.environ.get(DATA_DIR_ENV) or store["data_dir"]
+    artifacts = artifacts_dir or os.environ.get(ARTIFACTS_DIR_ENV) or store["artifacts_dir"]
+    version = features["version"]
+    exchange = run["exchange"]
     return Settings(
         data_dir=Path(data),
         artifacts_dir=Path(artifacts),
@@ -130,3 +453,21 @@ def bump_version(path: Path | None, today: str, write: bool = True) -> tuple[str
     lines.insert(hit, f"{indent}# - {new}: bumped by `retrain run --bump-version` ({today}); {old} kept on disk\n")
     atomic_write_text("".join(lines), Path(path))
     return old, new
+
+
+def default_config_text() -> str:
+    """The documented retrain.toml that `retrain init` writes (retrain/default.toml, packaged)."""
+    return resources.files("retrain").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def write_default_config(directory: str | os.PathLike = ".", force: bool = False) -> Path:
+    """Write the documented retrain.toml into ``directory`` (atomically); refuses to replace an
+    existing file unless ``force``. Returns the file's path."""
+    from retrain.store import atomic_write_text
+
+    path = Path(directory) / DEFAULT_CONFIG
+    if path.exists() and not force:
+        raise RetrainError(f"{path} already exists; not overwritten",
+                           hint="edit it, or pass --force to replace it with the documented defaults")
+    atomic_write_text(default_config_text(), path)
+    return path

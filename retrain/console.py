@@ -45,10 +45,13 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
 
     result = lab.update(store, exchanges, clock, start, end)
     for ex in exchanges:
-        lc = result.last_complete.get(ex)
+        lc, horizon = result.last_complete.get(ex), result.horizon.get(ex)
         if ex in result.ranges:
             lo, hi = result.ranges[ex]
             click.echo(f"   {ex}: labelled {lo} to {hi} (last complete session: {lc})")
+        if horizon and lc and horizon > lc:
+            click.echo(f"   {ex}: labels already cover sessions through {horizon}; as of {clock.label()} the last "
+                       f"complete session is {lc}, so this reads up to {lc} and leaves the later labels as they are")
     click.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
     listing = ", ".join(f"'{e}'" for e in exchanges)
     _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
@@ -68,30 +71,33 @@ def fmt_metric(v: float, pct_: bool = False, sign: bool = False) -> str:
 
 
 def interpretation(summary: dict) -> list[str]:
-    """Plain-words reading of out-of-sample CV metrics, with thresholds for intraday returns."""
-    ric, icir, r2 = summary["rank_ic"]["mean"], summary["icir"]["mean"], summary["r2"]["mean"]
+    """Plain-words reading of out-of-sample CV metrics, with thresholds for intraday returns.
+    Values are shown with the precision they are judged at, so a figure never reads as
+    landing on the other side of its own threshold."""
+    # judged on the shown figures: 4 decimals for rank IC and R², 2 for ICIR, 0.01% for MAE
+    ric, icir, r2 = (round(summary[k]["mean"], d) for k, d in (("rank_ic", 4), ("icir", 2), ("r2", 4)))
+    mae_ = round(summary["mae"]["mean"], 4)
     lines = []
     if ric >= 0.03:
-        lines.append(report.ok(f"Rank IC {ric:.3f}: a usable intraday ranking signal (>= 0.03)"))
+        lines.append(report.ok(f"Rank IC {ric:+.4f}: a usable intraday ranking signal (>= 0.03)"))
     elif ric >= 0.01:
-        lines.append(report.warn(f"Rank IC {ric:.3f}: weak signal (0.01-0.03); trade small or not at all"))
+        lines.append(report.warn(f"Rank IC {ric:+.4f}: weak signal (0.01-0.03); trade small or not at all"))
     else:
-        lines.append(report.fail(f"Rank IC {ric:.3f}: no reliable signal out of sample (< 0.01)"))
+        lines.append(report.fail(f"Rank IC {ric:+.4f}: no reliable signal out of sample (< 0.01)"))
     if icir == icir:
         mark = report.ok if icir >= 0.5 else report.warn
-        lines.append(mark(f"ICIR {icir:.2f}: {'consistent' if icir >= 0.5 else 'unstable'} from fold to fold"))
+        lines.append(mark(f"ICIR {icir:+.2f}: {'consistent' if icir >= 0.5 else 'unstable'} from fold to fold "
+                          f"({'>=' if icir >= 0.5 else '<'} 0.5)"))
     mark = report.ok if r2 > 0 else report.warn
     lines.append(mark(f"R² {r2:.4f} out of sample ({'positive' if r2 > 0 else 'not positive'}; intraday R² "
                       "is tiny even for good models: rank IC matters more)"))
-    mae_ = summary["mae"]["mean"]
     mark = report.ok if mae_ < 0.015 else report.warn
     lines.append(mark(f"MAE {mae_:.2%} average error ({'<' if mae_ < 0.015 else '>='} 1.5%)"))
     return lines
 
 
-def print_backtest(bt) -> None:
+def print_backtest(s_: dict, verdict: str) -> None:
     """The results block, in the guide's layout, and the verdict."""
-    s_ = bt.summary
     rule = "=" * 60
     click.echo(f"\n{rule}\nBACKTEST RESULTS ({s_['start']} to {s_['end']}, {s_['sessions']} sessions, out of sample)\n{rule}")
     click.echo("\nCapital:")
@@ -111,8 +117,29 @@ def print_backtest(bt) -> None:
     click.echo(f"   Universe Return:   {s_['universe_return']:>10.2%}")
     click.echo(f"   Excess Return:     {s_['excess_return']:>+10.2%}")
     click.echo(rule)
-    mark = {"EXCELLENT": report.ok, "GOOD": report.ok, "MARGINAL": report.warn}.get(bt.verdict, report.fail)
-    click.echo(mark(f"{bt.verdict} BACKTEST") + "\n")
+    mark = {"EXCELLENT": report.ok, "GOOD": report.ok, "MARGINAL": report.warn}.get(verdict, report.fail)
+    click.echo(mark(f"{verdict} BACKTEST") + "\n")
+
+
+def print_metrics(meta: dict) -> None:
+    """The trained model's size and its cross-validation block, from a run's metadata."""
+    s_ = meta["cv"]["summary"]
+    top_n = meta["cv"].get("top_n", 5)
+    click.echo(report.ok(f"Trained on {report.n(meta['rows'])} samples with {len(meta['feature_columns'])} features "
+                         f"({meta['training_window']['sessions']} sessions); final model: {meta['num_boost_round']} rounds"))
+    click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
+    click.echo(f"   • R² Score:   {fmt_metric(s_['r2']['mean'])} (±{fmt_metric(s_['r2']['std'])})")
+    click.echo(f"   • MAE Score:  {fmt_metric(s_['mae']['mean'])} (±{fmt_metric(s_['mae']['std'])})")
+    click.echo(f"   • IC:         {fmt_metric(s_['ic']['mean'], sign=True)} (±{fmt_metric(s_['ic']['std'])})")
+    click.echo(f"   • Rank IC:    {fmt_metric(s_['rank_ic']['mean'], sign=True)} (±{fmt_metric(s_['rank_ic']['std'])})")
+    click.echo(f"   • ICIR:       {fmt_metric(s_['icir']['mean'], sign=True)}")
+    click.echo(f"   • Hit rate:   {fmt_metric(s_['hit_rate']['mean'], pct_=True)}")
+    click.echo(f"   • Top {top_n} - universe: {fmt_metric(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
+    click.echo(f"   • Samples:    {report.n(meta['rows'])}")
+    click.echo(f"   • Features:   {len(meta['feature_columns'])}")
+    click.echo("\nInterpretation:")
+    for line in interpretation(s_):
+        click.echo(f"   {line}")
 
 
 def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None,
@@ -141,33 +168,27 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
                        f"{bcfg.retrain_every} sessions")
         click.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
 
-    def trained(r):
-        s_ = r.summary
-        click.echo(report.ok(f"Trained on {report.n(r.rows)} samples with {len(r.feature_columns)} features "
-                             f"({r.sessions} sessions); final model: {r.num_boost_round} rounds"))
-        click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
-        click.echo(f"   • R² Score:   {fmt_metric(s_['r2']['mean'])} (±{fmt_metric(s_['r2']['std'])})")
-        click.echo(f"   • MAE Score:  {fmt_metric(s_['mae']['mean'])} (±{fmt_metric(s_['mae']['std'])})")
-        click.echo(f"   • IC:         {fmt_metric(s_['ic']['mean'], sign=True)} (±{fmt_metric(s_['ic']['std'])})")
-        click.echo(f"   • Rank IC:    {fmt_metric(s_['rank_ic']['mean'], sign=True)} (±{fmt_metric(s_['rank_ic']['std'])})")
-        click.echo(f"   • ICIR:       {fmt_metric(s_['icir']['mean'], sign=True)}")
-        click.echo(f"   • Hit rate:   {fmt_metric(s_['hit_rate']['mean'], pct_=True)}")
-        click.echo(f"   • Top {cfg.top_n} - universe: {fmt_metric(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
-        click.echo(f"   • Samples:    {report.n(r.rows)}")
-        click.echo(f"   • Features:   {len(r.feature_columns)}")
-        click.echo("\nInterpretation:")
-        for line in interpretation(s_):
-            click.echo(f"   {line}")
+    def unchanged(meta):
+        click.echo(report.ok(f"Nothing changed since run {meta['run_id']}: the same bars and the same routine give "
+                             "the same model, so no new run is trained; its figures:"))
+        print_metrics(meta)
 
     out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress,
                               backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress, store=store,
-                              on_trained=trained)
-    if out.backtest is not None:
-        print_backtest(out.backtest)
+                              on_trained=print_metrics, on_unchanged=unchanged)
+    if out.meta.get("backtest") is not None and backtest_window:
+        if out.unchanged and on_backtest:
+            on_backtest()
+        print_backtest(out.meta["backtest"], out.meta["backtest"]["verdict"])
         click.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
-    click.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
+    if out.unchanged:
+        click.echo(report.ok(f"Run {out.run_id} ({out.run_dir}) stays as it is"))
+    else:
+        click.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
     if out.promoted:
         click.echo(report.ok(f"Model saved to: {out.active_path} (active; {out.reason})"))
+    elif out.active:
+        click.echo(report.ok(f"Active model: {out.active_path} ({out.reason})"))
     else:
         click.echo(report.warn(f"Not promoted: {out.reason}"))
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class RetrainError(Exception):
     """A problem with input, configuration or store state that the user can fix.
@@ -25,3 +28,57 @@ class LockBusy(RetrainError):
     """Another retrain process holds the store lock."""
 
     exit_code = 3
+
+
+class StorageError(RetrainError):
+    """The machine refused to store something: disk full, quota, read-only or unwritable store,
+    a failing disk. Not a bug and not bad input: the message says where and what to do."""
+
+    exit_code = 4
+
+
+_CAUSES = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error",
+}
+# How Polars (Rust) and DuckDB (C++) spell the same faults inside their own exception types.
+_SPELLINGS = [
+    ("No space left on device", errno.ENOSPC), ("os error 28", errno.ENOSPC),
+    ("Disk quota exceeded", errno.EDQUOT), ("os error 122", errno.EDQUOT),
+    ("Read-only file system", errno.EROFS), ("os error 30", errno.EROFS),
+    ("Permission denied", errno.EACCES), ("os error 13", errno.EACCES),
+    ("Input/output error", errno.EIO), ("os error 5", errno.EIO),
+]
+KEPT = ("Nothing was left half-written: every file is replaced whole or not at all, so the store holds "
+        "what was complete before this point and the active model is unchanged.")
+
+
+def storage_fault(exc: BaseException, path: str | os.PathLike | None = None, action: str = "writing",
+                  kept: str = KEPT) -> StorageError | None:
+    """A StorageError for ``exc`` when it is a fault of the machine (by errno, or by the text
+    Polars and DuckDB give it), else None. ``path``: the file being written (default: the
+    one the OSError names)."""
+    if isinstance(exc, StorageError):
+        return exc
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code not in _CAUSES:
+        text = str(exc)
+        code = next((c for spelling, c in _SPELLINGS if spelling in text), None)
+    if code not in _CAUSES:
+        return None
+    where = path or getattr(exc, "filename", None)
+    folder = os.path.dirname(os.path.abspath(where)) if where else "the store"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        todo = (f"Free space on the disk that holds {folder} (`df -h {folder}`), then rerun the same command: "
+                "it continues from there and ends as an undisturbed run would.")
+    elif code == errno.EIO:
+        todo = f"The disk under {folder} reported an error: check it (`dmesg`), then rerun the same command."
+    else:
+        todo = (f"Make {folder} writable for this user (mount options, permissions), or point --data-dir / "
+                "--artifacts-dir elsewhere, then rerun. Read-only commands (status, query, models list) "
+                "work on a read-only store.")
+    return StorageError(f"{_CAUSES[code]} while {action} {where or 'the store'}", hint=f"{kept} {todo}")

@@ -42,8 +42,11 @@ R_VOLUME_BAD = "non-numeric or missing volume"
 R_VOLUME_NEG = "negative volume"
 R_EXCHANGE = "unknown exchange"
 R_SESSION = "date is not a session of the exchange"
-R_FUTURE = "date after as-of"
+R_FUTURE = "date after --as-of"
+R_FUTURE_NOW = "date in the future (after today at the exchange)"
 R_DUPLICATE = "conflicting duplicates in input"
+REASON_ORDER = [R_DATE, R_OHLC, R_PRICE, R_RANGE, R_VOLUME_BAD, R_VOLUME_NEG, R_EXCHANGE, R_SESSION, R_FUTURE,
+                R_FUTURE_NOW, R_DUPLICATE]
 
 _SYMBOL_SUFFIX = re.compile(r"\.(US|TO|TSX|NQ|N)$", re.IGNORECASE)
 
@@ -257,7 +260,7 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tu
         .when(pl.col("_volume") < 0).then(pl.lit(R_VOLUME_NEG))
         .when(~pl.col("_exchange").is_in(known)).then(pl.lit(R_EXCHANGE))
         .when(~ok_session).then(pl.lit(R_SESSION))
-        .when(after).then(pl.lit(R_FUTURE))
+        .when(after).then(pl.lit(R_FUTURE_NOW if as_of.is_now else R_FUTURE))
         .otherwise(pl.lit(None, pl.String))
     )
     typed = typed.with_columns(reason.alias("reason"))
@@ -367,7 +370,9 @@ def ingest(
     report.rows_read = raw.height
     bars, rejects = validate(raw, default_exchange, as_of)
     report.accepted = bars.height
-    report.rejects = dict(sorted(rejects.group_by("reason").len().iter_rows(), key=lambda kv: -kv[1]))
+    # most frequent first; ties in the order the checks run, so the listing is the same every run
+    report.rejects = dict(sorted(rejects.group_by("reason").len().iter_rows(),
+                                 key=lambda kv: (-kv[1], REASON_ORDER.index(kv[0]))))
     report.by_exchange = dict(bars.group_by("exchange").len().sort("exchange").iter_rows())
     symbols_meta = read_symbols_file(Path(symbols_file), default_exchange) if symbols_file else None
 

@@ -7,7 +7,8 @@ Layout under the artifacts directory::
       intraday_model_<version>.joblib            active model of the default scope (the guide's name)
       intraday_model_<version>_meta.json
       intraday_model_<version>_<SCOPE>.joblib    active model of another scope (e.g. ALL, TSE)
-      registry.json                              active run and history per (version, scope)
+      registry.json                              active run, rollback history and a dated log of
+                                                 activations per (version, scope)
 
 A run folder is written under a temporary name and renamed into place, so it is complete or
 absent. Loading reads the file once, checks its sha256 against the metadata, the feature version
@@ -89,14 +90,48 @@ class Registry:
     # ------------------------------------------------------------- state
     def state(self) -> dict:
         if not self.registry_path.exists():
-            return {"active": {}, "history": {}}
-        return json.loads(self.registry_path.read_text())
+            return {"active": {}, "history": {}, "events": []}
+        state = json.loads(self.registry_path.read_text())
+        state.setdefault("events", [])
+        return state
 
     def _save(self, state: dict) -> None:
         atomic_write_text(json.dumps(state, indent=1, sort_keys=True), self.registry_path)
 
     def active_run(self, version: str, scope: str) -> str | None:
         return self.state()["active"].get(version, {}).get(scope)
+
+    def activations(self, version: str, scope: str) -> list[tuple[dt.datetime, str]]:
+        """(when, run_id) of every activation of (version, scope), oldest first. Registries
+        written before activations were logged get them from the history, dated by each run's
+        creation time (runs used to be promoted as they were created)."""
+        state = self.state()
+        logged = [(dt.datetime.fromisoformat(e["at"]), e["run_id"]) for e in state["events"]
+                  if e.get("version") == version and e.get("scope") == scope]
+        if logged:
+            return logged
+        ids = [*state["history"].get(version, {}).get(scope, []), state["active"].get(version, {}).get(scope)]
+        out = []
+        for run_id in ids:
+            meta_path = self.runs_dir / str(run_id) / "meta.json"
+            if run_id and meta_path.exists():
+                out.append((dt.datetime.fromisoformat(json.loads(meta_path.read_text())["created_at"]), run_id))
+        return sorted(out)
+
+    def active_at(self, version: str, scope: str, instant: dt.datetime) -> str | None:
+        """The run that was the active model of (version, scope) at ``instant`` (aware), or None."""
+        before = [run_id for when, run_id in self.activations(version, scope) if when <= instant]
+        return before[-1] if before else None
+
+    def _log(self, state: dict, action: str, version: str, scope: str, run_id: str) -> None:
+        events = state.setdefault("events", [])
+        if not any(e.get("version") == version and e.get("scope") == scope for e in events):
+            # the first logged activation of a registry from before the log: keep its past, dated
+            events.extend({"at": when.isoformat(), "action": "promote (dated by the run's creation)",
+                           "version": version, "scope": scope, "run_id": rid}
+                          for when, rid in self.activations(version, scope))
+        events.append({"at": dt.datetime.now(dt.UTC).isoformat(), "action": action,
+                                               "version": version, "scope": scope, "run_id": run_id})
 
     # -------------------------------------------------------------- runs
     def new_run_id(self, version: str, scope: str, fingerprint: str) -> tuple[str, str]:
@@ -176,6 +211,7 @@ class Registry:
             if current:
                 state["history"].setdefault(version, {}).setdefault(scope, []).append(current)
             state["active"].setdefault(version, {})[scope] = run_id
+            self._log(state, "promote", version, scope, run_id)
             self._save(state)  # the commit point: registry.json names the active run
         self._activate(loaded)  # then the plain-named copies (also repairs copies a crash left behind)
         return meta
@@ -186,17 +222,59 @@ class Registry:
         history = state["history"].get(version, {}).get(scope, [])
         current = state["active"].get(version, {}).get(scope)
         if not history:
+            others = sorted(v for v, scopes in state["history"].items() if scopes.get(scope) and v != version)
+            also = f"; {', '.join(others)} can be rolled back with `--version`" if others else ""
             raise RetrainError(f"no earlier active model of {version} for {scope} to roll back to",
-                               hint="`retrain models list` shows the runs; `retrain models promote RUN_ID` picks one")
+                               hint=f"`retrain models list --version {version}` shows its runs; "
+                                    f"`retrain models promote <run id>` activates one{also}")
         previous = history[-1]
         loaded = self.load_file(self.runs_dir / previous / "model.joblib", self.runs_dir / previous / "meta.json")
         state["history"][version][scope] = history[:-1]
         state["active"].setdefault(version, {})[scope] = previous
         if current:
             state.setdefault("retired_by_rollback", []).append(current)
+        self._log(state, "rollback", version, scope, previous)
         self._save(state)
         self._activate(loaded)
         return current, previous
+
+    # --------------------------------------------------------------- prune
+    def prune_plan(self, keep: int) -> list[dict]:
+        """The runs `models prune --keep N` removes: per (version, scope), every run that is not
+        among its N newest, not the active one, and not among the last N entries of its rollback
+        history (so N rollbacks stay possible). Oldest first."""
+        if keep < 1:
+            raise RetrainError(f"--keep must be at least 1 (got {keep})", hint="the active model is always kept")
+        state = self.state()
+        runs = self.runs()
+        protect: set[str] = set()
+        for version, scope in {(r["feature_version"], r["scope"]) for r in runs}:
+            mine = [r["run_id"] for r in runs if r["feature_version"] == version and r["scope"] == scope]
+            protect.update(mine[-keep:])
+            protect.update(state["history"].get(version, {}).get(scope, [])[-keep:])
+        protect.update(r for scopes in state["active"].values() for r in scopes.values())
+        return [r for r in runs if r["run_id"] not in protect]
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove the runs of ``prune_plan``; returns their ids. registry.json first drops them
+        from the rollback history (the commit point), then each folder is renamed away and
+        deleted, so a kill leaves no half-deleted run that looks complete."""
+        doomed = [r["run_id"] for r in self.prune_plan(keep)]
+        if not doomed:
+            return []
+        state = self.state()
+        gone = set(doomed)
+        for scopes in state["history"].values():
+            for scope, ids in scopes.items():
+                scopes[scope] = [r for r in ids if r not in gone]
+        self._save(state)
+        for run_id in doomed:
+            trash = self.runs_dir / f".tmp-pruned-{run_id}"
+            os.rename(self.runs_dir / run_id, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        for leftover in self.runs_dir.glob(".tmp-pruned-*"):  # from a prune that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        return doomed
 
     def _activate(self, loaded: LoadedModel) -> None:
         """Copy a run's model and metadata to the plain active names. Two files cannot be
@@ -243,8 +321,16 @@ class Registry:
         model_path, meta_path = self.active_paths(version, scope)
         active_id = self.active_run(version, scope)
         if not model_path.exists() and active_id is None:
+            flag = "" if scope == self.default_scope else f" --exchange {scope}"
+            older = sorted(v for v, scopes in self.state()["active"].items() if scope in scopes and v != version)
+            if older:  # stranded by a version bump made on another scope
+                raise RetrainError(
+                    f"no active {version} model for {scope}: the feature version is now {version}, and {scope} has "
+                    f"active models of {', '.join(older)} only",
+                    hint=f"train {scope}'s {version} model: `retrain run{flag}` (it builds {scope}'s {version} features "
+                         f"first), or rank with the older one: `retrain predict{flag} --version {older[-1]}`")
             raise RetrainError(f"no active model of {version} for {scope} ({model_path})",
-                               hint=f"train one: `retrain train --exchange {scope}` (or `retrain run`)")
+                               hint=f"train one: `retrain run{flag}`")
         has_run = active_id is not None and (self.runs_dir / active_id).is_dir()
         try:
             loaded = self.load_file(model_path, meta_path, version, columns)

@@ -44,15 +44,23 @@ class RunResult:
     training: dict[str, Any] = field(default_factory=dict)
     backtest: dict[str, Any] | None = None
     run_id: str | None = None
-    promoted: bool = False
+    promoted: bool = False  # this run made its model the active one
     promotion_reason: str = ""
+    unchanged: bool = False  # same bars and routine as run_id, which was reused: no new run
+    active: bool = False  # run_id is the active model of (feature_version, exchange) after the run
     model_path: str | None = None
     report_path: str | None = None
     run_dir: str | None = None
     seconds: float = 0.0
+    stranded: list = field(default_factory=list)  # after a bump: scopes with only older versions' models
+    default_exchange: str = field(default="NASDAQ", repr=False)  # for the hints; not in the summary
+    as_of_given: str | None = field(default=None, repr=False)  # --as-of as given, for the hints
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        data = dataclasses.asdict(self)
+        data.pop("default_exchange")
+        data.pop("as_of_given")
+        return json.loads(json.dumps(data, default=str))
 
 
 def _header(title: str) -> None:
@@ -198,8 +206,15 @@ def run(
         result.steps["labels"] = {"rows": lres.rows}
 
         _header("STEP 6: TRAINING MODEL")
-        end = training.last_labelled(store, version, scope)  # step 5 bounded the labels by --as-of
-        window = None if skip_backtest or end is None else (end - dt.timedelta(days=backtest_days - 1), end)
+        # A past --as-of reads the past: the window ends at the last session complete as of then,
+        # whatever later sessions the labels cover now.
+        until = max((d for d in lres.last_complete.values() if d is not None), default=None)
+        end = training.last_labelled(store, version, scope, until=until) if until else None
+        if end is None:
+            raise RetrainError(f"no labelled {version} feature rows for {scope} as of {clock.label()}",
+                               hint="no session with features was complete by then: pass a later --as-of, "
+                                    "or load older bars (`retrain ingest`)")
+        window = None if skip_backtest else (end - dt.timedelta(days=backtest_days - 1), end)
         bcfg = BacktestConfig(max_positions=cfg.top_n)
         out = train_and_report(settings, scope, cfg, promote, end=end, backtest_window=window, bcfg=bcfg, store=store,
                                on_backtest=lambda: _header("STEP 7: RUNNING BACKTEST VALIDATION"))
@@ -211,15 +226,21 @@ def run(
             click.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
                                  f"({old_version}'s features and models stay on disk: "
                                  f"`retrain predict --version {old_version}`)"))
-        r = out.result
-        result.training = {"samples": r.rows, "features": len(r.feature_columns), "sessions": r.sessions,
-                           "window": [str(w) for w in r.window], "cv": r.summary}
+        meta = out.meta
+        result.training = {"samples": meta["rows"], "features": len(meta["feature_columns"]),
+                           "sessions": meta["training_window"]["sessions"],
+                           "window": [meta["training_window"]["start"], meta["training_window"]["end"]],
+                           "cv": meta["cv"]["summary"]}
         result.run_id, result.promoted, result.promotion_reason = out.run_id, out.promoted, out.reason
-        result.model_path = str(out.active_path) if out.promoted else None
+        result.unchanged, result.active = out.unchanged, out.active
+        result.model_path = str(out.active_path) if out.active else None
         result.run_dir = str(out.run_dir)
-        if out.backtest is not None:
-            result.backtest = {**out.backtest.summary, "verdict": out.backtest.verdict}
+        if window is not None and meta.get("backtest") is not None:
+            result.backtest = {k: v for k, v in meta["backtest"].items() if k != "config"}
             result.report_path = str(out.run_dir / "report.html")
+        result.default_exchange = settings.default_exchange
+        result.as_of_given = None if clock.is_now else clock.label()
+        result.stranded = _stranded(settings, version, scope) if bump_version else []
         result.seconds = round(time.perf_counter() - started, 3)
 
     _summary(result)
@@ -232,39 +253,75 @@ FIRST_DAY = dt.date(1970, 1, 2)
 def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf, training_days: int,
                    backtest_days: int, full_rebuild: bool, skip_backtest: bool):
     """Print what step 4 builds. Returns (start, end) of extra history to build first when the
-    existing snapshots start later than the training (and backtest) window needs, else None."""
-    if full_rebuild:
-        click.echo("Full rebuild: every session from each symbol's first bar to the next session")
-        return None
-    existing = store.scan_table("features", version)
-    state = store.read_state("features", version)
-    spans = {}
-    if existing is not None:
-        # first: the first session a build covered (early sessions of a history have no rows)
-        spans = {e: (dt.date.fromisoformat(state.get(e, {}).get("first_trade_date", a.isoformat())), b)
-                 for e, a, b in existing.group_by("exchange")
-                 .agg(pl.col("trade_date").min(), pl.col("trade_date").max().alias("last")).collect().iter_rows()}
-    for e in exchanges:
-        if e in spans:
-            nxt = calendar.next_session(e, store.date_span(e)[1])
-            click.echo(f"Incremental mode: last {e} snapshot is for {spans[e][1]}; building the sessions after it "
-                       f"up to {nxt}, plus any that depend on bars re-ingested since")
-        else:
-            click.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
-    have = [spans[e][0] for e in exchanges if e in spans]
-    if not have:
-        return None
+    existing snapshots start later than the training (and backtest) window needs, else None.
+    Warns, with what can help, when the bars cannot give the window enough history."""
+    from retrain.features import MIN_HISTORY
+
     days = training_days + (0 if skip_backtest else backtest_days)
     need = max(clock.today(e) for e in exchanges) - dt.timedelta(days=days + 7)
     first_bar = min(store.date_span(e)[0] for e in exchanges)
-    first_snapshot = min(have)
-    if first_snapshot <= max(need, first_bar):
-        click.echo(f"Snapshots go back to {first_snapshot}: enough history for a {days}-day window")
-        return None
-    start = max(need, first_bar)
-    click.echo(f"The {days}-day window needs snapshots from {start}; extending backwards to build {start} to "
-               f"{first_snapshot} too (never before the first bar, {first_bar})")
-    return start, first_snapshot
+
+    def first_possible(exchange: str) -> dt.date:  # a snapshot needs MIN_HISTORY earlier bars
+        sessions = calendar.sessions(exchange, store.date_span(exchange)[0])
+        return sessions[MIN_HISTORY] if len(sessions) > MIN_HISTORY else dt.date.max
+
+    earliest = min(first_possible(e) for e in exchanges)
+    extend = None
+    if full_rebuild:
+        click.echo("Full rebuild: every session from each symbol's first bar to the next session")
+    else:
+        existing = store.scan_table("features", version)
+        state = store.read_state("features", version)
+        spans = {}
+        if existing is not None:
+            # covered: the first session a build covered; first_row: the first snapshot that exists
+            spans = {e: (dt.date.fromisoformat(state.get(e, {}).get("first_trade_date", a.isoformat())), a, b)
+                     for e, a, b in existing.group_by("exchange")
+                     .agg(pl.col("trade_date").min(), pl.col("trade_date").max().alias("last")).collect().iter_rows()}
+        for e in exchanges:
+            if e in spans:
+                nxt = calendar.next_session(e, store.date_span(e)[1])
+                if spans[e][2] >= nxt:
+                    click.echo(f"Incremental mode: {e} snapshots reach the next session, {nxt}; building only "
+                               "what depends on bars re-ingested since")
+                else:
+                    click.echo(f"Incremental mode: last {e} snapshot is for {spans[e][2]}; building the sessions "
+                               f"after it up to {nxt}, plus any that depend on bars re-ingested since")
+            else:
+                click.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
+        covered = [spans[e][0] for e in exchanges if e in spans]
+        if covered:
+            first_row = min(spans[e][1] for e in exchanges if e in spans)
+            if min(covered) <= max(need, first_bar):
+                click.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}")
+            else:
+                extend = (max(need, first_bar), min(covered))
+                click.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
+                           f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
+                           f"bar, {first_bar})")
+    if earliest > need:
+        click.echo(report.warn(
+            f"Not enough history for the {days}-day window: it starts {need}, but the bars start {first_bar} and a "
+            f"symbol needs {MIN_HISTORY} earlier bars for its first snapshot, so snapshots start {earliest} at the "
+            f"earliest. What can help: a later --as-of, a shorter --training-days"
+            + ("" if skip_backtest else " or --backtest-days")
+            + ", or older bars (`retrain ingest`)"))
+    return extend
+
+
+def _stranded(settings: Settings, version: str, scope: str) -> list[str]:
+    """Scopes other than ``scope`` that have an active model of an older version but none of
+    ``version``: after a bump, what must be retrained before `predict` works for them."""
+    from retrain.registry import Registry
+
+    active = Registry(settings.artifacts_dir, settings.default_exchange).state()["active"]
+    older = {s for v, scopes in active.items() if v != version for s in scopes}
+    return sorted(s for s in older - set(active.get(version, {})) if s != scope)
+
+
+def scope_flags(scope: str, default_exchange: str) -> str:
+    """`` --exchange X`` when ``scope`` is not what a command without --exchange would use."""
+    return "" if scope == default_exchange else f" --exchange {scope}"
 
 
 def _summary(result: RunResult) -> None:
@@ -282,18 +339,31 @@ def _summary(result: RunResult) -> None:
         b = result.backtest
         click.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
                    f"{b['verdict']}")
-    if result.promoted:
+    if result.unchanged:
+        state = "the active model" if result.active else "a candidate"
+        click.echo(f"   • Model: nothing changed since run {result.run_id} (same bars, same routine), which stays "
+                   f"{state}" + (f": {result.model_path}" if result.active else ""))
+    elif result.promoted:
         click.echo(f"   • Model: {result.model_path} (run {result.run_id}, active)")
     else:
         click.echo(f"   • Model: run {result.run_id} saved, not promoted ({result.promotion_reason})")
     click.echo(f"   • Took: {result.seconds:.1f}s")
     click.echo("\nNext steps:")
+    flags = scope_flags(result.exchange, result.default_exchange)
+    as_of = "" if result.as_of_given is None else f" --as-of {result.as_of_given}"
     steps = []
     if result.report_path:
         steps.append(f"Review the backtest report: {result.report_path}")
-    if not result.promoted:
-        steps.append(f"Compare runs with `retrain models list`; promote this one with `retrain models promote {result.run_id}`")
-    steps.append("Rank the next session: `retrain predict --top 20`")
+    if result.active:
+        steps.append(f"Rank the next session: `retrain predict{flags}{as_of} --top 20`")
+    else:
+        steps.append(f"Compare runs with `retrain models list`; promote this one with "
+                     f"`retrain models promote {result.run_id}`")
+        steps.append(f"Rank the next session with it: `retrain predict{flags}{as_of} --model {result.run_id} --top 20`")
+    for other in result.stranded:
+        o_flags = scope_flags(other, result.default_exchange)
+        steps.append(f"{other} has no {result.feature_version} model yet: `retrain run{o_flags}` trains one "
+                     f"(until then `retrain predict{o_flags} --version {result.bumped_from}` ranks with the old one)")
     steps.append("Paper trade a new model for a few weeks before it trades real money")
     steps.append("Schedule `make retrain` weekly (README: cron and systemd)")
     for i, text in enumerate(steps, 1):

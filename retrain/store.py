@@ -11,15 +11,18 @@ Layout (all Parquet is hive-partitioned and readable without our code)::
 Every write goes to a temporary file in the target directory, is fsynced, then renamed over
 the target: a process killed at any instant leaves the old or the new file, never a torn one.
 
-Change tracking: each bar carries ``ingest_id`` (the id of the ingest batch that last changed
-its values). Later steps remember the highest id they have seen and rebuild what depends on
-bars with a higher one.
+Change tracking: each bar carries ``ingest_id``, the id of the batch that last changed the bar
+*or what depends on it*: its values (an ingest), or the bars its indicators and feature rows
+are computed from, or the context of its session (``retrain remove`` gives the bars after the
+removed ones new ids, values unchanged). Later steps remember the highest id they have seen
+and rebuild what depends on bars with a higher one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -34,7 +37,7 @@ import duckdb
 import polars as pl
 
 from retrain import queries
-from retrain.errors import LockBusy, RetrainError
+from retrain.errors import LockBusy, RetrainError, storage_fault
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
 INDICATOR_COLUMNS = ["rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
@@ -70,17 +73,28 @@ IO_THREADS = 4
 
 
 def fault_point(name: str) -> None:
-    """Crash-test hook: with RETRAIN_FAULT=<name>:kill the process SIGKILLs itself here,
-    with RETRAIN_FAULT=<name>:raise it raises. Inert unless the variable names this point."""
+    """Crash-test hook: with RETRAIN_FAULT=<name>:kill the process SIGKILLs itself here, with
+    RETRAIN_FAULT=<name>:raise it raises, with RETRAIN_FAULT=<name>:enospc it fails as a full disk
+    would (OSError ENOSPC). ``<name>@<n>`` fires on the n-th time the point is reached (1 = the
+    first). Inert unless the variable names this point."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     point, _, action = spec.partition(":")
+    point, _, nth = point.partition("@")
     if point != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if nth and _FAULT_HITS[name] != int(nth):
         return
     if action == "raise":
         raise RuntimeError(f"injected fault at {name}")
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_HITS: dict[str, int] = {}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,25 +105,64 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same
-    directory, which is fsynced and renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def stage(path: Path, write) -> Path:
+    """Fill a temporary file next to ``path`` with ``write(tmp_path)`` and fsync it; returns the
+    temporary path (``commit`` renames it over ``path``). A failure removes the temporary file
+    and raises a StorageError for faults of the machine (disk full, read-only store)."""
     tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{time.monotonic_ns()}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        fault_point("store.write")
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        fault_point("store.before_rename")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        fault = storage_fault(exc, path) if isinstance(exc, Exception) else None
+        if fault is not None:
+            raise fault from exc
         raise
-    _fsync_dir(path.parent)
+    return tmp
+
+
+def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
+    """Rename each staged (temporary, target) pair over its target, then fsync the folders.
+    ``between``: a fault point reached after each rename."""
+    fault_point("store.before_rename")
+    try:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            if between:
+                fault_point(between)
+        for folder in dict.fromkeys(path.parent for _, path in staged):
+            _fsync_dir(folder)
+    except Exception as exc:
+        fault = storage_fault(exc, staged[0][1] if staged else None)
+        if fault is not None:
+            raise fault from exc
+        raise
+
+
+def discard(staged: list[tuple[Path, Path]]) -> None:
+    """Remove staged temporary files that will not be committed."""
+    for tmp, _ in staged:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same
+    directory, which is fsynced and renamed over ``path``."""
+    tmp = stage(path, write)
+    try:
+        commit([(tmp, path)])
+    except BaseException:
+        discard([(tmp, path)])
+        raise
 
 
 # lz4: the features are high-entropy floats that zstd shrinks by ~10% only, at twice the write
@@ -117,12 +170,23 @@ def atomic_write(path: Path, write) -> None:
 COMPRESSION = "lz4"
 
 
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    df.write_parquet(path, compression=COMPRESSION, statistics=True)
+
+
 def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: df.write_parquet(tmp, compression=COMPRESSION, statistics=True))
+    atomic_write(path, lambda tmp: _write_parquet(df, tmp))
 
 
 def atomic_write_text(text: str, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _unlink(path: Path) -> None:
+    """Delete a file (atomic; a missing file is fine) and make the deletion durable."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+        _fsync_dir(path.parent)
 
 
 def new_batch_id() -> int:
@@ -270,6 +334,11 @@ class Store:
         path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
         atomic_write_parquet(df.drop("exchange", strict=False), path)
 
+    def delete_table_partition(self, table: str, exchange: str, month: str, version: str | None = None) -> None:
+        """Delete one month file of a derived table (a removal left it without rows)."""
+        self._require_lock()
+        _unlink(self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
+
     def read_state(self, table: str, version: str | None = None) -> dict:
         path = self.table_dir(table, version) / "_state.json"
         return json.loads(path.read_text()) if path.exists() else {}
@@ -315,8 +384,15 @@ class Store:
             finally:
                 self._lock_depth -= 1
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            fault = storage_fault(exc, self.lock_path, action="opening the store's lock file",
+                                  kept=f"`{command}` needs to write to the store and changed nothing.")
+            if fault is None:
+                raise
+            raise fault from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -331,9 +407,10 @@ class Store:
                 f"the store {self.root} is locked by {who} (lock file {self.lock_path})",
                 hint="wait for that run to finish, or stop it; the lock is released when it exits",
             ) from None
-        os.ftruncate(fd, 0)
         info = {"pid": os.getpid(), "command": command, "started": dt.datetime.now().isoformat(timespec="seconds")}
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with contextlib.suppress(OSError):  # who holds the lock is for messages only: a full disk may refuse it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
         self._lock_depth = 1
         self._sweep_temp_files()
         try:
@@ -391,13 +468,21 @@ class Store:
         self._require_lock()
         parallel_map(lambda item: self.write_partition(exchange, *item, presorted=presorted), list(parts.items()))
 
+    def delete_partition(self, exchange: str, month: str) -> None:
+        """Delete one month file of one exchange (a removal left it without bars)."""
+        self._require_lock()
+        self._stats.pop(exchange, None)
+        _unlink(self.partition_path(exchange, month))
+
     def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
         """Insert or replace bars by key (exchange, symbol, date).
 
         ``bars`` has exchange, symbol, date and the value columns. A bar whose values differ
         from the stored one (or that is new) gets ``ingest_id = batch_id`` and null indicators;
-        an identical bar is left as it is, indicators included. One month file at a time,
-        each written atomically.
+        an identical bar is left as it is, indicators included. The changed month files are
+        all written to temporary files first, then renamed into place: a full disk or a
+        read-only store changes nothing, and a kill during the renames leaves each file whole
+        (the rerun completes the rest).
         """
         self._require_lock()
         result = UpsertResult(batch_id=batch_id or new_batch_id())
@@ -409,32 +494,42 @@ class Store:
             pl.col("date").cast(pl.Date),
             *[pl.col(c).cast(BAR_SCHEMA[c]) for c in VALUE_COLUMNS],
         ).with_columns(pl.col("date").dt.strftime("%Y-%m").alias("_month"))
-        for (exchange, month), part in incoming.group_by(["exchange", "_month"], maintain_order=True):
-            old = self.read_partition(exchange, month)
-            new = part.drop("exchange", "_month")
-            joined = new.join(old, on=["symbol", "date"], how="left", suffix="_old")
-            is_new = pl.col("open_old").is_null() & pl.col("close_old").is_null()
-            differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}_old")) for c in VALUE_COLUMNS])
-            flagged = joined.with_columns(is_new.alias("_new"), differs.alias("_changed"))
-            n_new = int(flagged["_new"].sum())
-            n_changed = int(flagged["_changed"].sum())
-            result.new += n_new
-            result.updated += n_changed - n_new
-            result.unchanged += flagged.height - n_changed
-            if n_changed == 0:
-                continue
-            changed = (
-                flagged.filter(pl.col("_changed"))
-                .select("symbol", "date", *VALUE_COLUMNS)
-                .with_columns(
-                    *[pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in INDICATOR_COLUMNS + STATE_COLUMNS],
-                    pl.lit(result.batch_id, pl.Int64).alias("ingest_id"),
+        # Every changed month is staged first and renamed into place only once all are written:
+        # a full disk or a read-only store leaves the bars exactly as they were.
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for (exchange, month), part in incoming.group_by(["exchange", "_month"], maintain_order=True):
+                old = self.read_partition(exchange, month)
+                new = part.drop("exchange", "_month")
+                joined = new.join(old, on=["symbol", "date"], how="left", suffix="_old")
+                is_new = pl.col("open_old").is_null() & pl.col("close_old").is_null()
+                differs = pl.any_horizontal([pl.col(c).ne_missing(pl.col(f"{c}_old")) for c in VALUE_COLUMNS])
+                flagged = joined.with_columns(is_new.alias("_new"), differs.alias("_changed"))
+                n_new = int(flagged["_new"].sum())
+                n_changed = int(flagged["_changed"].sum())
+                result.new += n_new
+                result.updated += n_changed - n_new
+                result.unchanged += flagged.height - n_changed
+                if n_changed == 0:
+                    continue
+                changed = (
+                    flagged.filter(pl.col("_changed"))
+                    .select("symbol", "date", *VALUE_COLUMNS)
+                    .with_columns(
+                        *[pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in INDICATOR_COLUMNS + STATE_COLUMNS],
+                        pl.lit(result.batch_id, pl.Int64).alias("ingest_id"),
+                    )
                 )
-            )
-            kept = old.join(changed.select("symbol", "date"), on=["symbol", "date"], how="anti")
-            self.write_partition(exchange, month, pl.concat([kept, changed.select(list(BAR_SCHEMA))]))
-            result.partitions_written += 1
-            fault_point("store.between_partitions")
+                kept = old.join(changed.select("symbol", "date"), on=["symbol", "date"], how="anti")
+                merged = pl.concat([kept, changed.select(list(BAR_SCHEMA))]).sort(["symbol", "date"])
+                path = self.partition_path(exchange, month)
+                staged.append((stage(path, lambda tmp, df=merged: _write_parquet(df, tmp)), path))
+                self._stats.pop(exchange, None)
+        except BaseException:
+            discard(staged)
+            raise
+        commit(staged, between="store.between_partitions")
+        result.partitions_written = len(staged)
         return result
 
     # --------------------------------------------------------------- symbols
@@ -462,6 +557,16 @@ class Store:
         if added or not merged.equals(old.sort(["exchange", "symbol"])):
             atomic_write_parquet(merged, self.symbols_path)
         return added
+
+    def remove_symbols(self, exchange: str, symbols: list[str]) -> int:
+        """Drop the (exchange, symbol) rows of ``symbols`` from symbols.parquet; returns how many went."""
+        self._require_lock()
+        old = self.read_symbols()
+        gone = (pl.col("exchange") == exchange) & pl.col("symbol").is_in(symbols)
+        kept = old.filter(~gone)
+        if kept.height < old.height:
+            atomic_write_parquet(kept, self.symbols_path)
+        return old.height - kept.height
 
     # ------------------------------------------------------------- quarantine
     def write_quarantine(self, rejects: pl.DataFrame) -> Path:

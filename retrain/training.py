@@ -32,65 +32,59 @@ import numpy as np
 import polars as pl
 
 from retrain import metrics, queries
-from retrain.config import Settings
+from retrain.config import DEFAULTS, FIXED_MODEL_PARAMS, SCHEMA, Settings
 from retrain.errors import RetrainError
 from retrain.features import CATEGORICAL, feature_columns
 from retrain.store import Store
 
 EXCHANGE_CODES = {"NASDAQ": 0, "NYSE": 1, "TSE": 2}  # fixed codes for the categorical feature
-TARGETS = ("excess", "raw")
-DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "regression",
-    "learning_rate": 0.02,
-    "num_leaves": 7,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.5,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "seed": 42,
-    "num_threads": 2,
-}
-FIXED_PARAMS = {"deterministic": True, "force_row_wise": True, "verbosity": -1}
+# Defaults, types and ranges of [training] and [model] live in one place: retrain.config.SCHEMA.
+DEFAULT_PARAMS: dict[str, Any] = dict(DEFAULTS["model"])
+FIXED_PARAMS = FIXED_MODEL_PARAMS
+_T = DEFAULTS["training"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    training_days: int = 90
-    min_rows: int = 500
-    cv_folds: int = 5
-    embargo: int = 1
-    validation_fraction: float = 0.2
-    early_stopping_rounds: int = 100
-    num_boost_round: int = 600
-    top_n: int = 5
-    target: str = "excess"
+    training_days: int = _T["training_days"]
+    min_rows: int = _T["min_rows"]
+    cv_folds: int = _T["cv_folds"]
+    embargo: int = _T["embargo"]
+    validation_fraction: float = _T["validation_fraction"]
+    early_stopping_rounds: int = _T["early_stopping_rounds"]
+    num_boost_round: int = _T["num_boost_round"]
+    top_n: int = _T["top_n"]
+    target: str = _T["target"]
     params: dict = field(default_factory=lambda: dict(DEFAULT_PARAMS))
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> TrainConfig:
-        t = settings.section("training")
-        params = {**DEFAULT_PARAMS, **settings.section("model")}
-        values = {k: t[k] for k in ("training_days", "min_rows", "cv_folds", "embargo", "validation_fraction",
-                                      "early_stopping_rounds", "num_boost_round", "top_n", "target") if k in t}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = cls(params=params, **values)
-        if cfg.training_days < 1 or cfg.cv_folds < 1 or cfg.embargo < 0 or not 0 < cfg.validation_fraction < 1:
-            raise RetrainError("invalid training settings: training_days and cv_folds must be >= 1, embargo >= 0, "
-                               "0 < validation_fraction < 1", hint="fix [training] in retrain.toml")
-        if cfg.target not in TARGETS:
-            raise RetrainError(f"invalid training target {cfg.target!r}", hint=f"use one of: {', '.join(TARGETS)}")
-        return cfg
+        """[training] and [model] of the settings (validated by load_settings), with ``overrides``
+        (the command-line options, e.g. ``training_days``) checked against the same schema."""
+        values = settings.section("training")
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            spec = SCHEMA["training"][key]
+            try:
+                values[key] = spec.check(value)
+            except ValueError as exc:
+                option = "--" + key.replace("_", "-")
+                raise RetrainError(f"{option} {value}: expected {exc}",
+                                   hint=f"{key}: {spec.doc} (default {spec.default})") from None
+        return cls(params={**DEFAULT_PARAMS, **settings.section("model")}, **values)
 
     def lgb_params(self) -> dict:
         return {**self.params, **FIXED_PARAMS}
 
 
 # ---------------------------------------------------------------- the data
-def last_labelled(store: Store, version: str, scope: str) -> dt.date | None:
+def last_labelled(store: Store, version: str, scope: str, until: dt.date | None = None) -> dt.date | None:
+    """The last session with a labelled feature row of ``version`` in ``scope`` (on or before ``until``)."""
     con = store.connect()
     try:
-        return con.execute(queries.load("last_labelled"), {"version": version, "scope": scope}).fetchone()[0]
+        return con.execute(queries.load("last_labelled"),
+                           {"version": version, "scope": scope, "until": until}).fetchone()[0]
     finally:
         con.close()
 
@@ -101,7 +95,8 @@ def training_window(store: Store, version: str, scope: str, days: int, end: dt.d
     if last is None:
         raise RetrainError(
             f"no labelled feature rows of {version} for {scope}",
-            hint="build them first: `retrain indicators`, `retrain features`, `retrain labels` (or `retrain run`)",
+            hint=f"build them and train in one go: `retrain run --exchange {scope}` (or `retrain indicators`, "
+                 "`retrain features`, `retrain labels`, then this command)",
         )
     return last - dt.timedelta(days=days - 1), last
 
@@ -131,8 +126,8 @@ def matrix(df: pl.DataFrame, columns: list[str]) -> np.ndarray:
 def fingerprint(df: pl.DataFrame, columns: list[str]) -> str:
     """sha256 of the training rows (keys, features, target) in their order."""
     h = hashlib.sha256()
-    keys = df.select("exchange", "symbol", pl.col("trade_date").cast(pl.String))
-    h.update("\n".join("|".join(r) for r in keys.iter_rows()).encode())
+    keys = df.select(pl.concat_str("exchange", "symbol", pl.col("trade_date").cast(pl.String), separator="|"))
+    h.update(keys.to_series().str.join("\n").item().encode() if df.height else b"")
     h.update(np.ascontiguousarray(matrix(df, columns)).tobytes())
     h.update(df["target"].to_numpy().astype(np.float64).tobytes())
     return h.hexdigest()
@@ -223,17 +218,33 @@ def summarize(folds: list[dict]) -> dict:
     return out
 
 
+def prepare(df: pl.DataFrame, cfg: TrainConfig) -> pl.DataFrame:
+    """A loaded training set (``target`` = the raw intraday return) made ready for the routine:
+    ``actual`` keeps the raw return (what a trade earns), ``target`` becomes what the model learns
+    (the excess over its exchange's average that session, or the raw return)."""
+    df = df.with_columns(pl.col("target").alias("actual"))
+    if cfg.target == "excess":
+        df = df.with_columns((pl.col("target") - pl.col("target").mean().over("trade_date", "exchange")).alias("target"))
+    return df
+
+
 def train(store: Store, version: str, scope: str, cfg: TrainConfig, end: dt.date | None = None,
           progress=None) -> TrainResult:
     """Load the window, cross-validate walk-forward by session, fit the final model."""
     start, last = training_window(store, version, scope, cfg.training_days, end)
-    df = load_training_set(store, version, scope, start, last)
-    if cfg.target == "excess":
-        df = df.with_columns((pl.col("target") - pl.col("target").mean().over("trade_date", "exchange")).alias("target"))
+    df = prepare(load_training_set(store, version, scope, start, last), cfg)
+    return train_frame(df, version, scope, cfg, (start, last), progress)
+
+
+def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
+                progress=None) -> TrainResult:
+    """Cross-validate walk-forward by session and fit the final model on ``df`` (prepared rows
+    of the window ``window``)."""
+    start, last = window
     if df.height < cfg.min_rows:
         raise RetrainError(
             f"Insufficient training samples: {df.height:,} < {cfg.min_rows:,} ({scope}, {version}, {start} to {last})",
-            hint="widen the window with --training-days (e.g. 120), build more history with --full-rebuild, "
+            hint="widen the window with --training-days (e.g. 120), load older bars (`retrain ingest`), "
                  "or lower --min-rows",
         )
     columns = feature_columns(version)

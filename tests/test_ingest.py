@@ -263,6 +263,6 @@ def test_ingest_cli_summary_and_exit_codes(cli, tmp_path):
     assert r.exit_code == 0, r.output
     assert "Stored 1 bars: 1 new" in r.output and "price <= 0" in r.output and "quarantine" in r.output
     r = cli("ingest", "in", "--exchange", "NYSE", "--as-of", "2024-12-31", "--strict")
-    assert r.exit_code == 1 and "nothing written" in r.output
+    assert r.exit_code == 1 and "nothing was written, because of the problems above" in r.output
     r = cli("ingest", "in", "--exchange", "LSE")
     assert r.exit_code != 0 and "unknown exchange" in r.output

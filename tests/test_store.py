@@ -135,7 +135,7 @@ def test_query_refuses_writes(store, sql):
 
 def test_query_cli(cli):
     r = cli("query", "SELECT 1 AS one", "--format", "csv")
-    assert r.exit_code == 0 and r.output.strip() == "one\n1"
+    assert r.exit_code == 0 and r.stdout.strip() == "one\n1"  # stderr: the no-retrain.toml note
     r = cli("query", "DELETE FROM day_symbol")
     assert r.exit_code == 1 and "read-only" in r.output
     r = cli("query", "SELECT nope FROM day_symbol")

@@ -109,8 +109,12 @@ def test_registry_promote_rollback_auto_rule_and_tamper_refusal(built, tmp_path)
     for key in ("feature_version", "scope", "feature_columns", "training_window", "fingerprint", "params", "cv",
                 "libraries", "model_sha256", "created_at"):
         assert key in meta
-    second = pipeline.train_step(settings, "NYSE", _cfg(), "never")
-    assert not second.promoted and reg.active_run("v1", "NYSE") == first.run_id
+    # an identical rerun (same bars, same routine) makes no new run and leaves the active model alone
+    again = pipeline.train_step(settings, "NYSE", _cfg(min_rows=100), "auto")
+    assert again.unchanged and again.run_id == first.run_id and again.active and not again.promoted
+    assert len(reg.runs()) == 1
+    second = pipeline.train_step(settings, "NYSE", _cfg(training_days=100), "never")
+    assert not second.unchanged and not second.promoted and reg.active_run("v1", "NYSE") == first.run_id
     other_scope = pipeline.train_step(settings, "ALL", _cfg(), "auto")  # never overwrites NYSE's model
     assert reg.active_run("v1", "NYSE") == first.run_id and reg.active_run("v1", "ALL") == other_scope.run_id
     reg.promote(second.run_id)
@@ -178,7 +182,7 @@ def test_a_crash_between_the_active_copies_leaves_the_active_run_loadable(built,
     store, _ = built
     settings = dataclasses.replace(_settings(tmp_path), data_dir=store.root)
     first = pipeline.train_step(settings, "NYSE", _cfg(), "always")
-    second = pipeline.train_step(settings, "NYSE", _cfg(), "never")
+    second = pipeline.train_step(settings, "NYSE", _cfg(training_days=100), "never")
     reg = Registry(settings.artifacts_dir, "NYSE")
     monkeypatch.setenv("RETRAIN_FAULT", "registry.between_active_files:raise")
     with pytest.raises(RuntimeError, match="injected fault"):
