@@ -30,8 +30,10 @@ def main() -> None:
     out["rows"] = result.rows
     end = result.window[1]
     t = time.perf_counter()
+    window = (end - dt.timedelta(days=29), end)
     with store.lock("bench"):
-        bt = pipeline.run_backtest(store, "v1", "ALL", (end - dt.timedelta(days=29), end), cfg, BacktestConfig())
+        frame = pipeline.load_frame(store, "v1", "ALL", cfg, window, window)
+        bt = pipeline.run_backtest(store, frame, "v1", "ALL", window, cfg, BacktestConfig())
     out["backtest"] = time.perf_counter() - t
     out["backtest_sessions"] = bt.summary["sessions"]
     pipeline.train_step(settings, "ALL", cfg, "always")

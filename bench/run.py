@@ -113,10 +113,13 @@ def incremental_session(root: Path, symbols: int, days: int, repeat: int) -> tup
     return statistics.median(times), statistics.median(walls), peak
 
 
-def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, float, int]:
+def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, float, float, int]:
     """Median seconds of the whole `retrain run` (ALL exchanges, 90-day training, 30-day backtest):
-    incremental with one new session each time (an active model exists, so automatic promotion
-    replays it), then with --full-rebuild. Returns (incremental, full, peak MB)."""
+    incremental with one new session each time (an active model of the same routine exists, so
+    automatic promotion needs no replay), the same run again with nothing new (no new run is
+    trained), then with --full-rebuild (each into its own empty artifacts folder, so that it is
+    trained: with the registry of the incremental runs it would find nothing changed). Returns
+    (incremental, unchanged, full, peak MB)."""
     bars, syms = sample.generate(symbols=symbols, days=days + repeat, seed=11, end=END)
     dates = sorted(bars["date"].unique())
     root.mkdir(parents=True, exist_ok=True)
@@ -134,11 +137,17 @@ def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, 
         t, mb = run(["run", "--exchange", "ALL", "--as-of", day.isoformat()], env)
         inc.append(t)
         peak = max(peak, mb)
+    same = []
     for _ in range(repeat):
-        t, mb = run(["run", "--exchange", "ALL", "--full-rebuild", "--as-of", dates[-1].isoformat()], env)
+        t, mb = run(["run", "--exchange", "ALL", "--as-of", dates[-1].isoformat()], env)
+        same.append(t)
+        peak = max(peak, mb)
+    for i in range(repeat):
+        fresh = {**env, "RETRAIN_ARTIFACTS_DIR": str(root / f"artifacts-full{i}")}
+        t, mb = run(["run", "--exchange", "ALL", "--full-rebuild", "--as-of", dates[-1].isoformat()], fresh)
         full.append(t)
         peak = max(peak, mb)
-    return statistics.median(inc), statistics.median(full), peak
+    return statistics.median(inc), statistics.median(same), statistics.median(full), peak
 
 
 def main() -> None:
@@ -234,13 +243,16 @@ def main() -> None:
         growth = inc[4] / inc[1]
 
         # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
-        inc_t, full_t, mb = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
+        inc_t, same_t, full_t, mb = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
         rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 60.0,
                      "indicators, features, labels, training with CV, 30-day backtest, automatic promotion (same "
                      "routine as the active model: no replay needed); whole CLI call", mb))
+        rows.append(("whole `retrain run --exchange ALL` again, nothing new", same_t, 0.0,
+                     "same bars and routine as an existing run: checked, not retrained; whole CLI call", mb))
         rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 90.0,
                      "every indicator, feature and label rebuilt, then as above; whole CLI call", mb))
-        print(f"bench: retrain run incremental {inc_t:.2f} s, full rebuild {full_t:.2f} s", flush=True)
+        print(f"bench: retrain run incremental {inc_t:.2f} s, unchanged {same_t:.2f} s, full rebuild {full_t:.2f} s",
+              flush=True)
 
     peak_all = max(r[4] for r in rows)
     lines = [

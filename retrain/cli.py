@@ -12,7 +12,7 @@ import click
 
 from retrain import calendar, report
 from retrain.calendar import AsOf
-from retrain.config import DEFAULT_CONFIG, Settings, load_settings, write_default_config
+from retrain.config import DEFAULT_CONFIG, Settings, load_settings
 from retrain.console import build_features, fmt_metric, train_and_report, update_labels
 from retrain.errors import RetrainError, storage_fault
 from retrain.store import Store
@@ -105,7 +105,14 @@ def main(data_dir, artifacts_dir, config):
 @click.option("--force", is_flag=True, help="Replace an existing retrain.toml.")
 def init(directory, force):
     """Write a documented retrain.toml (every setting, its default and meaning) into DIR [default: .]."""
-    path = write_default_config(directory, force=force)
+    from retrain.config import default_config_text
+    from retrain.store import atomic_write_text
+
+    path = Path(directory) / DEFAULT_CONFIG
+    if path.exists() and not force:
+        raise RetrainError(f"{path} already exists; not overwritten",
+                           hint="edit it, or pass --force to replace it with the documented defaults")
+    atomic_write_text(default_config_text(), path)
     click.echo(report.ok(f"Wrote {path.resolve()}: every setting with its default and what it does."))
     click.echo("Next: `retrain sample-data` (a synthetic market to try) or `retrain ingest PATH --exchange EX` "
                "(your bars), then `retrain run`.")

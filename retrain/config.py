@@ -422,15 +422,13 @@ def load_settings(
     )
 
 
-def bump_version(path: Path | None, today: str, write: bool = True) -> tuple[str, str]:
+def bump_version(path: Path | None, today: str) -> tuple[str, str, str]:
     """vN -> vN+1 in retrain.toml's [features] version, with a dated history comment above it.
-    Returns (old, new). The file is rewritten atomically; comments and layout are kept. With
-    ``write=False`` only checks that the file can be bumped and returns what it would do."""
-    from retrain.store import atomic_write_text
-
+    Returns (old, new, the file's new text), comments and layout kept; the caller writes it (the
+    Flow layer, through the store's atomic write), so a failed check changes nothing."""
     if path is None or not Path(path).is_file():
         raise RetrainError("--bump-version needs a retrain.toml to record the new version in",
-                           hint="create one (copy the project's retrain.toml) or pass --config")
+                           hint="create one (`retrain init`) or pass --config")
     text = Path(path).read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     section, hit = None, None
@@ -446,28 +444,12 @@ def bump_version(path: Path | None, today: str, write: bool = True) -> tuple[str
                            hint='add `[features]` with `version = "v1"` and rerun')
     old = check_version(read_toml(Path(path)).get("features", {}).get("version", ""))
     new = f"v{int(old[1:]) + 1}"
-    if not write:
-        return old, new
     indent = lines[hit][: len(lines[hit]) - len(lines[hit].lstrip())]
     lines[hit] = f'{indent}version = "{new}"\n'
     lines.insert(hit, f"{indent}# - {new}: bumped by `retrain run --bump-version` ({today}); {old} kept on disk\n")
-    atomic_write_text("".join(lines), Path(path))
-    return old, new
+    return old, new, "".join(lines)
 
 
 def default_config_text() -> str:
     """The documented retrain.toml that `retrain init` writes (retrain/default.toml, packaged)."""
     return resources.files("retrain").joinpath("default.toml").read_text(encoding="utf-8")
-
-
-def write_default_config(directory: str | os.PathLike = ".", force: bool = False) -> Path:
-    """Write the documented retrain.toml into ``directory`` (atomically); refuses to replace an
-    existing file unless ``force``. Returns the file's path."""
-    from retrain.store import atomic_write_text
-
-    path = Path(directory) / DEFAULT_CONFIG
-    if path.exists() and not force:
-        raise RetrainError(f"{path} already exists; not overwritten",
-                           hint="edit it, or pass --force to replace it with the documented defaults")
-    atomic_write_text(default_config_text(), path)
-    return path

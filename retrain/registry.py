@@ -30,7 +30,6 @@ from typing import Any
 
 import joblib
 
-from retrain import __version__
 from retrain.errors import RetrainError
 from retrain.store import atomic_write, atomic_write_text, fault_point
 
@@ -54,8 +53,8 @@ def sha256(data: bytes) -> str:
 def library_versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {"python": platform.python_version(), "retrain": __version__}
-    for name in ("lightgbm", "polars", "duckdb", "numpy", "joblib"):
+    out = {"python": platform.python_version()}
+    for name in ("retrain", "lightgbm", "polars", "duckdb", "numpy", "joblib"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:  # pragma: no cover

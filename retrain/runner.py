@@ -26,7 +26,7 @@ from retrain.config import Settings, load_settings
 from retrain.config import bump_version as bump
 from retrain.errors import RetrainError
 from retrain.pipeline import PROMOTE_MODES
-from retrain.store import Store
+from retrain.store import Store, atomic_write_text
 
 RECENT_DAYS = 7
 LOW_RSI_COVERAGE = 0.9
@@ -146,7 +146,7 @@ def run(
     cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
     old_version = settings.feature_version
     if bump_version:  # check now that the file can be bumped; it is written only once the new model exists
-        old_version, new_version = bump(settings.config_path, "", write=False)
+        old_version, new_version, _ = bump(settings.config_path, "")
         settings = dataclasses.replace(settings, feature_version=new_version)
     rebuild_features = full_rebuild or bump_version  # a new version starts from scratch
     version = settings.feature_version
@@ -222,7 +222,7 @@ def run(
             _header("STEP 7: RUNNING BACKTEST VALIDATION")
             click.echo("Skipped (--skip-backtest)")
         if bump_version:
-            bump(settings.config_path, dt.date.today().isoformat())
+            atomic_write_text(bump(settings.config_path, dt.date.today().isoformat())[2], settings.config_path)
             click.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
                                  f"({old_version}'s features and models stay on disk: "
                                  f"`retrain predict --version {old_version}`)"))

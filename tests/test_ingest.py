@@ -130,6 +130,9 @@ M,2024-01-02,10,11,9,10.5,lots
         ing.R_OHLC: 2, ing.R_PRICE: 2, ing.R_RANGE: 2, ing.R_DUPLICATE: 2, ing.R_VOLUME_NEG: 1,
         ing.R_SESSION: 1, ing.R_FUTURE: 1, ing.R_DATE: 1, ing.R_VOLUME_BAD: 1,
     }
+    # most frequent first, ties in the order of the checks: the same listing on every run
+    assert list(rep.rejects) == [ing.R_OHLC, ing.R_PRICE, ing.R_RANGE, ing.R_DUPLICATE, ing.R_DATE,
+                                 ing.R_VOLUME_BAD, ing.R_VOLUME_NEG, ing.R_SESSION, ing.R_FUTURE]
     q = pl.read_csv(rep.quarantine, infer_schema=False)
     assert set(q.columns) >= {"source", "line", "symbol", "date", "reason"}
     by_symbol = dict(zip(q["symbol"], q["reason"]))
@@ -266,3 +269,13 @@ def test_ingest_cli_summary_and_exit_codes(cli, tmp_path):
     assert r.exit_code == 1 and "nothing was written, because of the problems above" in r.output
     r = cli("ingest", "in", "--exchange", "LSE")
     assert r.exit_code != 0 and "unknown exchange" in r.output
+
+
+def test_a_future_date_without_as_of_is_not_called_after_as_of(store, tmp_path):
+    from retrain import calendar
+    from retrain.calendar import AsOf
+
+    day = calendar.next_session("NYSE", AsOf().today("NYSE") + dt.timedelta(days=7))  # a session to come
+    f = write(tmp_path / "F.csv", f"Date,Open,High,Low,Close,Volume\n{day},10,11,9,10.5,100\n")
+    rep = ing.ingest(store, [f], "NYSE", AsOf())
+    assert rep.rejects == {ing.R_FUTURE_NOW: 1} and "as-of" not in ing.R_FUTURE_NOW

@@ -41,3 +41,18 @@ def test_portfolio_metrics():
     assert m.max_drawdown(np.array([100, 120, 90, 130.0])) == pytest.approx(0.25)
     assert m.win_rate(np.array([0.1, -0.1, 0.0])) == pytest.approx(1 / 3)
     assert math.isnan(m.sharpe(np.array([0.01, 0.01])))
+
+
+def test_the_reading_of_metrics_never_contradicts_the_figure_it_shows():
+    from retrain.console import interpretation
+
+    def summary(ric, icir=0.6, r2=0.001, mae=0.012):
+        return {"rank_ic": {"mean": ric}, "icir": {"mean": icir}, "r2": {"mean": r2}, "mae": {"mean": mae}}
+
+    lines = interpretation(summary(0.0097))
+    assert "+0.0097" in lines[0] and "(< 0.01)" in lines[0]
+    lines = interpretation(summary(0.009996))  # shows as +0.0100: judged as shown, so not "< 0.01"
+    assert "+0.0100" in lines[0] and "weak signal" in lines[0]
+    assert "ICIR +0.50" in interpretation(summary(0.05, icir=0.4996))[1]
+    assert "(>= 0.5)" in interpretation(summary(0.05, icir=0.4996))[1]
+    assert "1.50% average error (>= 1.5%)" in interpretation(summary(0.05, mae=0.014996))[3]

@@ -137,6 +137,9 @@ def test_options_of_the_guide(project, cli):
     assert nyse.exit_code == 0, nyse.output
     s = _summary(nyse)
     assert s["exchange"] == "NYSE" and not s["promoted"] and s["model_path"] is None
+    # the next steps name this exchange and this run, never the default exchange or a placeholder
+    assert f"retrain models promote {s['run_id']}`" in nyse.output
+    assert f"retrain predict --exchange NYSE --as-of {THU} --model {s['run_id']} --top 20" in nyse.output
     assert s["steps"]["indicators"] == {"skipped": True} and "Skipped (--skip-indicators)" in nyse.output
     assert s["steps"]["feature_range"]["mode"] == "full rebuild" and "Mode: full rebuild" in nyse.output
     start, end = (dt.date.fromisoformat(d) for d in s["training"]["window"])

@@ -196,3 +196,48 @@ def test_a_crash_between_the_active_copies_leaves_the_active_run_loadable(built,
         reg.load_active("v1", "NYSE")
     reg.promote(second.run_id)  # promoting again repairs the copies
     assert reg.load_file(model_path, meta_path).meta["run_id"] == second.run_id
+
+
+def _fake_run(reg: Registry, run_id: str, version: str = "v1", scope: str = "NYSE", day: int = 1) -> str:
+    """A run folder with a stand-in model: the registry only hashes, copies and unpickles it."""
+    meta = {"feature_version": version, "scope": scope, "run_id": run_id, "feature_columns": ["a"],
+            "created_at": f"2025-10-{day:02d}T00:00:00+00:00",
+            "training_window": {"start": "2025-06-01", "end": f"2025-09-{day:02d}"}}
+    return reg.create_run({"stand-in": run_id}, meta)[0]
+
+
+def test_prune_keeps_the_active_runs_and_what_rollback_needs(tmp_path, cli):
+    reg = Registry(tmp_path / "artifacts", "NYSE")
+    ids = [_fake_run(reg, f"r{i}", day=i + 1) for i in range(6)]
+    for run_id in ids[:4]:  # r0..r3 were active in turn; r4, r5 are candidates
+        reg.promote(run_id)
+    other = _fake_run(reg, "t0", scope="TSE", day=1)
+    reg.promote(other)
+    plan = [r["run_id"] for r in reg.prune_plan(2)]
+    # kept: the 2 newest (r4, r5), the active r3, the last 2 of its rollback history (r1, r2), TSE's t0
+    assert plan == ["r0"]
+    listed = cli("models", "prune", "--keep", "2")
+    assert listed.exit_code == 1 and "r0" in listed.output and "--yes" in listed.output
+    assert (reg.runs_dir / "r0").is_dir()  # nothing deleted without --yes
+    done = cli("models", "prune", "--keep", "2", "--yes")
+    assert done.exit_code == 0, done.output
+    assert sorted(r["run_id"] for r in reg.runs()) == ["r1", "r2", "r3", "r4", "r5", "t0"]
+    assert reg.rollback("v1", "NYSE") == ("r3", "r2") and reg.rollback("v1", "NYSE") == ("r2", "r1")
+    with pytest.raises(RetrainError, match="roll back"):
+        reg.rollback("v1", "NYSE")
+    assert [r["run_id"] for r in reg.prune_plan(1)] == ["r2", "r3", "r4"]  # r1 is active, r5 the newest
+
+
+def test_after_a_bump_another_scope_says_which_run_to_do(tmp_path):
+    reg = Registry(tmp_path / "artifacts", "NASDAQ")
+    reg.promote(_fake_run(reg, "nyse-v1", scope="NYSE"))
+    reg.promote(_fake_run(reg, "nasdaq-v2", version="v2", scope="NASDAQ"))
+    with pytest.raises(RetrainError) as err:
+        reg.load_active("v2", "NYSE")
+    assert "no active v2 model for NYSE" in err.value.message
+    assert "`retrain run --exchange NYSE`" in err.value.hint and "--version v1" in err.value.hint
+    from retrain import runner
+
+    settings = dataclasses.replace(load_settings(artifacts_dir=tmp_path / "artifacts", data_dir=tmp_path / "d"),
+                                   default_exchange="NASDAQ")
+    assert runner._stranded(settings, "v2", "NASDAQ") == ["NYSE"]
