@@ -183,8 +183,10 @@ class AsOf:
         late = clock.value > today if not isinstance(clock.value, dt.datetime) else \
             clock.instant("NYSE") > dt.datetime.now(dt.UTC)
         if late:
-            raise RetrainError(f"--as-of {raw} is in the future (today is {today})",
-                               hint="leave --as-of out to run as of now, or give a past date")
+            now = dt.datetime.now(ZoneInfo(TIMEZONES["NYSE"]))
+            raise RetrainError(f"--as-of {raw} is in the future (it is now {now:%Y-%m-%d %H:%M} in New York; "
+                               "--as-of times are local to each exchange)",
+                               hint="leave --as-of out to run as of now, or give a past date or time")
         return clock
 
     @property

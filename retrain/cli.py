@@ -114,7 +114,8 @@ def init(directory, force):
                            hint="edit it, or pass --force to replace it with the documented defaults")
     atomic_write_text(default_config_text(), path)
     click.echo(report.ok(f"Wrote {path.resolve()}: every setting with its default and what it does."))
-    click.echo("Next: `retrain sample-data` (a synthetic market to try) or `retrain ingest PATH --exchange EX` "
+    go = "" if Path(directory).resolve() == Path.cwd().resolve() else f"`cd {directory}`, then "
+    click.echo(f"Next: {go}`retrain sample-data` (a synthetic market to try) or `retrain ingest PATH --exchange EX` "
                "(your bars), then `retrain run`.")
 
 
@@ -240,8 +241,8 @@ def remove(settings: Settings, exchange, symbols, start, end, yes):
 
     The bars dated in [--start, --end] (default: all) go, with the symbol's feature rows they
     served (every feature version) and, when no bar is left, its entry in symbols.parquet. The
-    change is recorded so that the next `retrain run` (or `retrain indicators` then `retrain
-    features`) recomputes what depended on them. Without --yes nothing changes.
+    change is recorded so that the next `retrain run --exchange EX` (or `retrain indicators` then
+    `retrain features`) recomputes what depended on them. Without --yes nothing changes (exit 1).
     """
     from retrain import remove as rm
 
@@ -272,10 +273,12 @@ def remove(settings: Settings, exchange, symbols, start, end, yes):
     if not p.done:
         cmd = " ".join(["retrain remove --exchange", ex, *[f"--symbol {s.symbol}" for s in p.symbols],
                         *([f"--start {first}"] if first else []), *([f"--end {last}"] if last else []), "--yes"])
-        raise RetrainError("nothing removed: --yes not given", hint=f"to remove them: {cmd}")
+        click.echo(report.warn(f"Nothing removed (a dry run without --yes). To remove them: `{cmd}`"))
+        sys.exit(1)
     if p.bars:
-        click.echo("Next: `retrain run` (or `retrain indicators` then `retrain features`) brings indicators "
-                   "and features up to date.")
+        flag = "" if ex == settings.default_exchange else f" --exchange {ex}"
+        click.echo(f"Next: `retrain run{flag}` (or `retrain indicators` then `retrain features`) brings {ex}'s "
+                   "indicators and features up to date.")
 
 
 # ----------------------------------------------------------------- indicators
@@ -454,7 +457,9 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
 @click.option("--skip-backtest", is_flag=True, help="Train only; no backtest (step 7).")
 @click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
 @click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-              help="auto: activate when the new model is not worse than the active one over the same backtest window.")
+              help="auto: activate when the new model is not worse than the active one over the same backtest "
+                   "window (no backtest: by CV rank IC), and never a model trained on older data than the "
+                   "active one's.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary as the last line (one JSON object).")
 @as_of_option
 @store_options
@@ -572,12 +577,14 @@ def models_prune(settings: Settings, keep, yes):
             click.echo(report.ok(f"Nothing to prune: every run is among the {keep} newest of its version and scope, "
                                  "active, or needed for rollback"))
             return
+        click.echo(f"Runs to remove ({'deleting' if yes else 'dry run'}):")
         for r in plan:
             click.echo(f"   {r['run_id']}  ({r['feature_version']} {r['scope']}, {r['status']}, "
                        f"trained {r['created_at'][:10]})")
         if not yes:
-            raise RetrainError(f"{len(plan)} run(s) would be removed (listed above); nothing was deleted",
-                               hint=f"add --yes to delete them: `retrain models prune --keep {keep} --yes`")
+            click.echo(report.warn(f"Nothing deleted (a dry run without --yes): the {len(plan)} run(s) above "
+                                   f"would go. To delete them: `retrain models prune --keep {keep} --yes`"))
+            sys.exit(1)
         removed = reg.prune(keep)
     click.echo(report.ok(f"Removed {len(removed)} run(s) from {reg.runs_dir}; kept the active models and "
                          f"{keep} rollback step(s) of each"))
@@ -597,7 +604,7 @@ def predict(settings: Settings, top, exchange, version, run_id, as_of):
     from retrain.config import check_version
 
     if version and run_id:
-        raise RetrainError("--version and --model are exclusive", hint="a run already has its version")
+        raise click.UsageError("--version and --model are exclusive: a run already has its version")
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
     pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None, run_id)

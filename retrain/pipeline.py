@@ -105,22 +105,45 @@ def load_frame(store: Store, version: str, scope: str, cfg: training.TrainConfig
 
 
 def run_identity(frame: pl.DataFrame, version: str, scope: str, cfg: training.TrainConfig,
-                 window: tuple[dt.date, dt.date], backtest_window, bcfg) -> str:
-    """What a run is a function of: the rows it reads (keys, features, targets), its routine
-    (min_rows aside: it only gates), its windows, the backtest settings and the library
-    versions. Two runs with the same identity give the same model and backtest, bit for bit."""
+                 window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None) -> dict[str, str | None]:
+    """What a run is a function of, in two parts. ``training``: the training window's rows (keys,
+    features, targets), the routine (min_rows aside: it only gates), the window and the library
+    versions; two runs with the same one have the same model and CV, bit for bit. ``backtest``:
+    also the rows before the window that the backtest blocks train on, the backtest window and
+    its settings (None without a backtest)."""
     from retrain.registry import library_versions
 
     libraries = library_versions()
+    columns = feature_columns(version)
     spec = {
         "version": version, "scope": scope, "window": [str(d) for d in window],
         "routine": {k: v for k, v in vars(cfg).items() if k != "min_rows"},
-        "backtest": None if not backtest_window else {"window": [str(d) for d in backtest_window], "config": vars(bcfg)},
         "libraries": {k: libraries[k] for k in ("retrain", "lightgbm", "polars", "numpy")},
     }
-    h = hashlib.sha256(training.fingerprint(frame, feature_columns(version)).encode())
+    h = hashlib.sha256(training.fingerprint(frame.filter(pl.col("trade_date") >= window[0]), columns).encode())
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+    out = {"training": h.hexdigest(), "backtest": None}
+    if backtest_window:
+        b = hashlib.sha256(out["training"].encode())
+        b.update(training.fingerprint(frame, columns).encode())
+        b.update(json.dumps({"window": [str(d) for d in backtest_window], "config": vars(bcfg)},
+                            sort_keys=True, default=str).encode())
+        out["backtest"] = b.hexdigest()
+    return out
+
+
+def find_same(runs: list[dict], version: str, scope: str, identity: dict) -> dict | None:
+    """The newest run that gives what a run of ``identity`` would: same training identity and,
+    when a backtest is asked for, the same backtest (a run without one is answered by a run that
+    has one, whose model is the same)."""
+    for r in reversed(runs):
+        mine = r.get("identity")
+        if not isinstance(mine, dict) or r["feature_version"] != version or r["scope"] != scope:
+            continue
+        if mine.get("training") == identity["training"] and \
+                (identity["backtest"] is None or mine.get("backtest") == identity["backtest"]):
+            return r
+    return None
 
 
 def replay_active(store: Store, active: dict, window: tuple[dt.date, dt.date], bcfg) -> dict:
@@ -160,8 +183,9 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
 
     A run whose identity (``run_identity``: same rows, same routine, same windows) matches an
     existing run of the same version and scope is not repeated: no new run is written, the
-    existing one is returned with ``unchanged`` set (``on_unchanged(meta)`` is called), and the
-    promotion rule applies to it as it would to a new run."""
+    existing one is returned with ``unchanged`` set (``on_unchanged(meta)`` is called). The
+    promotion rule applies to it as to a new run if it is a candidate; a run that was active once
+    and was replaced or rolled back since stays so (``always`` aside)."""
     from retrain.backtest import BacktestConfig
 
     if promote not in PROMOTE_MODES:
@@ -174,8 +198,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         window = training.training_window(store, version, scope, cfg.training_days, end)
         frame = load_frame(store, version, scope, cfg, window, backtest_window)
         identity = run_identity(frame, version, scope, cfg, window, backtest_window, bcfg)
-        same = next((r for r in reversed(registry.runs()) if r.get("identity") == identity
-                     and r["feature_version"] == version and r["scope"] == scope), None)
+        same = find_same(registry.runs(), version, scope, identity)
         result = bt = None
         if same is not None:
             meta, run_id, run_dir = same, same["run_id"], registry.runs_dir / same["run_id"]
@@ -212,6 +235,11 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         active_id = registry.active_run(version, scope)
         if active_id == run_id:
             ok, reason = False, "it is the active model already"
+        elif same is not None and promote != "always" and same.get("status") != "candidate":
+            # A run that was active once and was replaced or rolled back since: finding it again
+            # must not undo that. Only --promote always (or `models promote`) changes it.
+            ok, reason = False, (f"nothing changed since this run, which was active once and stays "
+                                 f"{same.get('status')} (activate it with `retrain models promote {run_id}`)")
         else:
             active = registry.run_meta(active_id) if active_id else None
             replay = None
@@ -375,8 +403,10 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
         .select("rank", "symbol", "exchange", "predicted_return", "prev_close")
         .with_columns(pl.lit(loaded.meta["run_id"]).alias("run_id"), pl.lit(session).alias("session"))
     )
-    # The active model's ranking is the session's record; any other model's goes beside it.
-    name = f"{session}.parquet" if official else f"{session}.{loaded.meta['run_id']}.parquet"
+    # The ranking of the model that was active, for the current version and the default scope,
+    # is the session's record; any other model's (another scope, version or run) goes beside it.
+    record = official and version == settings.feature_version and scope == settings.default_exchange
+    name = f"{session}.parquet" if record else f"{session}.{loaded.meta['run_id']}.parquet"
     out: Path | None = settings.artifacts_dir / "daytrading" / "predictions" / name
     save_error = None
     try:

@@ -187,6 +187,7 @@ class Registry:
         state = self.state()
         active = {r for scopes in state["active"].values() for r in scopes.values()}
         retired = {r for scopes in state["history"].values() for runs in scopes.values() for r in runs}
+        retired |= set(state.get("retired_by_rollback", []))
         out = []
         for folder in sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:

@@ -282,8 +282,8 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
             if e in spans:
                 nxt = calendar.next_session(e, store.date_span(e)[1])
                 if spans[e][2] >= nxt:
-                    click.echo(f"Incremental mode: {e} snapshots reach the next session, {nxt}; building only "
-                               "what depends on bars re-ingested since")
+                    click.echo(f"Incremental mode: {e} snapshots already reach the session after the last bar, "
+                               f"{nxt}; only sessions whose bars were re-ingested since are rebuilt")
                 else:
                     click.echo(f"Incremental mode: last {e} snapshot is for {spans[e][2]}; building the sessions "
                                f"after it up to {nxt}, plus any that depend on bars re-ingested since")
@@ -365,6 +365,7 @@ def _summary(result: RunResult) -> None:
         steps.append(f"{other} has no {result.feature_version} model yet: `retrain run{o_flags}` trains one "
                      f"(until then `retrain predict{o_flags} --version {result.bumped_from}` ranks with the old one)")
     steps.append("Paper trade a new model for a few weeks before it trades real money")
-    steps.append("Schedule `make retrain` weekly (README: cron and systemd)")
+    steps.append(f"Schedule it weekly: `retrain run{flags}` after loading the week's bars "
+                 "(README: Scheduling, for cron and systemd)")
     for i, text in enumerate(steps, 1):
         click.echo(f"   {i}. {text}")

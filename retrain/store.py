@@ -184,9 +184,16 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 def _unlink(path: Path) -> None:
     """Delete a file (atomic; a missing file is fine) and make the deletion durable."""
-    with contextlib.suppress(FileNotFoundError):
+    try:
         path.unlink()
         _fsync_dir(path.parent)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        fault = storage_fault(exc, path, action="deleting")
+        if fault is None:
+            raise
+        raise fault from exc
 
 
 def new_batch_id() -> int:

@@ -90,7 +90,7 @@ def test_without_yes_nothing_changes(wrong, cli, tmp_path):
     assert f"Would remove {n:,} {sym} bars" in r.output
     assert f"its symbol entry ({sym}, NYSE) goes" in r.output
     assert f"v1 {rows:,}, v2 {rows:,}" in r.output
-    assert "--yes not given" in r.output and f"retrain remove --exchange NYSE --symbol {sym} --yes" in r.output
+    assert "a dry run without --yes" in r.output and f"retrain remove --exchange NYSE --symbol {sym} --yes" in r.output
     assert {p: p.read_bytes() for p in sorted((tmp_path / "data").rglob("*.parquet"))} == files
 
 

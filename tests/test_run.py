@@ -98,6 +98,9 @@ def test_weekly_cycle_incremental_bump_predict_rollback(project, market, cli):
     assert after.filter(pl.col("trade_date") < END).equals(before.filter(pl.col("trade_date") < END))
     assert after["trade_date"].max() == NEXT
     assert s2["training"]["window"][1] == str(END)  # trained through the newly labelled session
+    # training alone on the same rows with the same routine finds that run: no duplicate
+    again = cli("train", "--promote", "never")
+    assert again.exit_code == 0 and f"Nothing changed since run {s2['run_id']}" in again.output
 
     # bump the version: v2 built from scratch, its own model; v1 stays usable
     third = cli("run", "--as-of", str(END), "--bump-version", "--skip-backtest", "--promote", "always", "--json")

@@ -122,6 +122,11 @@ def test_registry_promote_rollback_auto_rule_and_tamper_refusal(built, tmp_path)
     assert {r["run_id"]: r["status"] for r in reg.runs()}[first.run_id] == "retired"
     old, new = reg.rollback("v1", "NYSE")
     assert (old, new) == (second.run_id, first.run_id) and reg.active_run("v1", "NYSE") == first.run_id
+    assert {r["run_id"]: r["status"] for r in reg.runs()}[second.run_id] == "retired"
+    # finding the rolled-back run again (same bars, same routine) does not undo the rollback
+    found = pipeline.train_step(settings, "NYSE", _cfg(training_days=100), "auto")
+    assert found.unchanged and found.run_id == second.run_id and not found.promoted and not found.active
+    assert reg.active_run("v1", "NYSE") == first.run_id and "stays retired" in found.reason
     with pytest.raises(RetrainError, match="roll back"):
         reg.rollback("v1", "NYSE")
     # auto without a backtest: a worse cross-validation rank IC stays a candidate
