@@ -340,9 +340,10 @@ def _summary(result: RunResult) -> None:
         click.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
                    f"{b['verdict']}")
     if result.unchanged:
-        state = "the active model" if result.active else "a candidate"
-        click.echo(f"   • Model: nothing changed since run {result.run_id} (same bars, same routine), which stays "
-                   f"{state}" + (f": {result.model_path}" if result.active else ""))
+        state = (f"is now the active model: {result.model_path}" if result.promoted else
+                 f"stays the active model: {result.model_path}" if result.active else
+                 f"stays as it was, not active ({result.promotion_reason})")
+        click.echo(f"   • Model: nothing changed since run {result.run_id} (same bars, same routine), which {state}")
     elif result.promoted:
         click.echo(f"   • Model: {result.model_path} (run {result.run_id}, active)")
     else:
