@@ -67,7 +67,7 @@ def update(
             last_complete = as_of.last_complete_session(exchange)
             recorded = state.get(exchange, {}).get("last_complete")
             previous = dt.date.fromisoformat(recorded) if recorded else None
-            horizon = max(d for d in (previous, last_complete) if d is not None) if (previous or last_complete) else None
+            horizon = max(filter(None, (previous, last_complete)), default=None)  # never moves back
             result.last_complete[exchange] = last_complete
             if horizon is None:  # no session complete yet as of then, and none recorded
                 continue

@@ -104,13 +104,14 @@ def load_frame(store: Store, version: str, scope: str, cfg: training.TrainConfig
     return training.prepare(training.load_training_set(store, version, scope, first, window[1]), cfg)
 
 
-def run_identity(frame: pl.DataFrame, version: str, scope: str, cfg: training.TrainConfig,
+def run_identity(rows_fingerprint: str, frame: pl.DataFrame, version: str, scope: str, cfg: training.TrainConfig,
                  window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None) -> dict[str, str | None]:
-    """What a run is a function of, in two parts. ``training``: the training window's rows (keys,
-    features, targets), the routine (min_rows aside: it only gates), the window and the library
-    versions; two runs with the same one have the same model and CV, bit for bit. ``backtest``:
-    also the rows before the window that the backtest blocks train on, the backtest window and
-    its settings (None without a backtest)."""
+    """What a run is a function of, in two parts. ``training``: the training window's rows
+    (``rows_fingerprint``, ``training.fingerprint`` of them: keys, features, targets), the
+    routine (min_rows aside: it only gates), the window and the library versions; two runs with
+    the same one have the same model and CV, bit for bit. ``backtest``: also ``frame``, the rows
+    before the window that the backtest blocks train on, the backtest window and its settings
+    (None without a backtest)."""
     from retrain.registry import library_versions
 
     libraries = library_versions()
@@ -120,7 +121,7 @@ def run_identity(frame: pl.DataFrame, version: str, scope: str, cfg: training.Tr
         "routine": {k: v for k, v in vars(cfg).items() if k != "min_rows"},
         "libraries": {k: libraries[k] for k in ("retrain", "lightgbm", "polars", "numpy")},
     }
-    h = hashlib.sha256(training.fingerprint(frame.filter(pl.col("trade_date") >= window[0]), columns).encode())
+    h = hashlib.sha256(rows_fingerprint.encode())
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     out = {"training": h.hexdigest(), "backtest": None}
     if backtest_window:
@@ -197,7 +198,9 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
     with store.lock("retrain train"):
         window = training.training_window(store, version, scope, cfg.training_days, end)
         frame = load_frame(store, version, scope, cfg, window, backtest_window)
-        identity = run_identity(frame, version, scope, cfg, window, backtest_window, bcfg)
+        rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
+        fingerprint = training.fingerprint(rows, feature_columns(version))  # hashed once: identity and meta
+        identity = run_identity(fingerprint, frame, version, scope, cfg, window, backtest_window, bcfg)
         same = find_same(registry.runs(), version, scope, identity)
         result = bt = None
         if same is not None:
@@ -205,8 +208,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             if on_unchanged:
                 on_unchanged(meta)
         else:
-            result = training.train_frame(frame.filter(pl.col("trade_date") >= window[0]), version, scope, cfg,
-                                          window, progress)
+            result = training.train_frame(rows, version, scope, cfg, window, progress, fingerprint)
             meta = _run_meta(result, cfg, version, scope)
             meta["identity"] = identity
             if on_trained:

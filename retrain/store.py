@@ -37,7 +37,7 @@ import duckdb
 import polars as pl
 
 from retrain import queries
-from retrain.errors import LockBusy, RetrainError, storage_fault
+from retrain.errors import KEPT, LockBusy, RetrainError, storage_fault
 
 PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
 INDICATOR_COLUMNS = ["rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
@@ -105,26 +105,37 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def machine_faults(path: Path | None, action: str = "writing", kept: str = KEPT) -> Iterator[None]:
+    """Raise a fault of the machine met inside (disk full, read-only store, ...) as a
+    StorageError naming ``path``; any other exception passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        fault = storage_fault(exc, path, action, kept)
+        if fault is None:
+            raise
+        raise fault from exc
+
+
 def stage(path: Path, write) -> Path:
     """Fill a temporary file next to ``path`` with ``write(tmp_path)`` and fsync it; returns the
     temporary path (``commit`` renames it over ``path``). A failure removes the temporary file
     and raises a StorageError for faults of the machine (disk full, read-only store)."""
     tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{time.monotonic_ns()}"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        fault_point("store.write")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException as exc:
+        with machine_faults(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            fault_point("store.write")
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        fault = storage_fault(exc, path) if isinstance(exc, Exception) else None
-        if fault is not None:
-            raise fault from exc
         raise
     return tmp
 
@@ -133,18 +144,13 @@ def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
     """Rename each staged (temporary, target) pair over its target, then fsync the folders.
     ``between``: a fault point reached after each rename."""
     fault_point("store.before_rename")
-    try:
+    with machine_faults(staged[0][1] if staged else None):
         for tmp, path in staged:
             os.replace(tmp, path)
             if between:
                 fault_point(between)
         for folder in dict.fromkeys(path.parent for _, path in staged):
             _fsync_dir(folder)
-    except Exception as exc:
-        fault = storage_fault(exc, staged[0][1] if staged else None)
-        if fault is not None:
-            raise fault from exc
-        raise
 
 
 def discard(staged: list[tuple[Path, Path]]) -> None:
@@ -182,18 +188,18 @@ def atomic_write_text(text: str, path: Path) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
+    """Bars as a month file holds them: BAR_SCHEMA's columns and types, sorted by symbol, date
+    (``presorted``: the caller guarantees they are)."""
+    bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
+    return bars if presorted else bars.sort(["symbol", "date"])
+
+
 def _unlink(path: Path) -> None:
     """Delete a file (atomic; a missing file is fine) and make the deletion durable."""
-    try:
+    with machine_faults(path, action="deleting"), contextlib.suppress(FileNotFoundError):
         path.unlink()
         _fsync_dir(path.parent)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        fault = storage_fault(exc, path, action="deleting")
-        if fault is None:
-            raise
-        raise fault from exc
 
 
 def new_batch_id() -> int:
@@ -391,15 +397,10 @@ class Store:
             finally:
                 self._lock_depth -= 1
             return
-        try:
+        with machine_faults(self.lock_path, action="opening the store's lock file",
+                            kept=f"`{command}` needs to write to the store and changed nothing."):
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            fault = storage_fault(exc, self.lock_path, action="opening the store's lock file",
-                                  kept=f"`{command}` needs to write to the store and changed nothing.")
-            if fault is None:
-                raise
-            raise fault from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -465,10 +466,7 @@ class Store:
         (``presorted``: the caller guarantees ``bars`` already is)."""
         self._require_lock()
         self._stats.pop(exchange, None)
-        bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
-        if not presorted:
-            bars = bars.sort(["symbol", "date"])
-        atomic_write_parquet(bars, self.partition_path(exchange, month))
+        atomic_write_parquet(_bar_file(bars, presorted), self.partition_path(exchange, month))
 
     def write_partitions(self, exchange: str, parts: dict[str, pl.DataFrame], presorted: bool = False) -> None:
         """Write several month files of one exchange (each atomically) on a few threads."""
@@ -528,7 +526,7 @@ class Store:
                     )
                 )
                 kept = old.join(changed.select("symbol", "date"), on=["symbol", "date"], how="anti")
-                merged = pl.concat([kept, changed.select(list(BAR_SCHEMA))]).sort(["symbol", "date"])
+                merged = _bar_file(pl.concat([kept, changed.select(list(BAR_SCHEMA))]))
                 path = self.partition_path(exchange, month)
                 staged.append((stage(path, lambda tmp, df=merged: _write_parquet(df, tmp)), path))
                 self._stats.pop(exchange, None)

@@ -237,9 +237,10 @@ def train(store: Store, version: str, scope: str, cfg: TrainConfig, end: dt.date
 
 
 def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
-                progress=None) -> TrainResult:
+                progress=None, rows_fingerprint: str | None = None) -> TrainResult:
     """Cross-validate walk-forward by session and fit the final model on ``df`` (prepared rows
-    of the window ``window``)."""
+    of the window ``window``). ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller
+    has it already."""
     start, last = window
     if df.height < cfg.min_rows:
         raise RetrainError(
@@ -282,6 +283,7 @@ def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, wi
     final = fit_model(x, y, cfg, columns, rounds)
     return TrainResult(
         model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
-        rows=df.height, sessions=len(sessions), fingerprint=fingerprint(df, columns), params=cfg.lgb_params(),
+        rows=df.height, sessions=len(sessions), fingerprint=rows_fingerprint or fingerprint(df, columns),
+        params=cfg.lgb_params(),
         num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=pl.concat(oos),
     )
