@@ -25,15 +25,14 @@ def main() -> None:
     cfg = training.TrainConfig.from_settings(settings)
     out = {}
     t = time.perf_counter()
-    result = training.train(store, "v1", "ALL", cfg)
+    result = pipeline.train(store, "v1", "ALL", cfg)
     out["train"] = time.perf_counter() - t
     out["rows"] = result.rows
     end = result.window[1]
     t = time.perf_counter()
     window = (end - dt.timedelta(days=29), end)
     with store.lock("bench"):
-        frame = pipeline.load_frame(store, "v1", "ALL", cfg, window, window)
-        bt = pipeline.run_backtest(store, frame, "v1", "ALL", window, cfg, BacktestConfig())
+        bt = pipeline.backtest(store, settings, "v1", "ALL", cfg, window, BacktestConfig())
     out["backtest"] = time.perf_counter() - t
     out["backtest_sessions"] = bt.summary["sessions"]
     pipeline.train_step(settings, "ALL", cfg, "always")

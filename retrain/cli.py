@@ -426,20 +426,22 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
     """
     import datetime as dt
 
-    from retrain import training
+    from retrain import pipeline, training
     from retrain.backtest import BacktestConfig
 
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
     cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
-    end = _date_opt(end_date, "--end-date") or training.last_labelled(store, settings.feature_version, scope)
+    end = _date_opt(end_date, "--end-date") or pipeline.last_labelled(store, settings.feature_version, scope)
     if end is None:
         raise RetrainError(f"no labelled {settings.feature_version} feature rows for {scope}",
                            hint="run `retrain indicators`, `retrain features` and `retrain labels` first")
     start = _date_opt(start_date, "--start-date") or end - dt.timedelta(days=29)
     if start > end:
         raise RetrainError(f"--start-date {start} is after --end-date {end}", hint="swap them")
-    bcfg = BacktestConfig(bankroll, max_positions, cost_bps, slippage_bps, retrain_every, min_dollar_volume)
+    bcfg = BacktestConfig.from_settings(settings, bankroll=bankroll, max_positions=max_positions, cost_bps=cost_bps,
+                                        slippage_bps=slippage_bps, retrain_every=retrain_every,
+                                        min_dollar_volume=min_dollar_volume)
     train_and_report(settings, scope, cfg, promote, end=end, backtest_window=(start, end), bcfg=bcfg)
 
 
@@ -523,14 +525,133 @@ def models_list(settings: Settings, version):
                             numeric=[False, False, False, False, True, True, True, True, True, False]))
 
 
+def _num(value, digits: int = 4, sign: bool = False, pct_: bool = False) -> str:
+    """A number for `models show`: NaN, None and non-numbers as n/a; ``pct_`` for returns."""
+    import math
+
+    if value is None or isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    plus = "+" if sign else ""
+    if pct_:
+        return f"{value * 100:{plus}.{max(digits - 1, 1)}f}%"
+    return f"{value:{plus},d}" if isinstance(value, int) else f"{value:{plus}.{digits}f}"
+
+
+def _ci(value, **fmt) -> str | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"[{_num(value[0], **fmt)}, {_num(value[1], **fmt)}]"
+    return None
+
+
+def _stat(value, pct_: bool = False) -> str:
+    """A {"mean", "se", "t", "ci"} comparison as one line."""
+    if not isinstance(value, dict):
+        return _num(value, sign=True, pct_=pct_)
+    parts = [_num(value.get("mean"), sign=True, pct_=pct_)]
+    if "se" in value:
+        parts.append(f"se {_num(value['se'], pct_=pct_)}")
+    if "t" in value:
+        parts.append(f"t {_num(value['t'], digits=2, sign=True)}")
+    ci = _ci(value.get("ci"), sign=True, pct_=pct_)
+    if ci:
+        parts.append(f"95% CI {ci}")
+    return ", ".join(parts)
+
+
+def _block(title: str, rows: list[tuple[str, str]], extra: dict) -> list[str]:
+    """``title`` and its aligned rows; keys not known here (``extra``) follow as they are."""
+    import json
+
+    rows = rows + [(str(k), json.dumps(v, default=str) if isinstance(v, dict | list) else _num(v))
+                   for k, v in extra.items()]
+    width = max(len(label) for label, _ in rows)
+    return ["", title, *(f"  {label:<{width}}  {text}" for label, text in rows)]
+
+
+def _decision_lines(gate: dict) -> list[str]:
+    """meta["gate"]: why the training step promoted the run or kept it a candidate."""
+    g = dict(gate)
+    rows = []
+    promoted = g.pop("promoted", None)
+    mode = g.pop("mode", None)
+    if promoted is not None or mode is not None:
+        verdict = "n/a" if promoted is None else "promoted" if promoted else "kept a candidate"
+        rows.append(("decision", f"{verdict} (--promote {mode})" if mode else verdict))
+    rows.append(("reason", str(g.pop("reason", "n/a"))))
+    for key in ("champion", "test", "outcome"):
+        if key in g:
+            rows.append((key, str(g.pop(key))))
+    if "sessions" in g:
+        rows.append(("sessions", _num(g.pop("sessions"))))
+    if "net_return_diff" in g:
+        rows.append(("net return diff", _stat(g.pop("net_return_diff"), pct_=True)))
+    if "rank_ic_diff" in g:
+        rows.append(("rank IC diff", _stat(g.pop("rank_ic_diff"))))
+    margin = g.pop("margin", None)
+    if isinstance(margin, dict):
+        labels = {"net_return": "net return", "rank_ic": "rank IC"}
+        rows.append(("margin", ", ".join(f"{labels.get(k, k)} {_num(v, pct_=k == 'net_return')}"
+                                         for k, v in margin.items())))
+    elif margin is not None:
+        rows.append(("margin", _num(margin)))
+    return _block("Promotion decision", rows, g)
+
+
+def _record_lines(record: dict) -> list[str]:
+    """meta["record"]: the run's out-of-sample record."""
+    r = dict(record)
+    rows = []
+    for key in ("verdict", "reason"):
+        if key in r:
+            rows.append((key, str(r.pop(key))))
+    if "sessions" in r:
+        rows.append(("sessions", _num(r.pop("sessions"))))
+    if "sharpe" in r or "sharpe_ci" in r:
+        text = _num(r.pop("sharpe", None), digits=2)
+        ci = _ci(r.pop("sharpe_ci", None), digits=2)
+        rows.append(("Sharpe", f"{text} (95% CI {ci})" if ci else text))
+    if "psr" in r:
+        rows.append(("PSR (Sharpe > 0)", _num(r.pop("psr"), digits=3)))
+    if "rank_ic" in r or "rank_ic_t" in r:
+        text = _num(r.pop("rank_ic", None), sign=True)
+        if "rank_ic_t" in r:
+            text += f" (t {_num(r.pop('rank_ic_t'), digits=2, sign=True)})"
+        rows.append(("rank IC", text))
+    return _block("Out-of-sample record", rows, r)
+
+
+def _activation_lines(reg, run_id: str) -> list[str]:
+    """registry.json's log entries of this run (promote / rollback), with the decision kept."""
+    events = [e for e in reg.state()["events"] if e.get("run_id") == run_id]
+    lines = []
+    for e in events:
+        decision = e.get("decision")
+        why = f": {decision.get('reason')}" if isinstance(decision, dict) and decision.get("reason") else ""
+        lines.append(f"  {e.get('at', '?')[:19].replace('T', ' ')} UTC  {e.get('action')}{why}")
+    return ["", "Activations", *lines] if lines else []
+
+
 @models.command("show")
 @click.argument("run_id")
 @store_options
 def models_show(settings: Settings, run_id):
-    """A run's metadata (JSON)."""
+    """A run's metadata (JSON), then its promotion decision, out-of-sample record and
+    activations when it has them."""
     import json
 
-    click.echo(json.dumps(_registry(settings).run_meta(run_id), indent=1, default=str))
+    reg = _registry(settings)
+    meta = reg.run_meta(run_id)
+    click.echo(json.dumps(meta, indent=1, default=str))
+    lines = []
+    if isinstance(meta.get("gate"), dict):
+        lines += _decision_lines(meta["gate"])
+    if isinstance(meta.get("record"), dict):
+        lines += _record_lines(meta["record"])
+    lines += _activation_lines(reg, run_id)
+    if lines:
+        click.echo("\n".join(lines))
 
 
 @models.command("promote")
@@ -540,7 +661,8 @@ def models_promote(settings: Settings, run_id):
     """Make RUN_ID the active model of its feature version and scope."""
     reg = _registry(settings)
     with Store(settings.data_dir).lock(f"retrain models promote {run_id}"):  # never while a run decides
-        meta = reg.promote(run_id)
+        meta = reg.promote(run_id, decision={"mode": "manual", "promoted": True,
+                                             "reason": f"`retrain models promote {run_id}`"})
     path, _ = reg.active_paths(meta["feature_version"], meta["scope"])
     click.echo(report.ok(f"{run_id} is now the active {meta['feature_version']} model for {meta['scope']} ({path})"))
 

@@ -163,6 +163,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "target": Key("str", "excess", 'what the model learns: "excess" (return minus its exchange\'s '
                       'average that session) or "raw"', parse=_one_of(*TARGETS)),
     },
+    "backtest": {
+        "record_sessions": Key("int", 252, "out-of-sample sessions the record keeps (it grows week by week up to "
+                               "this); the verdict and the promotion gate use all of them", low=1),
+    },
     "model": {
         "objective": Key("str", "regression", "LightGBM objective", parse=_non_empty),
         "learning_rate": Key("float", 0.02, "LightGBM shrinkage rate", low=0, low_open=True),

@@ -3,8 +3,6 @@ function calls one step and renders what it did (progress, counts, metrics, verd
 
 from __future__ import annotations
 
-import click
-
 from retrain import report
 from retrain.calendar import AsOf
 from retrain.config import Settings
@@ -31,9 +29,9 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
         b.close()
     took = time.perf_counter() - started
     for ex, (lo, hi) in (result.ranges or {}).items():
-        click.echo(f"   {ex}: trade dates {lo} to {hi}, {report.n(result.by_exchange[ex])} rows")
+        report.echo(f"   {ex}: trade dates {lo} to {hi}, {report.n(result.by_exchange[ex])} rows")
     if not result.up_to_date:
-        click.echo(report.ok(f"Generated {report.n(result.rows)} feature snapshots ({result.version}, {result.mode}, "
+        report.echo(report.ok(f"Generated {report.n(result.rows)} feature snapshots ({result.version}, {result.mode}, "
                              f"{report.n(result.sessions)} sessions) in {took:.1f}s"))
     return result
 
@@ -48,18 +46,18 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
         lc, horizon = result.last_complete.get(ex), result.horizon.get(ex)
         if ex in result.ranges:
             lo, hi = result.ranges[ex]
-            click.echo(f"   {ex}: labelled {lo} to {hi} (last complete session: {lc})")
+            report.echo(f"   {ex}: labelled {lo} to {hi} (last complete session: {lc})")
         if horizon and lc and horizon > lc:
-            click.echo(f"   {ex}: labels already cover sessions through {horizon}; as of {clock.label()} the last "
+            report.echo(f"   {ex}: labels already cover sessions through {horizon}; as of {clock.label()} the last "
                        f"complete session is {lc}, so this reads up to {lc} and leaves the later labels as they are")
-    click.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
+    report.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
     listing = ", ".join(f"'{e}'" for e in exchanges)
     _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
                                  f"USING (exchange, symbol, trade_date) WHERE f.feature_version = '{version}' "
                                  f"AND f.exchange IN ({listing})")
     total, labelled = rows[0]
     if total:
-        click.echo(report.ok(f"Label coverage ({version}): {report.n(labelled)}/{report.n(total)} feature rows "
+        report.echo(report.ok(f"Label coverage ({version}): {report.n(labelled)}/{report.n(total)} feature rows "
                              f"({report.pct(labelled / total)}; rows of sessions not yet complete have none)"))
     return result
 
@@ -96,50 +94,105 @@ def interpretation(summary: dict) -> list[str]:
     return lines
 
 
-def print_backtest(s_: dict, verdict: str) -> None:
-    """The results block, in the guide's layout, and the verdict."""
+def _pct(v: float, sign: bool = False) -> str:
+    return "n/a" if v is None or v != v else (f"{v:+.2%}" if sign else f"{v:.2%}")
+
+
+def _interval(ci, pct_: bool = True, sign: bool = False) -> str:
+    if not ci or any(v is None or v != v for v in ci):
+        return ""
+    lo, hi = ci
+    text = f"{_pct(lo, sign)} to {_pct(hi, sign)}" if pct_ else f"{lo:.2f} to {hi:.2f}"
+    return f"  (90%: {text})"
+
+
+def print_backtest(s_: dict, verdict: str, record: dict | None = None) -> None:
+    """The results block over the --backtest-days window, in the guide's layout, each figure with
+    its uncertainty; then the whole out-of-sample record and the verdict with its reason."""
     rule = "=" * 60
-    click.echo(f"\n{rule}\nBACKTEST RESULTS ({s_['start']} to {s_['end']}, {s_['sessions']} sessions, out of sample)\n{rule}")
-    click.echo("\nCapital:")
-    click.echo(f"   Starting:   $ {s_['starting_capital']:>12,.2f}")
-    click.echo(f"   Ending:     $ {s_['ending_capital']:>12,.2f}")
-    click.echo(f"   Profit:     $ {s_['profit']:>12,.2f}")
-    click.echo("\nReturns:")
-    click.echo(f"   Total Return:      {s_['total_return']:>10.2%}")
-    click.echo(f"   Annualized Return: {s_['annualized_return']:>10.2%}")
-    click.echo("\nRisk:")
-    click.echo(f"   Max Drawdown:      {s_['max_drawdown']:>10.2%}")
-    click.echo(f"   Sharpe Ratio:      {s_['sharpe']:>10.2f}")
-    click.echo("\nTrading:")
-    click.echo(f"   Win Rate:          {s_['win_rate']:>10.2%}")
-    click.echo(f"   Total Trades:      {s_['total_trades']:>10,}")
-    click.echo("\nBenchmark (equal-weight universe, open to close, same sessions):")
-    click.echo(f"   Universe Return:   {s_['universe_return']:>10.2%}")
-    click.echo(f"   Excess Return:     {s_['excess_return']:>+10.2%}")
-    click.echo(rule)
-    mark = {"EXCELLENT": report.ok, "GOOD": report.ok, "MARGINAL": report.warn}.get(verdict, report.fail)
-    click.echo(mark(f"{verdict} BACKTEST") + "\n")
+    ev = s_.get("evidence") or {}
+    report.echo(f"\n{rule}\nBACKTEST RESULTS ({s_['start']} to {s_['end']}, {s_['sessions']} sessions, out of sample)\n{rule}")
+    report.echo("\nCapital:")
+    report.echo(f"   Starting:   $ {s_['starting_capital']:>12,.2f}")
+    report.echo(f"   Ending:     $ {s_['ending_capital']:>12,.2f}")
+    report.echo(f"   Profit:     $ {s_['profit']:>12,.2f}")
+    report.echo("\nReturns:")
+    report.echo(f"   Total Return:      {s_['total_return']:>10.2%}{_interval(ev.get('total_return_ci'))}")
+    report.echo(f"   Annualized Return: {s_['annualized_return']:>10.2%}")
+    report.echo("\nRisk:")
+    report.echo(f"   Max Drawdown:      {s_['max_drawdown']:>10.2%}")
+    se = ev.get("sharpe_se")
+    extra = "" if se is None or se != se else f"  (± {se:.2f}; PSR {ev.get('psr', float('nan')):.2f})"
+    report.echo(f"   Sharpe Ratio:      {s_['sharpe']:>10.2f}{extra}")
+    report.echo("\nTrading:")
+    report.echo(f"   Win Rate:          {s_['win_rate']:>10.2%}")
+    report.echo(f"   Total Trades:      {s_['total_trades']:>10,}")
+    report.echo("\nBenchmark (equal-weight universe, open to close, same sessions):")
+    report.echo(f"   Universe Return:   {s_['universe_return']:>10.2%}")
+    report.echo(f"   Excess Return:     {s_['excess_return']:>+10.2%}{_interval(ev.get('excess_return_ci'), sign=True)}")
+    report.echo(rule)
+    if record:
+        print_record(record)
+    reason = (record or {}).get("reason") or s_.get("verdict_reason")
+    mark = {"EXCELLENT": report.ok, "GOOD": report.ok, "MARGINAL": report.warn,
+            "INCONCLUSIVE": report.warn}.get(verdict, report.fail)
+    report.echo(mark(f"{verdict} BACKTEST") + (f": {reason}" if reason else ""))
+    if verdict == "INCONCLUSIVE":
+        more = (record or {}).get("more_sessions")
+        when = f"about {more} more session(s) at the figures seen so far" if more else "more sessions"
+        report.echo(f"   What settles it: {when}. Let the weekly runs grow the record (it keeps up to "
+                   f"{(record or {}).get('record_sessions', 252)} sessions), or run `--backtest-days 90` now.")
+    report.echo("")
+
+
+def print_record(r: dict) -> None:
+    """The whole out-of-sample record of the routine, which the verdict and the gate use."""
+    report.echo(f"\nOut-of-sample record ({r.get('start')} to {r.get('end')}, {r.get('sessions')} sessions, "
+               f"{r.get('blocks')} blocks: {r.get('blocks_reused')} reused, {r.get('blocks_trained')} trained):")
+    sharpe, se = r.get("sharpe", float("nan")), r.get("sharpe_se", float("nan"))
+    report.echo(f"   Sharpe Ratio:      {fmt_metric(sharpe)} ± {fmt_metric(se)}{_interval(r.get('sharpe_ci'), pct_=False)}"
+               f"; PSR(0) {fmt_metric(r.get('psr', float('nan')))}")
+    report.echo(f"   Total Return:      {_pct(r.get('total_return'))}{_interval(r.get('total_return_ci'))}")
+    report.echo(f"   Excess Return:     {_pct(r.get('excess_return'), sign=True)}"
+               f"{_interval(r.get('excess_return_ci'), sign=True)}")
+    report.echo(f"   Rank IC:           {fmt_metric(r.get('rank_ic', float('nan')), sign=True)} per session "
+               f"(± {fmt_metric(r.get('rank_ic_se', float('nan')))}, t {fmt_metric(r.get('rank_ic_t', float('nan')))})")
+    report.echo(f"   Beat the universe: {_pct(r.get('hit_rate'))} of sessions{_interval(r.get('hit_rate_ci'))}")
+    cost = r.get("cost") or {}
+    if cost:
+        be = cost.get("break_even_bps", float("nan"))
+        be_text = ("n/a" if be != be else "none: it loses before costs" if be <= 0 else f"{be:.1f} bps per side")
+        report.echo(f"   Net of costs:      {_pct(cost.get('0x'), sign=True)} at 0x, {_pct(cost.get('1x'), sign=True)} "
+                   f"at 1x, {_pct(cost.get('2x'), sign=True)} at 2x the costs; break-even {be_text}")
+    mtr = r.get("min_track_record", float("nan"))
+    if mtr == mtr:
+        have = r.get("sessions") or 0
+        text = ("never at this Sharpe (it is not above 0)" if mtr == float("inf") else
+                f"{mtr:,.0f} sessions ({'reached' if have >= mtr else f'{mtr - have:,.0f} more'})")
+        report.echo(f"   Track record for 95% confidence that the Sharpe is above 0: {text}")
+    for w in r.get("warnings") or []:
+        report.echo(report.warn(w))
 
 
 def print_metrics(meta: dict) -> None:
     """The trained model's size and its cross-validation block, from a run's metadata."""
     s_ = meta["cv"]["summary"]
     top_n = meta["cv"].get("top_n", 5)
-    click.echo(report.ok(f"Trained on {report.n(meta['rows'])} samples with {len(meta['feature_columns'])} features "
+    report.echo(report.ok(f"Trained on {report.n(meta['rows'])} samples with {len(meta['feature_columns'])} features "
                          f"({meta['training_window']['sessions']} sessions); final model: {meta['num_boost_round']} rounds"))
-    click.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
-    click.echo(f"   • R² Score:   {fmt_metric(s_['r2']['mean'])} (±{fmt_metric(s_['r2']['std'])})")
-    click.echo(f"   • MAE Score:  {fmt_metric(s_['mae']['mean'])} (±{fmt_metric(s_['mae']['std'])})")
-    click.echo(f"   • IC:         {fmt_metric(s_['ic']['mean'], sign=True)} (±{fmt_metric(s_['ic']['std'])})")
-    click.echo(f"   • Rank IC:    {fmt_metric(s_['rank_ic']['mean'], sign=True)} (±{fmt_metric(s_['rank_ic']['std'])})")
-    click.echo(f"   • ICIR:       {fmt_metric(s_['icir']['mean'], sign=True)}")
-    click.echo(f"   • Hit rate:   {fmt_metric(s_['hit_rate']['mean'], pct_=True)}")
-    click.echo(f"   • Top {top_n} - universe: {fmt_metric(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
-    click.echo(f"   • Samples:    {report.n(meta['rows'])}")
-    click.echo(f"   • Features:   {len(meta['feature_columns'])}")
-    click.echo("\nInterpretation:")
+    report.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
+    report.echo(f"   • R² Score:   {fmt_metric(s_['r2']['mean'])} (±{fmt_metric(s_['r2']['std'])})")
+    report.echo(f"   • MAE Score:  {fmt_metric(s_['mae']['mean'])} (±{fmt_metric(s_['mae']['std'])})")
+    report.echo(f"   • IC:         {fmt_metric(s_['ic']['mean'], sign=True)} (±{fmt_metric(s_['ic']['std'])})")
+    report.echo(f"   • Rank IC:    {fmt_metric(s_['rank_ic']['mean'], sign=True)} (±{fmt_metric(s_['rank_ic']['std'])})")
+    report.echo(f"   • ICIR:       {fmt_metric(s_['icir']['mean'], sign=True)}")
+    report.echo(f"   • Hit rate:   {fmt_metric(s_['hit_rate']['mean'], pct_=True)}")
+    report.echo(f"   • Top {top_n} - universe: {fmt_metric(s_['top_n_spread']['mean'], pct_=True, sign=True)} per session")
+    report.echo(f"   • Samples:    {report.n(meta['rows'])}")
+    report.echo(f"   • Features:   {len(meta['feature_columns'])}")
+    report.echo("\nInterpretation:")
     for line in interpretation(s_):
-        click.echo(f"   {line}")
+        report.echo(f"   {line}")
 
 
 def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None,
@@ -147,48 +200,56 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     """Train, print the metrics block, interpretation and saved paths (and, with a backtest window,
     the backtest results). Shared with `retrain run` (``on_backtest`` is called once before the
     backtest starts)."""
-    from retrain import pipeline, training
+    from retrain import pipeline
 
     store = store or Store(settings.data_dir)
-    start, last = training.training_window(store, settings.feature_version, scope, cfg.training_days, end)
-    click.echo(f"Loading dataset from {start} to {last} ({scope}, features {settings.feature_version})...")
+    start, last = pipeline.training_window(store, settings.feature_version, scope, cfg.training_days, end)
+    report.echo(f"Loading dataset from {start} to {last} ({scope}, features {settings.feature_version})...")
 
     def progress(i, n, m):
-        click.echo(f"   fold {i}/{n}: test {m['test_start']}..{m['test_end']} | rank IC {fmt_metric(m['rank_ic'], sign=True)} | "
+        report.echo(f"   fold {i}/{n}: test {m['test_start']}..{m['test_end']} | rank IC {fmt_metric(m['rank_ic'], sign=True)} | "
                    f"IC {fmt_metric(m['ic'], sign=True)} | R² {fmt_metric(m['r2'], sign=True)} | {m['train_rows']:,} train rows")
 
-    click.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
+    report.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
                f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
                f"{cfg.validation_fraction:.0%} of sessions")
+    def on_record(info):
+        if on_backtest:
+            on_backtest()
+        report.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
+                   f"{bcfg.retrain_every} sessions on the record's fixed grid of blocks")
+        earlier = f", {info['earlier']} of them before the window" if info["earlier"] else ""
+        report.echo(f"Out-of-sample record: {info['blocks']} block(s){earlier}; {info['stored']} stored already "
+                   f"(reused when their rows and routine are unchanged), the rest trained now")
+
     def bt_progress(i, n, block, train_s):
-        if i == 1:
-            if on_backtest:
-                on_backtest()
-            click.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
-                       f"{bcfg.retrain_every} sessions")
-        click.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
+        report.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
 
     def unchanged(meta):
-        click.echo(report.ok(f"Nothing changed since run {meta['run_id']}: the same bars and the same routine give "
+        report.echo(report.ok(f"Nothing changed since run {meta['run_id']}: the same bars and the same routine give "
                              "the same model, so no new run is trained; its figures:"))
         print_metrics(meta)
 
     out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress,
                               backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress, store=store,
-                              on_trained=print_metrics, on_unchanged=unchanged)
+                              on_trained=print_metrics, on_unchanged=unchanged, on_record=on_record)
     if out.meta.get("backtest") is not None and backtest_window:
         if out.unchanged and on_backtest:
             on_backtest()
-        print_backtest(out.meta["backtest"], out.meta["backtest"]["verdict"])
-        click.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
+        record = out.meta.get("record")
+        if record and not out.unchanged:
+            report.echo(report.ok(f"Record: {record['blocks_reused']} block(s) reused, {record['blocks_trained']} "
+                                 f"trained"))
+        print_backtest(out.meta["backtest"], out.meta["backtest"]["verdict"], record)
+        report.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
     if out.unchanged:
-        click.echo(report.ok(f"Run {out.run_id} ({out.run_dir}) stays as it is"))
+        report.echo(report.ok(f"Run {out.run_id} ({out.run_dir}) stays as it is"))
     else:
-        click.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
+        report.echo(report.ok(f"Run {out.run_id} saved to {out.run_dir}"))
     if out.promoted:
-        click.echo(report.ok(f"Model saved to: {out.active_path} (active; {out.reason})"))
+        report.echo(report.ok(f"Model saved to: {out.active_path} (active; {out.reason})"))
     elif out.active:
-        click.echo(report.ok(f"Active model: {out.active_path} ({out.reason})"))
+        report.echo(report.ok(f"Active model: {out.active_path} ({out.reason})"))
     else:
-        click.echo(report.warn(f"Not promoted: {out.reason}"))
+        report.echo(report.warn(f"Not promoted: {out.reason}"))
     return out

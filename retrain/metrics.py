@@ -7,6 +7,7 @@ than two rows (or no spread) contributes nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -122,3 +123,313 @@ def max_drawdown(equity: np.ndarray) -> float:
 def win_rate(trade_returns: np.ndarray) -> float:
     r = np.asarray(trade_returns, float)
     return float(np.mean(r > 0)) if len(r) else float("nan")
+
+
+# ------------------------------------------------------------------ uncertainty
+# Error bars for the numbers above: how much of a Sharpe ratio or a total return is luck.
+_SQRT2 = math.sqrt(2.0)
+
+
+def norm_cdf(x: float) -> float:
+    """Standard normal CDF, Phi(x) = erfc(-x / sqrt(2)) / 2 (the erf identity, written with erfc so the
+    lower tail keeps full relative precision)."""
+    return 0.5 * math.erfc(-float(x) / _SQRT2)
+
+
+# Acklam's rational approximation of the inverse normal CDF (relative error < 1.15e-9 before refinement).
+_PPF_A = (
+    -3.969683028665376e01,
+    2.209460984245205e02,
+    -2.759285104469687e02,
+    1.383577518672690e02,
+    -3.066479806614716e01,
+    2.506628277459239e00,
+)
+_PPF_B = (
+    -5.447609879822406e01,
+    1.615858368580409e02,
+    -1.556989798598866e02,
+    6.680131188771972e01,
+    -1.328068155288572e01,
+)
+_PPF_C = (
+    -7.784894002430293e-03,
+    -3.223964580411365e-01,
+    -2.400758277161838e00,
+    -2.549732539343734e00,
+    4.374664141464968e00,
+    2.938163982698783e00,
+)
+_PPF_D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+
+
+def _poly(coefs: tuple[float, ...], x: float) -> float:
+    out = 0.0
+    for c in coefs:
+        out = out * x + c
+    return out
+
+
+def norm_ppf(p: float) -> float:
+    """Inverse standard normal CDF, Phi^-1(p): Acklam's rational approximation refined by one Halley
+    step on Phi(x) - p (accurate to ~1e-15 relative). The upper half is mirrored from the lower half,
+    so the tail of interest is always the accurate one. -inf at 0, inf at 1, NaN outside [0, 1]."""
+    p = float(p)
+    if math.isnan(p) or p < 0.0 or p > 1.0:
+        return float("nan")
+    if p == 0.0:
+        return -math.inf
+    if p == 1.0:
+        return math.inf
+    if p > 0.5:
+        return -norm_ppf(1.0 - p)  # exact: 1 - p is representable for p in (0.5, 1)
+    if p < 0.02425:
+        q = math.sqrt(-2.0 * math.log(p))
+        x = _poly(_PPF_C, q) / (_poly(_PPF_D, q) * q + 1.0)
+    else:
+        q = p - 0.5
+        r = q * q
+        x = _poly(_PPF_A, r) * q / (_poly(_PPF_B, r) * r + 1.0)
+    e = norm_cdf(x) - p
+    u = e * math.sqrt(2.0 * math.pi) * math.exp(0.5 * x * x)
+    return x - u / (1.0 + 0.5 * x * u)
+
+
+def _sr_moments(daily_returns: np.ndarray) -> tuple[int, float, float, float] | None:
+    """(n, daily SR = mean / std(ddof=1), skew g3, non-excess kurtosis g4), with population moments
+    g3 = m3 / m2^1.5 and g4 = m4 / m2^2 (scipy.stats.skew / kurtosis(fisher=False), bias=True).
+    None when n < 3 or the series is flat (std == 0; a constant series counts as flat even when
+    rounding leaves its computed std a few ulps above zero)."""
+    r = np.asarray(daily_returns, float)
+    n = len(r)
+    if n < 3 or np.ptp(r) == 0:
+        return None
+    sd = float(r.std(ddof=1))
+    if sd == 0:
+        return None
+    d = r - r.mean()
+    m2 = float(np.mean(d**2))
+    g3 = float(np.mean(d**3)) / m2**1.5
+    g4 = float(np.mean(d**4)) / m2**2
+    return n, float(r.mean()) / sd, g3, g4
+
+
+def _sr_var_term(sr: float, g3: float, g4: float) -> float:
+    """1 - g3*SR + (g4 - 1)/4 * SR^2: (n - 1) times the variance of the daily Sharpe estimate.
+    Never negative in exact arithmetic (Pearson's inequality g4 >= 1 + g3^2)."""
+    return max(1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr, 0.0)
+
+
+def sharpe_se(daily_returns: np.ndarray) -> float:
+    """Standard error of the annualised Sharpe ratio (``sharpe``), allowing for skew and fat tails
+    (Lo 2002, "The Statistics of Sharpe Ratios"; Mertens 2002):
+
+        var(SR_daily) = (1 - g3*SR + (g4 - 1)/4 * SR^2) / (n - 1),  SE = sqrt(var) * sqrt(252)
+
+    with SR = mean / std(ddof=1) daily, g3 / g4 the population skew and (non-excess) kurtosis.
+    For normal returns this is sqrt((1 + SR^2/2) / (n - 1)) * sqrt(252). NaN when n < 3 or std == 0."""
+    mom = _sr_moments(daily_returns)
+    if mom is None:
+        return float("nan")
+    n, sr, g3, g4 = mom
+    return math.sqrt(_sr_var_term(sr, g3, g4) / (n - 1)) * math.sqrt(TRADING_DAYS)
+
+
+def psr(daily_returns: np.ndarray, benchmark: float = 0.0) -> float:
+    """Probabilistic Sharpe Ratio (Bailey & López de Prado 2012, "The Sharpe Ratio Efficient
+    Frontier"): the probability that the true Sharpe ratio exceeds ``benchmark``,
+
+        PSR = Phi((SR - SR*) * sqrt(n - 1) / sqrt(1 - g3*SR + (g4 - 1)/4 * SR^2))
+
+    with SR (mean / std(ddof=1)) and SR* in daily units; ``benchmark`` is annualised, SR* =
+    benchmark / sqrt(252). g3, g4 as in ``sharpe_se``. NaN when n < 3 or std == 0."""
+    mom = _sr_moments(daily_returns)
+    if mom is None:
+        return float("nan")
+    n, sr, g3, g4 = mom
+    diff = sr - benchmark / math.sqrt(TRADING_DAYS)
+    v = _sr_var_term(sr, g3, g4)
+    if v == 0:  # degenerate two-point distribution: no sampling uncertainty left in the formula
+        return 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+    return norm_cdf(diff * math.sqrt(n - 1) / math.sqrt(v))
+
+
+def min_track_record(daily_returns: np.ndarray, benchmark: float = 0.0, confidence: float = 0.95) -> float:
+    """Minimum Track Record Length, in sessions (Bailey & López de Prado 2012): how long a record
+    with these moments must be for PSR(benchmark) to reach ``confidence``,
+
+        MinTRL = 1 + (1 - g3*SR + (g4 - 1)/4 * SR^2) * (Phi^-1(confidence) / (SR - SR*))^2
+
+    SR, SR*, g3, g4 as in ``psr`` (daily units; ``benchmark`` annualised). math.inf when
+    SR <= SR* (no record is long enough); NaN when n < 3 or std == 0."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    mom = _sr_moments(daily_returns)
+    if mom is None:
+        return float("nan")
+    _, sr, g3, g4 = mom
+    diff = sr - benchmark / math.sqrt(TRADING_DAYS)
+    if diff <= 0:
+        return math.inf
+    return 1.0 + _sr_var_term(sr, g3, g4) * (norm_ppf(confidence) / diff) ** 2
+
+
+def block_bootstrap_indices(n: int, block: int = 5, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) int array of circular block-bootstrap resamples of the session indices 0..n-1
+    (Politis & Romano 1992): each row is ceil(n / block) blocks of ``block`` consecutive indices,
+    wrapping around mod n, with starts drawn uniformly from 0..n-1, truncated to n. Blocks keep the
+    short-range autocorrelation of daily returns that an i.i.d. bootstrap would destroy. ``block``
+    is clipped to [1, n]; np.random.default_rng(seed), so a fixed seed gives the same resamples."""
+    if n < 0 or n_boot < 0:
+        raise ValueError(f"n and n_boot must be >= 0, got n={n}, n_boot={n_boot}")
+    if n == 0:
+        return np.empty((n_boot, 0), dtype=np.int64)
+    block = int(min(max(block, 1), n))
+    n_blocks = -(-n // block)
+    starts = np.random.default_rng(seed).integers(0, n, size=(n_boot, n_blocks))
+    idx = (starts[:, :, None] + np.arange(block)) % n
+    return idx.reshape(n_boot, n_blocks * block)[:, :n]
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Two-sided percentile interval: the (1 - level)/2 and (1 + level)/2 quantiles (linear
+    interpolation, NaNs dropped; (nan, nan) when nothing is left)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(v, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(lo), float(hi)
+
+
+def _aligned(series: tuple) -> list[np.ndarray]:
+    arrays = [np.asarray(s) for s in series]
+    if not arrays:
+        raise ValueError("at least one series is needed")
+    if any(a.ndim != 1 or len(a) != len(arrays[0]) for a in arrays):
+        raise ValueError(f"series must be 1-d and aligned, got shapes {[a.shape for a in arrays]}")
+    return arrays
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def block_bootstrap_interval(
+    stat: Callable[..., float],
+    *series: np.ndarray,
+    block: int = 5,
+    n_boot: int = 2000,
+    level: float = 0.90,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of ``stat(*resampled_series)`` under the circular block bootstrap
+    (``block_bootstrap_indices``; Politis & Romano 1992, Efron & Tibshirani 1993 ch. 13): every
+    series (aligned 1-d arrays, one value per session) is resampled with the SAME indices, so
+    same-session pairs (strategy, benchmark) stay together. Quantiles (1 - level)/2 and
+    (1 + level)/2 of the n_boot statistics, resamples where ``stat`` is NaN dropped. (nan, nan)
+    when n < 2. See ``total_return_interval`` / ``excess_return_interval`` for vectorised cases."""
+    _check_level(level)
+    arrays = _aligned(series)
+    n = len(arrays[0])
+    if n < 2:
+        return float("nan"), float("nan")
+    idx = block_bootstrap_indices(n, block=block, n_boot=n_boot, seed=seed)
+    values = np.array([stat(*(a[row] for a in arrays)) for row in idx], dtype=float)
+    return _percentile_interval(values, level)
+
+
+def total_return_interval(
+    daily_returns: np.ndarray, block: int = 5, n_boot: int = 2000, level: float = 0.90, seed: int = 0
+) -> tuple[float, float]:
+    """``block_bootstrap_interval(total_return, daily_returns, ...)``, vectorised: the compounded
+    total prod(1 + r) - 1 of every resample at once. (nan, nan) when n < 2."""
+    _check_level(level)
+    r = np.asarray(daily_returns, float)
+    if len(r) < 2:
+        return float("nan"), float("nan")
+    idx = block_bootstrap_indices(len(r), block=block, n_boot=n_boot, seed=seed)
+    return _percentile_interval(np.prod(1.0 + r[idx], axis=1) - 1.0, level)
+
+
+def excess_return_interval(
+    daily_returns: np.ndarray,
+    benchmark_returns: np.ndarray,
+    block: int = 5,
+    n_boot: int = 2000,
+    level: float = 0.90,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Block-bootstrap percentile interval of total_return(strategy) - total_return(benchmark), both
+    compounded over the SAME resampled sessions (vectorised; equals ``block_bootstrap_interval``
+    with that statistic). (nan, nan) when n < 2."""
+    _check_level(level)
+    r, b = (a.astype(float) for a in _aligned((daily_returns, benchmark_returns)))
+    if len(r) < 2:
+        return float("nan"), float("nan")
+    idx = block_bootstrap_indices(len(r), block=block, n_boot=n_boot, seed=seed)
+    excess = np.prod(1.0 + r[idx], axis=1) - np.prod(1.0 + b[idx], axis=1)
+    return _percentile_interval(excess, level)
+
+
+def mean_t(values: np.ndarray) -> tuple[float, float, float]:
+    """(mean, standard error, t) of a sample, NaNs dropped: se = std(ddof=1) / sqrt(n), t = mean / se
+    (the one-sample t statistic against 0, e.g. for daily ICs or top-n spreads). (nan, nan, nan)
+    when n < 2; when se == 0 (a flat sample), t = nan if mean == 0 else copysign(inf, mean)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n < 2:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(v.mean())
+    se = 0.0 if np.ptp(v) == 0 else float(v.std(ddof=1)) / math.sqrt(n)
+    if se == 0:
+        return mean, 0.0, float("nan") if mean == 0 else math.copysign(math.inf, mean)
+    return mean, se, mean / se
+
+
+def binomial_interval(successes: int, n: int, level: float = 0.90) -> tuple[float, float]:
+    """Wilson score interval for a proportion (Wilson 1927; Newcombe 1998), e.g. a win or hit rate:
+
+        center = (k + z^2/2) / (n + z^2),  half = z / (n + z^2) * sqrt(k (n - k) / n + z^2 / 4)
+
+    with z = Phi^-1((1 + level) / 2); the bound is exactly 0 when k == 0 and 1 when k == n (as
+    scipy.stats.binomtest(k, n).proportion_ci(method="wilson")). (nan, nan) when n == 0."""
+    _check_level(level)
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return float("nan"), float("nan")
+    z = norm_ppf(0.5 + 0.5 * level)
+    p = successes / n
+    denom = 2.0 * (n + z * z)
+    center = (2.0 * n * p + z * z) / denom
+    delta = z / denom * math.sqrt(4.0 * n * p * (1.0 - p) + z * z)
+    lo = 0.0 if successes == 0 else max(center - delta, 0.0)
+    hi = 1.0 if successes == n else min(center + delta, 1.0)
+    return lo, hi
+
+
+def break_even_cost(gross_daily: np.ndarray) -> float:
+    """Per-side cost (a fraction: 0.0012 = 12 bps) at which a strategy that buys at the open and sells
+    at the close of every traded session, with session gross returns ``gross_daily``, ends at a total
+    net return of exactly 0. A session nets (1 + g)(1 - f)^2 - 1 (charged on entry and on exit), so
+
+        prod(1 + g) (1 - f)^(2n) = 1  =>  f = 1 - prod(1 + g)^(-1 / (2n))
+
+    (computed as -expm1(-sum(log1p(g)) / (2n)) for precision). Negative when the gross total is
+    negative (the strategy loses before costs); NaN for an empty array or when the gross total is
+    -100% (no cost breaks even)."""
+    g = np.asarray(gross_daily, float)
+    n = len(g)
+    if n == 0 or np.any(g <= -1.0):
+        return float("nan")
+    return float(-math.expm1(-float(np.sum(np.log1p(g))) / (2 * n)))
+
+
+def net_of_costs_total(gross_daily: np.ndarray, side_charge: float) -> float:
+    """Total compounded net return prod((1 + g)(1 - f)^2) - 1 of the traded sessions ``gross_daily``
+    at a per-side charge f = ``side_charge`` (see ``break_even_cost``); 0.0 for no sessions."""
+    g = np.asarray(gross_daily, float)
+    return float(np.prod((1.0 + g) * (1.0 - side_charge) ** 2) - 1.0)

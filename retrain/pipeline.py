@@ -6,17 +6,20 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from retrain import calendar, training
+from retrain import calendar, metrics, queries, training
+from retrain.backtest import Z95
 from retrain.calendar import AsOf
 from retrain.config import Settings
 from retrain.errors import RetrainError
 from retrain.features import feature_columns
+from retrain.record import RecordStore
 from retrain.registry import Registry
 from retrain.store import Store, atomic_write_parquet
 
@@ -35,26 +38,88 @@ class TrainOutcome:
     unchanged: bool = False  # an identical run existed already (same bars, same routine): no new run
     result: training.TrainResult | None = None  # None when unchanged
     backtest: BacktestOutcome | None = None  # None without a backtest, or when unchanged
+    gate: dict | None = None  # the promotion decision with its figures (None when not decided)
 
 
-def backtest_rank_ic(predictions: pl.DataFrame) -> float:
-    """Mean daily rank IC of walk-forward backtest predictions."""
-    from retrain import metrics
+# ------------------------------------------------------------------ the data
+def last_labelled(store: Store, version: str, scope: str, until: dt.date | None = None) -> dt.date | None:
+    """The last session with a labelled feature row of ``version`` in ``scope`` (on or before ``until``)."""
+    con = store.connect()
+    try:
+        return con.execute(queries.load("last_labelled"),
+                           {"version": version, "scope": scope, "until": until}).fetchone()[0]
+    finally:
+        con.close()
 
-    p = predictions.drop_nulls(["actual", "predicted"])
-    ic = metrics.daily_ic(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy(), rank=True)
-    return float(ic.mean()) if len(ic) else float("nan")
+
+def training_window(store: Store, version: str, scope: str, days: int, end: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """[start, end]: ``days`` calendar days ending at the last labelled session (or ``end``)."""
+    last = end or last_labelled(store, version, scope)
+    if last is None:
+        raise RetrainError(
+            f"no labelled feature rows of {version} for {scope}",
+            hint=f"build them and train in one go: `retrain run --exchange {scope}` (or `retrain indicators`, "
+                 "`retrain features`, `retrain labels`, then this command)",
+        )
+    return last - dt.timedelta(days=days - 1), last
 
 
-def promotion_decision(mode: str, new: dict, active: dict | None, active_replay: dict | None = None) -> tuple[bool, str]:
+def load_training_set(store: Store, version: str, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """features JOIN labels for the scope and window (sql/training_set.sql), ordered by session."""
+    con = store.connect()
+    try:
+        rel = con.sql(queries.load("training_set").rstrip().rstrip(";"),
+                      params={"version": version, "scope": scope, "start": start, "end": end})
+        return pl.from_arrow(rel.to_arrow_table())
+    finally:
+        con.close()
+
+
+def train(store: Store, version: str, scope: str, cfg: training.TrainConfig, end: dt.date | None = None,
+          progress=None) -> training.TrainResult:
+    """Load the window and run ``training.train_frame`` on it (no run folder, no promotion)."""
+    window = training_window(store, version, scope, cfg.training_days, end)
+    df = training.prepare(load_training_set(store, version, scope, *window), cfg)
+    return training.train_frame(df, version, scope, cfg, window, progress)
+
+
+# ------------------------------------------------------------------ promotion
+GATE_MARGIN = {"net_return": 0.0001, "rank_ic": 0.002}  # non-inferiority margins, per session
+GATE_TEST = ("paired one-sided tests (95%) on the daily differences challenger - champion over the same "
+             "out-of-sample sessions: the challenger is kept out only when it is worse by more than the margin "
+             "(1 bp of net return or 0.002 of rank IC per session) with 95% confidence; it replaces the "
+             "champion otherwise, and is called better when it beats it with 95% confidence")
+
+
+def paired_gate(challenger: pl.DataFrame, champion: pl.DataFrame) -> dict:
+    """The paired comparison of two records on their common sessions. Each frame: trade_date,
+    net_return (the strategy's daily net return), rank_ic (that session's rank IC)."""
+    both = challenger.join(champion, on="trade_date", suffix="_champion").sort("trade_date")
+    out = {"sessions": both.height, "margin": dict(GATE_MARGIN), "test": GATE_TEST}
+    worse = better = False
+    for key in ("net_return", "rank_ic"):
+        d = (both[key] - both[f"{key}_champion"]).drop_nulls().drop_nans().to_numpy()
+        mean, se, t = metrics.mean_t(d) if len(d) > 1 else (float("nan"),) * 3
+        if len(d) > 1 and se == 0:  # identical records
+            mean, se, t = float(np.mean(d)), 0.0, float("nan")
+        lo, hi = (mean - Z95 * se, mean + Z95 * se) if se == se else (float("nan"), float("nan"))
+        out[f"{key}_diff"] = {"mean": mean, "se": se, "t": t, "ci": [lo, hi], "sessions": int(len(d))}
+        worse |= bool(hi == hi and hi < -GATE_MARGIN[key])
+        better |= bool(lo == lo and lo > 0)
+    out["outcome"] = "worse" if worse else "better" if better else "not different"
+    return out
+
+
+def promotion_decision(mode: str, new: dict, active: dict | None, compared: dict | None = None) -> tuple[bool, str]:
     """Whether a new run becomes active.
 
     ``auto``: yes when there is no active model. Never when the new run's training data ends
     before the active model's (a run with a past --as-of reads the past; it does not replace a
-    fresher model). Otherwise, when the new run was backtested, the active run's routine is
-    replayed over the same window (``active_replay``: its rank IC and Sharpe there) and the new
-    run must be not worse on both. Without a backtest, the out-of-sample CV rank IC is compared
-    (and the reason says so)."""
+    fresher model). Otherwise, with a backtest, ``compared`` is ``paired_gate`` of the two
+    records over the new run's record sessions (the active run's routine replayed where its own
+    record does not cover them): kept out when significantly worse beyond the margin, promoted
+    otherwise. Without a backtest, the out-of-sample CV rank IC is compared (and the reason says
+    so)."""
     if mode == "always":
         return True, "--promote always"
     if mode == "never":
@@ -67,23 +132,38 @@ def promotion_decision(mode: str, new: dict, active: dict | None, active_replay:
         return False, (f"its training data ends {new_end}, before that of the active model {active['run_id']} "
                        f"({active_end}): a model of the past never replaces a fresher one automatically; "
                        f"kept as a candidate ({promote_hint})")
-    nb = new.get("backtest")
-    if nb and active_replay:
-        window = f"{nb['start']}..{nb['end']}"
-        worse = nb["rank_ic"] < active_replay["rank_ic"] or nb["sharpe"] < active_replay["sharpe"]
-        detail = (f"over {window}: rank IC {nb['rank_ic']:+.4f} vs {active_replay['rank_ic']:+.4f}, "
-                  f"Sharpe {nb['sharpe']:.2f} vs {active_replay['sharpe']:.2f}")
-        if active_replay.get("same_routine"):
-            fresher = "fresher" if new_end > active_end else "the same or changed"
-            detail = f"same training routine on {fresher} data, so its replay is this backtest {detail}"
-    else:
-        new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
-        old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
-        worse = not np.isnan(old_ic) and new_ic < old_ic
-        detail = f"no backtest to compare on, so cross-validation rank IC {new_ic:+.4f} vs {old_ic:+.4f}"
+    if compared is not None:
+        r, ic = compared["net_return_diff"], compared["rank_ic_diff"]
+        detail = (f"over the same {compared['sessions']} out-of-sample sessions: daily net return "
+                  f"{_bp(r['mean'])} ± {_bp(r['se'])} vs the champion, rank IC {_signed(ic['mean'])} ± {_num(ic['se'])}")
+        if compared.get("same_routine"):
+            detail = (f"same training routine on {'fresher' if new_end > active_end else 'the same'} data, so its "
+                      f"record on the same {compared['sessions']} sessions is this one")
+        outcome = compared["outcome"]
+        if outcome == "worse":
+            return False, (f"significantly worse than the active model {active['run_id']} ({detail}); kept as a "
+                           f"candidate ({promote_hint})")
+        word = "significantly better than" if outcome == "better" else "not significantly worse than"
+        return True, f"{word} the active model {active['run_id']} ({detail})"
+    new_ic = new["cv"]["summary"]["rank_ic"]["mean"]
+    old_ic = active["cv"]["summary"]["rank_ic"]["mean"]
+    worse = not np.isnan(old_ic) and new_ic < old_ic
+    detail = f"no backtest to compare on, so cross-validation rank IC {new_ic:+.4f} vs {old_ic:+.4f}"
     if not worse:
         return True, f"not worse than the active model {active['run_id']} ({detail})"
     return False, f"worse than the active model {active['run_id']} ({detail}); kept as a candidate ({promote_hint})"
+
+
+def _bp(v: float) -> str:
+    return "n/a" if v != v else f"{v * 10_000:+.1f} bp"
+
+
+def _signed(v: float) -> str:
+    return "n/a" if v != v else f"{v:+.4f}"
+
+
+def _num(v: float) -> str:
+    return "n/a" if v != v else f"{v:.4f}"
 
 
 def active_routine(active: dict) -> training.TrainConfig:
@@ -94,28 +174,162 @@ def active_routine(active: dict) -> training.TrainConfig:
                                                   if k not in training.FIXED_PARAMS})
 
 
+# ------------------------------------------------------------------ the record
+def record_first_day(records: RecordStore, version: str, scope: str, routine: str, window: tuple[dt.date, dt.date],
+                     bcfg) -> dt.date:
+    """The first day the record can need: the oldest stored block of the routine that may still
+    be within ``record_sessions`` sessions of the window's end, or the window's start."""
+    from retrain import backtest as bt
+
+    horizon = window[1] - dt.timedelta(days=math.ceil(bcfg.record_sessions * 7 / 5) + 14)
+    stored = [dt.date.fromisoformat(k) for k in records.keys(version, scope, routine)]
+    stored = [d for d in stored if horizon <= d <= window[1]]
+    first = min([window[0], *stored])
+    return dt.date.fromisoformat(bt.block_key(bt.block_id(first, bcfg.retrain_every), bcfg.retrain_every))
+
+
 def load_frame(store: Store, version: str, scope: str, cfg: training.TrainConfig, window: tuple[dt.date, dt.date],
-               backtest_window: tuple[dt.date, dt.date] | None = None) -> pl.DataFrame:
+               first_test_day: dt.date | None = None) -> pl.DataFrame:
     """The prepared rows (``training.prepare``) a run needs: its training window and, with a
-    backtest, every block's training window before it. Loaded once; the steps slice it."""
+    backtest, every block's training window from ``first_test_day`` on. Loaded once; the steps
+    slice it."""
     first = window[0]
-    if backtest_window:
-        first = min(first, backtest_window[0] - dt.timedelta(days=cfg.training_days + 30))
-    return training.prepare(training.load_training_set(store, version, scope, first, window[1]), cfg)
+    if first_test_day:
+        first = min(first, first_test_day - dt.timedelta(days=cfg.training_days + 30))
+    return training.prepare(load_training_set(store, version, scope, first, window[1]), cfg)
 
 
-def run_identity(rows_fingerprint: str, frame: pl.DataFrame, version: str, scope: str, cfg: training.TrainConfig,
-                 window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None) -> dict[str, str | None]:
+@dataclass
+class Prepared:
+    """A frame with what every block needs, computed once: matrix, target, sessions, and the
+    hash and row count of each session."""
+
+    data: pl.DataFrame
+    x: np.ndarray
+    y: np.ndarray
+    dates: np.ndarray
+    sessions: list[dt.date]
+    hashes: dict[dt.date, str]
+    rows: dict[dt.date, int]
+
+    @classmethod
+    def of(cls, data: pl.DataFrame, columns: list[str]) -> Prepared:
+        x = training.matrix(data, columns)
+        counts = data.group_by("trade_date").len().sort("trade_date")
+        return cls(data, x, data["target"].to_numpy().astype(np.float64), data["trade_date"].to_numpy(),
+                   counts["trade_date"].to_list(), training.session_hashes(data, columns, x=x),
+                   dict(zip(counts["trade_date"].to_list(), counts["len"].to_list())))
+
+    def fingerprint(self, sessions) -> str:
+        """sha256 of the rows of ``sessions`` (keys, features, target, return), from the session hashes."""
+        return hashlib.sha256("|".join(self.hashes[d] for d in sessions).encode()).hexdigest()
+
+
+@dataclass
+class Record:
+    """The out-of-sample record of one routine over a list of grid blocks."""
+
+    routine: str
+    blocks: list  # backtest.Block, oldest first
+    predictions: pl.DataFrame  # every block's predictions, in block order
+    reused: int
+    trained: int
+    warnings: list[str]
+
+
+def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.date, tcfg, bcfg, routine: str):
+    """The blocks of the record: every grid block with a session in ``window`` (an error when one
+    cannot be formed), and before them the blocks from ``first_day`` on that can be formed,
+    trimmed to the newest ``record_sessions`` sessions (whole blocks; the window's blocks stay)."""
+    from retrain import backtest as bt
+
+    start, end = window
+    in_window = [d for d in prep.sessions if start <= d <= end]
+    if not in_window:
+        raise RetrainError(f"no labelled sessions between {start} and {end}",
+                           hint="pick dates inside the labelled range (`retrain status` shows it)")
+    every = bcfg.retrain_every
+    window_ids = sorted({bt.block_id(d, every) for d in in_window})
+    blocks, problems = bt.plan_blocks(prep.sessions, window_ids, tcfg, bcfg, routine, prep.hashes, prep.rows)
+    if problems:
+        first_bad = min(problems)
+        text = problems[first_bad]
+        hint = ("use a longer --training-days, a later --start-date or --as-of, a shorter --backtest-days, "
+                "or lower --min-rows" if text.startswith("Insufficient") else
+                "start the backtest later (a shorter --backtest-days), or build more history")
+        raise RetrainError(f"the backtest block {bt.block_key(first_bad, every)} cannot be formed: {text}", hint=hint)
+    earlier_ids = list(range(bt.block_id(first_day, every), window_ids[0]))
+    earlier, _ = bt.plan_blocks(prep.sessions, earlier_ids, tcfg, bcfg, routine, prep.hashes, prep.rows)
+    # the earlier blocks form a contiguous run ending at the window: drop any before a gap
+    kept: list = []
+    for b in reversed(earlier):
+        if (kept[0].id if kept else window_ids[0]) - b.id != 1:
+            break
+        kept.insert(0, b)
+    budget = bcfg.record_sessions - sum(len(b.sessions) for b in blocks)
+    while kept and sum(len(b.sessions) for b in kept) > max(0, budget):
+        kept.pop(0)
+    return kept + blocks, len(kept)
+
+
+def build_record(records: RecordStore, prep: Prepared, version: str, scope: str, blocks: list, tcfg, bcfg,
+                 routine: str, spec: dict, progress=None) -> Record:
+    """Predictions of every block: read back when the stored block has the same fingerprint,
+    trained (``backtest.predict_block``) and stored otherwise."""
+    from retrain import backtest as bt
+
+    columns = feature_columns(version)
+    stored, warnings = records.read(version, scope, routine, [b.key for b in blocks])
+    frames, reused, trained = [], 0, 0
+    todo = [b for b in blocks if not (b.key in stored and stored[b.key]["block_fingerprint"][0] == b.fingerprint)]
+    for b in blocks:
+        if b not in todo:
+            frames.append(stored[b.key])
+            reused += 1
+            continue
+        frame = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, b, tcfg, columns)
+        records.write(version, scope, routine, b.key, frame, spec)
+        frames.append(frame)
+        trained += 1
+        if progress:
+            progress(trained, len(todo), list(b.sessions), list(b.train))
+    return Record(routine, blocks, pl.concat(frames, how="vertical_relaxed"), reused, trained, warnings)
+
+
+def routine_spec(tcfg, bcfg, version: str) -> tuple[str, dict]:
+    """(fingerprint, description) of a routine's record."""
+    from retrain import backtest as bt
+    from retrain.registry import library_versions
+
+    columns = feature_columns(version)
+    lgb_version = library_versions()["lightgbm"]
+    spec = {"training_config": {k: v for k, v in vars(tcfg).items() if k not in ("min_rows", "cv_folds", "params")},
+            "params": tcfg.lgb_params(), "feature_version": version, "feature_columns": columns,
+            "retrain_every": bcfg.retrain_every, "lightgbm": lgb_version}
+    return bt.routine_fingerprint(tcfg, bcfg, version, columns, lgb_version), spec
+
+
+def session_figures(predictions: pl.DataFrame, bcfg) -> pl.DataFrame:
+    """trade_date, net_return (the strategy's daily net return), rank_ic: what the gate pairs."""
+    from retrain import backtest as bt
+
+    daily, _ = bt.simulate(predictions.drop_nulls("actual"), bcfg)
+    ric = (predictions.drop_nulls(["actual", "predicted"])
+           .group_by("trade_date").agg(pl.corr(pl.col("predicted").rank(), pl.col("actual").rank()).alias("rank_ic")))
+    return daily.select(pl.col("date").alias("trade_date"), pl.col("daily_return").alias("net_return")).join(
+        ric, on="trade_date", how="left")
+
+
+def run_identity(rows_fingerprint: str, version: str, scope: str, cfg: training.TrainConfig,
+                 window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None, blocks=None) -> dict[str, str | None]:
     """What a run is a function of, in two parts. ``training``: the training window's rows
-    (``rows_fingerprint``, ``training.fingerprint`` of them: keys, features, targets), the
-    routine (min_rows aside: it only gates), the window and the library versions; two runs with
-    the same one have the same model and CV, bit for bit. ``backtest``: also ``frame``, the rows
-    before the window that the backtest blocks train on, the backtest window and its settings
-    (None without a backtest)."""
+    (``rows_fingerprint``: keys, features, targets), the routine (min_rows aside: it only
+    gates), the window and the library versions; two runs with the same one have the same model
+    and CV, bit for bit. ``backtest``: also the backtest window and settings and the
+    fingerprints of the record's blocks (None without a backtest)."""
     from retrain.registry import library_versions
 
     libraries = library_versions()
-    columns = feature_columns(version)
     spec = {
         "version": version, "scope": scope, "window": [str(d) for d in window],
         "routine": {k: v for k, v in vars(cfg).items() if k != "min_rows"},
@@ -126,8 +340,8 @@ def run_identity(rows_fingerprint: str, frame: pl.DataFrame, version: str, scope
     out = {"training": h.hexdigest(), "backtest": None}
     if backtest_window:
         b = hashlib.sha256(out["training"].encode())
-        b.update(training.fingerprint(frame, columns).encode())
-        b.update(json.dumps({"window": [str(d) for d in backtest_window], "config": vars(bcfg)},
+        b.update(json.dumps({"window": [str(d) for d in backtest_window], "config": vars(bcfg),
+                             "blocks": [blk.fingerprint for blk in blocks or []]},
                             sort_keys=True, default=str).encode())
         out["backtest"] = b.hexdigest()
     return out
@@ -147,16 +361,9 @@ def find_same(runs: list[dict], version: str, scope: str, identity: dict) -> dic
     return None
 
 
-def replay_active(store: Store, active: dict, window: tuple[dt.date, dt.date], bcfg) -> dict:
-    """The active run's routine backtested over ``window``."""
-    routine = active_routine(active)
-    frame = load_frame(store, active["feature_version"], active["scope"], routine, window, window)
-    bt = run_backtest(store, frame, active["feature_version"], active["scope"], window, routine, bcfg)
-    return {"rank_ic": backtest_rank_ic(bt.predictions), "sharpe": bt.summary["sharpe"]}
-
-
 def _run_meta(result: training.TrainResult, cfg: training.TrainConfig, version: str, scope: str) -> dict:
     return {
+        "schema_version": META_SCHEMA,
         "feature_version": version,
         "scope": scope,
         "feature_columns": result.feature_columns,
@@ -174,33 +381,62 @@ def _run_meta(result: training.TrainResult, cfg: training.TrainConfig, version: 
     }
 
 
+META_SCHEMA = 2  # meta.json's layout: 2 adds schema_version, record and gate
+
+
+def _check_scope_size(frame: pl.DataFrame, scope: str, window, top_n: int) -> None:
+    """A scope must have more symbols per session than the picks, or there is nothing to rank."""
+    if frame.is_empty():
+        return
+    per = frame.filter(pl.col("trade_date") >= window[0]).group_by("trade_date").len()["len"]
+    typical = int(per.median()) if per.len() else 0
+    if typical <= max(top_n, 1):
+        raise RetrainError(
+            f"{scope} has too few symbols to rank: {typical} per session in {window[0]}..{window[1]}, and the "
+            f"top {top_n} picks need more than {top_n}",
+            hint="load more symbols (`retrain ingest`), use --exchange ALL, or lower [training] top_n")
+
+
 def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
                end: dt.date | None = None, progress=None, backtest_window: tuple[dt.date, dt.date] | None = None,
                bcfg=None, bt_progress=None, store: Store | None = None, on_trained=None,
-               on_unchanged=None) -> TrainOutcome:
-    """Train on the rolling window (and, with ``backtest_window``, replay the routine walk-forward
-    over it), write the run folder, and apply the promotion rule. ``on_trained(meta)`` is called
-    once the model and its CV metrics exist, before the backtest.
+               on_unchanged=None, on_record=None) -> TrainOutcome:
+    """Train on the rolling window (and, with ``backtest_window``, bring the out-of-sample record
+    up to date over it), write the run folder, and apply the promotion gate. ``on_trained(meta)``
+    is called once the model and its CV metrics exist, before the backtest; ``on_record(info)``
+    once the record's blocks are planned (how many are reused and trained).
 
-    A run whose identity (``run_identity``: same rows, same routine, same windows) matches an
-    existing run of the same version and scope is not repeated: no new run is written, the
-    existing one is returned with ``unchanged`` set (``on_unchanged(meta)`` is called). The
-    promotion rule applies to it as to a new run if it is a candidate; a run that was active once
-    and was replaced or rolled back since stays so (``always`` aside)."""
+    A run whose identity (``run_identity``: same rows, same routine, same windows, same record
+    blocks) matches an existing run of the same version and scope is not repeated: no new run is
+    written, the existing one is returned with ``unchanged`` set (``on_unchanged(meta)`` is
+    called). The promotion rule applies to it as to a new run if it is a candidate; a run that
+    was active once and was replaced or rolled back since stays so (``always`` aside)."""
     from retrain.backtest import BacktestConfig
 
     if promote not in PROMOTE_MODES:
         raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
     store = store or Store(settings.data_dir)
-    bcfg = bcfg or BacktestConfig(max_positions=cfg.top_n)
+    bcfg = bcfg or BacktestConfig.from_settings(settings, max_positions=cfg.top_n)
     version = settings.feature_version
+    columns = feature_columns(version)
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
+    records = RecordStore(settings.artifacts_dir)
+    if backtest_window and (backtest_window[1] - backtest_window[0]).days + 1 < bcfg.block_days:
+        days = (backtest_window[1] - backtest_window[0]).days + 1
+        raise RetrainError(f"the backtest window {backtest_window[0]}..{backtest_window[1]} ({days} days) is shorter "
+                           f"than one block of the record ({bcfg.retrain_every} sessions: {bcfg.block_days} days)",
+                           hint=f"use --backtest-days {bcfg.block_days} or more (or an earlier --start-date)")
     with store.lock("retrain train"):
-        window = training.training_window(store, version, scope, cfg.training_days, end)
-        frame = load_frame(store, version, scope, cfg, window, backtest_window)
-        rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
-        fingerprint = training.fingerprint(rows, feature_columns(version))  # hashed once: identity and meta
-        identity = run_identity(fingerprint, frame, version, scope, cfg, window, backtest_window, bcfg)
+        window = training_window(store, version, scope, cfg.training_days, end)
+        routine, spec = routine_spec(cfg, bcfg, version)
+        first_day = record_first_day(records, version, scope, routine, backtest_window, bcfg) if backtest_window else None
+        frame = load_frame(store, version, scope, cfg, window, first_day)
+        _check_scope_size(frame, scope, window, bcfg.max_positions)
+        prep = Prepared.of(frame, columns)
+        fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
+        blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
+                             if backtest_window else ([], 0))
+        identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks)
         same = find_same(registry.runs(), version, scope, identity)
         result = bt = None
         if same is not None:
@@ -208,6 +444,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             if on_unchanged:
                 on_unchanged(meta)
         else:
+            rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
             result = training.train_frame(rows, version, scope, cfg, window, progress, fingerprint)
             meta = _run_meta(result, cfg, version, scope)
             meta["identity"] = identity
@@ -217,9 +454,15 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             meta.update(run_id=run_id, created_at=created)
             files = {"cv_predictions.parquet": _parquet_bytes(result.oos)}
             if backtest_window:
-                bt = run_backtest(store, frame, version, scope, backtest_window, cfg, bcfg, bt_progress)
-                meta["backtest"] = {**bt.summary, "rank_ic": backtest_rank_ic(bt.predictions), "verdict": bt.verdict,
-                                    "config": vars(bt.config)}
+                if on_record:
+                    stored = set(records.keys(version, scope, routine))
+                    on_record({"blocks": len(blocks), "earlier": n_earlier,
+                               "stored": sum(b.key in stored for b in blocks)})
+                record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec, bt_progress)
+                bt = evaluate_record(store, record, scope, backtest_window, bcfg)
+                meta["backtest"] = {**bt.summary, "rank_ic": bt.window_evidence["rank_ic"], "verdict": bt.verdict,
+                                    "verdict_reason": bt.reason, "config": vars(bcfg), "evidence": bt.window_evidence}
+                meta["record"] = bt.record_info
                 importance = sorted(zip(result.feature_columns, result.model.feature_importance("gain").tolist()),
                                     key=lambda kv: -kv[1])
                 meta["feature_importance_gain"] = dict(importance)
@@ -230,11 +473,15 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                         bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
                     "trades.parquet": _parquet_bytes(bt.trades),
                     "predictions.parquet": _parquet_bytes(bt.predictions),
-                    "report.html": html_report.render(meta, bt.summary, bt.verdict, bt.daily, bt.universe,
-                                                      bt.predictions, importance).encode(),
+                    "record_daily.parquet": _parquet_bytes(bt.record_daily.join(
+                        bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
+                    "record_predictions.parquet": _parquet_bytes(bt.record_predictions),
+                    "report.html": html_report.render(meta, bt.record_daily, bt.universe, bt.record_predictions,
+                                                      bt.record_trades, importance, backtest_window).encode(),
                 })
             run_id, run_dir = registry.create_run(result.model, meta, files)
         active_id = registry.active_run(version, scope)
+        gate = None
         if active_id == run_id:
             ok, reason = False, "it is the active model already"
         elif same is not None and promote != "always" and same.get("status") != "candidate":
@@ -244,49 +491,124 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                                  f"{same.get('status')} (activate it with `retrain models promote {run_id}`)")
         else:
             active = registry.run_meta(active_id) if active_id else None
-            replay = None
-            new_bt = meta.get("backtest")
-            if promote == "auto" and active is not None and new_bt is not None and backtest_window:
-                if active_routine(active) == dataclasses.replace(cfg, min_rows=1):
-                    # The routine is unchanged: replaying it over the same window and data would
-                    # reproduce this very backtest (training is deterministic), so it is not rerun.
-                    replay = {"rank_ic": new_bt["rank_ic"], "sharpe": new_bt["sharpe"], "same_routine": True}
-                elif meta["training_window"]["end"] >= active["training_window"]["end"]:
-                    replay = replay_active(store, active, backtest_window, bcfg)
-            ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active, replay)
+            compared = None
+            record = bt.record_predictions if bt is not None else _stored_record(run_dir)
+            if (promote == "auto" and active is not None and record is not None and backtest_window
+                    and meta["training_window"]["end"] >= active["training_window"]["end"]):
+                compared = compare_with_active(store, records, active, prep, blocks, cfg, bcfg, routine,
+                                               backtest_window, first_day, record)
+            ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active, compared)
+            gate = {"mode": promote, "promoted": ok, "reason": reason, "champion": active_id,
+                    "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    **({k: v for k, v in compared.items()} if compared else {})}
+            if "outcome" not in gate:
+                gate["outcome"] = "no champion" if active is None else mode_outcome(promote, ok)
+            meta = registry.annotate(run_id, gate=gate)
             if ok:
-                registry.promote(run_id)
+                registry.promote(run_id, decision=gate)
         is_active = registry.active_run(version, scope) == run_id
     return TrainOutcome(run_id, run_dir, meta, ok, reason, registry.active_paths(version, scope)[0], is_active,
-                        unchanged=same is not None, result=result, backtest=bt)
+                        unchanged=same is not None, result=result, backtest=bt, gate=gate)
+
+
+def _stored_record(run_dir: Path) -> pl.DataFrame | None:
+    """The record predictions a run found again keeps in its folder (None without a backtest)."""
+    path = run_dir / "record_predictions.parquet"
+    return pl.read_parquet(path) if path.exists() else None
+
+
+def mode_outcome(promote: str, ok: bool) -> str:
+    if promote != "auto":
+        return f"--promote {promote}"
+    return "promoted" if ok else "kept out"
+
+
+def compare_with_active(store: Store, records: RecordStore, active: dict, prep: Prepared, blocks: list,
+                        cfg, bcfg, routine: str, window, first_day, record: pl.DataFrame) -> dict:
+    """``paired_gate`` of this run's record and the active run's routine over the same sessions.
+    The same routine gives the same record on the same data, so nothing is replayed then;
+    another routine's record is read back where it has the blocks, and replayed where not."""
+    mine = session_figures(record, bcfg)
+    champ_cfg = active_routine(active)
+    if dataclasses.replace(champ_cfg, min_rows=1, cv_folds=cfg.cv_folds) == dataclasses.replace(cfg, min_rows=1):
+        out = paired_gate(mine, mine)
+        out["same_routine"] = True
+        out["champion_routine"] = routine[:16]
+        return out
+    version, scope = active["feature_version"], active["scope"]
+    champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version)
+    champ_prep = prep
+    if champ_cfg.target != cfg.target:
+        frame = load_frame(store, version, scope, champ_cfg, (window[0], window[1]), first_day)
+        champ_prep = Prepared.of(frame, feature_columns(version))
+    from retrain import backtest as bts
+
+    champ_blocks, _ = bts.plan_blocks(champ_prep.sessions, [b.id for b in blocks], champ_cfg, bcfg, champ_routine,
+                                      champ_prep.hashes, champ_prep.rows)
+    champ = build_record(records, champ_prep, version, scope, champ_blocks, champ_cfg, bcfg, champ_routine, champ_spec)
+    out = paired_gate(mine, session_figures(champ.predictions, bcfg))
+    out.update(champion_routine=champ_routine[:16], champion_blocks_reused=champ.reused,
+               champion_blocks_replayed=champ.trained)
+    return out
 
 
 @dataclass
 class BacktestOutcome:
-    predictions: pl.DataFrame
+    predictions: pl.DataFrame  # the --backtest-days window's predictions (the headline block)
     daily: pl.DataFrame
     trades: pl.DataFrame
-    universe: pl.DataFrame
-    summary: dict
-    verdict: str
+    universe: pl.DataFrame  # the record's sessions
+    summary: dict  # the guide's results block, over the window
+    verdict: str  # judged on the whole record
     config: object
+    reason: str = ""
+    window_evidence: dict | None = None
+    record_info: dict | None = None  # the record's evidence, verdict, reason, blocks reused and trained
+    record_predictions: pl.DataFrame | None = None
+    record_daily: pl.DataFrame | None = None
+    record_trades: pl.DataFrame | None = None
+    warnings: list | None = None
 
 
-def run_backtest(store: Store, frame: pl.DataFrame, version: str, scope: str, window: tuple[dt.date, dt.date],
-                 tcfg: training.TrainConfig, bcfg, progress=None) -> BacktestOutcome:
-    """Walk-forward backtest of ``tcfg`` over ``window`` on ``frame`` (see ``load_frame``); the
-    universe benchmark reads the labels of every symbol in scope."""
+def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.date, dt.date], bcfg) -> BacktestOutcome:
+    """The guide's results block over ``window`` and the evidence and verdict of the whole record;
+    the universe benchmark reads the labels of every symbol in scope."""
     from retrain import backtest as bt
 
+    preds = record.predictions.drop("block_fingerprint")
     start, end = window
-    preds = bt.walk_forward(frame, feature_columns(version), start, end, tcfg, bcfg, progress)
-    daily, trades = bt.simulate(preds.drop_nulls("actual"), bcfg)
-    labels = store.scan_labels(None if scope == "ALL" else scope, start, end)
+    first = preds["trade_date"].min()
+    labels = store.scan_labels(None if scope == "ALL" else scope, first, end)
     if labels is None:
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
     uni = bt.universe(labels.select("trade_date", "intraday_return").collect())
+    rdaily, rtrades = bt.simulate(preds.drop_nulls("actual"), bcfg)
+    rev = bt.evidence(rdaily, preds, uni, bcfg)
+    grade, reason, more = bt.judge(rev)
+    wpreds = preds.filter(pl.col("trade_date").is_between(start, end))
+    daily, trades = bt.simulate(wpreds.drop_nulls("actual"), bcfg)
     summary = bt.summarize(daily, trades, bcfg.bankroll, uni)
-    return BacktestOutcome(preds, daily, trades, uni, summary, bt.verdict(summary), bcfg)
+    wev = bt.evidence(daily, wpreds, uni, bcfg)
+    info = {**rev, "verdict": grade, "reason": reason, "more_sessions": more, "routine": record.routine[:16],
+            "blocks": len(record.blocks), "blocks_reused": record.reused, "blocks_trained": record.trained,
+            "record_sessions": bcfg.record_sessions, "warnings": record.warnings}
+    return BacktestOutcome(wpreds, daily, trades, uni, summary, grade, bcfg, reason, wev, info, preds, rdaily, rtrades,
+                           record.warnings)
+
+
+def backtest(store: Store, settings: Settings, version: str, scope: str, tcfg: training.TrainConfig,
+             window: tuple[dt.date, dt.date], bcfg, progress=None) -> BacktestOutcome:
+    """The routine ``tcfg`` over ``window`` through its record (blocks reused where stored,
+    trained and stored where not), evaluated; no run folder, no promotion. Call under the lock."""
+    records = RecordStore(settings.artifacts_dir)
+    routine, spec = routine_spec(tcfg, bcfg, version)
+    first_day = record_first_day(records, version, scope, routine, window, bcfg)
+    train_window = training_window(store, version, scope, tcfg.training_days, window[1])
+    frame = load_frame(store, version, scope, tcfg, train_window, first_day)
+    prep = Prepared.of(frame, feature_columns(version))
+    blocks, _ = plan_record(prep, window, first_day, tcfg, bcfg, routine)
+    record = build_record(records, prep, version, scope, blocks, tcfg, bcfg, routine, spec, progress)
+    return evaluate_record(store, record, scope, window, bcfg)
 
 
 def _parquet_bytes(df: pl.DataFrame) -> bytes:

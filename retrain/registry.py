@@ -3,16 +3,23 @@
 Layout under the artifacts directory::
 
     daytrading/
-      runs/<run_id>/model.joblib, meta.json      one immutable folder per training
-      intraday_model_<version>.joblib            active model of the default scope (the guide's name)
-      intraday_model_<version>_meta.json
-      intraday_model_<version>_<SCOPE>.joblib    active model of another scope (e.g. ALL, TSE)
+      runs/<run_id>/model.joblib, meta.json      one folder per training (the model never changes;
+                                                 meta.json may gain annotations such as "gate")
+      intraday_model_<version>.joblib            active model of NASDAQ, the shipped default scope
+      intraday_model_<version>_meta.json         (the guide's name)
+      intraday_model_<version>_<SCOPE>.joblib    active model of any other scope (NYSE, TSE, ALL),
+      intraday_model_<version>_<SCOPE>_meta.json whatever ``[run] exchange`` says
       registry.json                              active run, rollback history and a dated log of
                                                  activations per (version, scope)
 
+Active file names are a function of (version, scope) only. Stores written when they followed
+``[run] exchange`` keep their files under the old names (left alone); the first load of such a
+model rewrites its copies under the new name from the run folder registry.json names.
+
 A run folder is written under a temporary name and renamed into place, so it is complete or
-absent. Loading reads the file once, checks its sha256 against the metadata, the feature version
-and the feature columns, and only then unpickles those same bytes.
+absent. Loading reads the file once, checks its sha256 against the metadata, its feature
+version and scope against what was asked and its feature columns against the features, and
+only then unpickles those same bytes.
 """
 
 from __future__ import annotations
@@ -30,20 +37,24 @@ from typing import Any
 
 import joblib
 
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, StorageError
 from retrain.store import atomic_write, atomic_write_text, fault_point
 
 ROOT = "daytrading"
+DEFAULT_SCOPE = "NASDAQ"  # the shipped default scope: its active model keeps the guide's plain name
+# What a run is: never changed by Registry.annotate.
+IDENTITY_KEYS = ("run_id", "created_at", "feature_version", "scope", "feature_columns", "model_sha256")
 
 
-def model_filename(version: str, scope: str, default_scope: str) -> str:
-    """Active model file of (version, scope): the guide's plain name for the default scope."""
+def model_filename(version: str, scope: str) -> str:
+    """Active model file of (version, scope): the guide's plain name for NASDAQ, the shipped
+    default scope, and ``_<SCOPE>`` for any other, whatever ``[run] exchange`` says."""
     base = f"intraday_model_{version}"
-    return f"{base}.joblib" if scope == default_scope else f"{base}_{scope}.joblib"
+    return f"{base}.joblib" if scope == DEFAULT_SCOPE else f"{base}_{scope}.joblib"
 
 
-def meta_filename(version: str, scope: str, default_scope: str) -> str:
-    return model_filename(version, scope, default_scope).replace(".joblib", "_meta.json")
+def meta_filename(version: str, scope: str) -> str:
+    return model_filename(version, scope).replace(".joblib", "_meta.json")
 
 
 def sha256(data: bytes) -> str:
@@ -70,7 +81,9 @@ class LoadedModel:
 
 
 class Registry:
-    def __init__(self, artifacts_dir: str | os.PathLike, default_scope: str = "NASDAQ"):
+    def __init__(self, artifacts_dir: str | os.PathLike, default_scope: str = DEFAULT_SCOPE):
+        """``default_scope`` (``[run] exchange``) only shapes hints (``--exchange X`` is left out
+        for it); file names never depend on it."""
         self.root = Path(artifacts_dir) / ROOT
         self.default_scope = default_scope
 
@@ -83,8 +96,7 @@ class Registry:
         return self.root / "registry.json"
 
     def active_paths(self, version: str, scope: str) -> tuple[Path, Path]:
-        return (self.root / model_filename(version, scope, self.default_scope),
-                self.root / meta_filename(version, scope, self.default_scope))
+        return self.root / model_filename(version, scope), self.root / meta_filename(version, scope)
 
     # ------------------------------------------------------------- state
     def state(self) -> dict:
@@ -95,7 +107,7 @@ class Registry:
         return state
 
     def _save(self, state: dict) -> None:
-        atomic_write_text(json.dumps(state, indent=1, sort_keys=True), self.registry_path)
+        atomic_write_text(json.dumps(state, indent=1, sort_keys=True, default=str), self.registry_path)
 
     def active_run(self, version: str, scope: str) -> str | None:
         return self.state()["active"].get(version, {}).get(scope)
@@ -122,15 +134,19 @@ class Registry:
         before = [run_id for when, run_id in self.activations(version, scope) if when <= instant]
         return before[-1] if before else None
 
-    def _log(self, state: dict, action: str, version: str, scope: str, run_id: str) -> None:
+    def _log(self, state: dict, action: str, version: str, scope: str, run_id: str,
+             decision: dict | None = None) -> None:
         events = state.setdefault("events", [])
         if not any(e.get("version") == version and e.get("scope") == scope for e in events):
             # the first logged activation of a registry from before the log: keep its past, dated
             events.extend({"at": when.isoformat(), "action": "promote (dated by the run's creation)",
                            "version": version, "scope": scope, "run_id": rid}
                           for when, rid in self.activations(version, scope))
-        events.append({"at": dt.datetime.now(dt.UTC).isoformat(), "action": action,
-                                               "version": version, "scope": scope, "run_id": run_id})
+        event = {"at": dt.datetime.now(dt.UTC).isoformat(), "action": action, "version": version, "scope": scope,
+                 "run_id": run_id}
+        if decision is not None:
+            event["decision"] = decision
+        events.append(event)
 
     # -------------------------------------------------------------- runs
     def new_run_id(self, version: str, scope: str, fingerprint: str) -> tuple[str, str]:
@@ -173,6 +189,26 @@ class Registry:
             raise
         return run_id, self.runs_dir / run_id
 
+    def annotate(self, run_id: str, **fields: Any) -> dict:
+        """Add or replace top-level keys of ``runs/<run_id>/meta.json`` (e.g. ``gate``, ``record``),
+        rewritten atomically; returns the new metadata. The model and what identifies the run
+        (IDENTITY_KEYS) never change. When the run is the active model of its (version, scope),
+        the active metadata copy is rewritten too, after the run's own file (its sha256 is
+        unchanged, so a crash between the two leaves a loadable pair). Call under the store lock."""
+        fixed = sorted(set(fields) & set(IDENTITY_KEYS))
+        if fixed:
+            raise RetrainError(f"cannot annotate run {run_id} with {', '.join(fixed)}: they identify the run",
+                               hint="train a new run instead")
+        meta = self.run_meta(run_id)
+        meta.update(fields)
+        atomic_write_text(json.dumps(meta, indent=1, default=str), self.runs_dir / run_id / "meta.json")
+        version, scope = meta["feature_version"], meta["scope"]
+        if self.active_run(version, scope) == run_id:
+            model_path, meta_path = self.active_paths(version, scope)
+            if model_path.exists() and sha256(model_path.read_bytes()) == meta.get("model_sha256"):
+                atomic_write_text(json.dumps(meta, indent=1, default=str), meta_path)
+        return meta
+
     def run_meta(self, run_id: str) -> dict:
         path = self.runs_dir / run_id / "meta.json"
         if not path.exists():
@@ -199,19 +235,21 @@ class Registry:
         return sorted(out, key=lambda m: m["created_at"])
 
     # ------------------------------------------------- promote / rollback
-    def promote(self, run_id: str) -> dict:
+    def promote(self, run_id: str, decision: dict | None = None) -> dict:
         """Make ``run_id`` the active model of its (version, scope); the one it replaces goes
-        into the history that rollback walks back."""
+        into the history that rollback walks back. ``decision`` (why, e.g. the promotion gate's
+        verdict) is kept in registry.json's log entry of this activation. Promoting the active
+        run again logs nothing and only rewrites its active copies."""
         meta = self.run_meta(run_id)
         version, scope = meta["feature_version"], meta["scope"]
-        loaded = self.load_file(self.runs_dir / run_id / "model.joblib", self.runs_dir / run_id / "meta.json")
+        loaded = self.load_run(run_id)
         state = self.state()
         current = state["active"].get(version, {}).get(scope)
         if current != run_id:
             if current:
                 state["history"].setdefault(version, {}).setdefault(scope, []).append(current)
             state["active"].setdefault(version, {})[scope] = run_id
-            self._log(state, "promote", version, scope, run_id)
+            self._log(state, "promote", version, scope, run_id, decision)
             self._save(state)  # the commit point: registry.json names the active run
         self._activate(loaded)  # then the plain-named copies (also repairs copies a crash left behind)
         return meta
@@ -228,7 +266,7 @@ class Registry:
                                hint=f"`retrain models list --version {version}` shows its runs; "
                                     f"`retrain models promote <run id>` activates one{also}")
         previous = history[-1]
-        loaded = self.load_file(self.runs_dir / previous / "model.joblib", self.runs_dir / previous / "meta.json")
+        loaded = self.load_run(previous, version=version, scope=scope)
         state["history"][version][scope] = history[:-1]
         state["active"].setdefault(version, {})[scope] = previous
         if current:
@@ -289,9 +327,10 @@ class Registry:
 
     # ------------------------------------------------------------ loading
     def load_file(self, model_path: Path, meta_path: Path, version: str | None = None,
-                  columns: list[str] | None = None) -> LoadedModel:
+                  columns: list[str] | None = None, scope: str | None = None, fix: str | None = None) -> LoadedModel:
         """Load a model only if its bytes match the sha256 in its metadata, and its feature
-        version and columns match what the caller expects."""
+        version, scope and columns match what the caller expects (None: not checked). ``fix``:
+        the hint for a model of another version or scope (default: how to get the right one)."""
         if not model_path.exists() or not meta_path.exists():
             raise RetrainError(f"model file missing: {model_path if not model_path.exists() else meta_path}",
                                hint="train one with `retrain train` (or `retrain run`)")
@@ -306,22 +345,32 @@ class Registry:
                 "(tampered with, truncated or replaced); refusing to load it",
                 hint="promote a verified run again with `retrain models promote RUN_ID`, or retrain",
             )
-        if version and meta.get("feature_version") != version:
-            raise RetrainError(f"{model_path}: trained on features {meta.get('feature_version')}, not {version}",
-                               hint=f"use a model of {version}, or `--version {meta.get('feature_version')}`")
+        held_version, held_scope = meta.get("feature_version"), meta.get("scope")
+        if (version and held_version != version) or (scope and held_scope != scope):
+            asked = (f"the {version} model of {scope}" if version and scope else
+                     f"a {version} model" if version else f"a model of {scope}")
+            if fix is None:
+                flag = "" if not scope or scope == self.default_scope else f" --exchange {scope}"
+                fix = (f"use a {version or held_version} model of {scope or held_scope} (`retrain models list`), "
+                       f"or train one: `retrain run{flag}`")
+            raise RetrainError(
+                f"{model_path} holds the {held_version} model of {held_scope} (run {meta.get('run_id')}), "
+                f"not {asked} as asked; refusing to load it", hint=fix)
         if columns is not None and meta.get("feature_columns") != columns:
-            raise RetrainError(f"{model_path}: its feature columns differ from the {version} feature set",
+            raise RetrainError(f"{model_path}: its feature columns differ from the {held_version} feature set",
                                hint="retrain it on the current features (`retrain train`)")
         return LoadedModel(model=joblib.load(io.BytesIO(data)), meta=meta, path=model_path)
 
     def load_active(self, version: str, scope: str, columns: list[str] | None = None) -> LoadedModel:
         """The active model of (version, scope). registry.json decides which run is active; the
         plain-named files are its copies. Should a crash have left them stale or mismatched, the
-        run's own (immutable, verified) folder is loaded instead."""
+        run's own (immutable, verified) folder is loaded instead; should they be missing (a store
+        from when names followed ``[run] exchange``, or copies deleted), they are written again
+        from it. A file that holds another version's or scope's model is refused."""
         model_path, meta_path = self.active_paths(version, scope)
         active_id = self.active_run(version, scope)
+        flag = "" if scope == self.default_scope else f" --exchange {scope}"
         if not model_path.exists() and active_id is None:
-            flag = "" if scope == self.default_scope else f" --exchange {scope}"
             older = sorted(v for v, scopes in self.state()["active"].items() if scope in scopes and v != version)
             if older:  # stranded by a version bump made on another scope
                 raise RetrainError(
@@ -332,20 +381,40 @@ class Registry:
             raise RetrainError(f"no active model of {version} for {scope} ({model_path})",
                                hint=f"train one: `retrain run{flag}`")
         has_run = active_id is not None and (self.runs_dir / active_id).is_dir()
+        if has_run and not (model_path.exists() and meta_path.exists()):
+            loaded = self.load_run(active_id, columns, version=version, scope=scope)
+            try:
+                self._activate(loaded)  # the same atomic copies promote writes
+            except (OSError, StorageError):
+                pass  # a read-only or full store: the verified run folder answers
+            return loaded
+        if active_id is not None:
+            fix = f"`retrain models promote {active_id}` rewrites {model_path.name} with the active {version} model of {scope}"
+            if scope == DEFAULT_SCOPE:
+                fix += (" (stores written when the file names followed `[run] exchange` kept that exchange's active "
+                        "model under this name)")
+        else:
+            fix = f"train {scope}'s {version} model: `retrain run{flag}` (it writes {model_path.name})"
         try:
-            loaded = self.load_file(model_path, meta_path, version, columns)
+            loaded = self.load_file(model_path, meta_path, version, columns, scope=scope, fix=fix)
         except RetrainError:
             # A crash between the two copies leaves the active run's model next to the previous
             # metadata: recognised by its sha256. Any other mismatch is tampering: refused.
             if has_run and model_path.exists() and \
                     sha256(model_path.read_bytes()) == self.run_meta(active_id).get("model_sha256"):
-                return self.load_run(active_id, columns)
+                return self.load_run(active_id, columns, version=version, scope=scope)
             raise
         if has_run and loaded.meta.get("run_id") != active_id:  # copies older than registry.json
-            return self.load_run(active_id, columns)
+            return self.load_run(active_id, columns, version=version, scope=scope)
         return loaded
 
-    def load_run(self, run_id: str, columns: list[str] | None = None) -> LoadedModel:
-        meta = self.run_meta(run_id)
+    def load_run(self, run_id: str, columns: list[str] | None = None, *, version: str | None = None,
+                 scope: str | None = None) -> LoadedModel:
+        """A run from its own folder; ``version`` / ``scope``: what the caller needs it to be."""
+        self.run_meta(run_id)  # a clear error for an unknown run
+        fix = None
+        if version or scope:
+            fix = (f"name a run of {' '.join(x for x in (version, scope) if x)} (`retrain models list`), "
+                   f"or train one: `retrain run{'' if not scope or scope == self.default_scope else f' --exchange {scope}'}`")
         return self.load_file(self.runs_dir / run_id / "model.joblib", self.runs_dir / run_id / "meta.json",
-                              meta["feature_version"], columns)
+                              version, columns, scope=scope, fix=fix)

@@ -1,12 +1,50 @@
 """Console rendering: thousands separators, marks, tables. Plain when stdout is not a terminal
-(cron logs): no colour codes, no carriage returns."""
+(cron logs): no colour codes, no carriage returns.
+
+Everything the steps show goes through ``echo``: to stdout by default, or, inside
+``quietly()``, to the ``retrain`` logger (or nowhere), so ``retrain.run(quiet=True)`` prints
+nothing under Airflow, Celery or a script."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 RULE = "=" * 80
+LOG = logging.getLogger("retrain")
+# Process-wide, not a context variable: the steps report progress from their worker threads too.
+_SINK: list[Callable[[str], None]] = []
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def echo(text: str = "") -> None:
+    """Show one line (or block) of a step's output: stdout, or the sink of ``quietly``."""
+    if not _SINK:
+        import click
+
+        click.echo(text)
+    else:
+        _SINK[-1](text)
+
+
+@contextlib.contextmanager
+def quietly(log: bool = True) -> Iterator[None]:
+    """Inside, ``echo`` and progress lines go to the ``retrain`` logger at INFO, one record per
+    non-empty line without colour codes (``log=False``: nowhere)."""
+
+    def to_log(text: str) -> None:
+        for line in _ANSI.sub("", text).splitlines():
+            if line.strip():
+                LOG.info(line)
+
+    _SINK.append(to_log if log else (lambda text: None))
+    try:
+        yield
+    finally:
+        _SINK.pop()
 
 
 def is_tty(stream=None) -> bool:
@@ -90,6 +128,9 @@ class Progress:
         eta = (self.total - done) / rate if rate > 0 else 0.0
         line = (f"[{done:,}/{self.total:,}] {label} | Rows: {rows:,} | Progress: {100.0 * done / self.total:.1f}% | "
                 f"Speed: {rate * 60:,.0f} sessions/min | ETA: {eta:.0f}s")
+        if _SINK:
+            echo(line)
+            return line
         if self.tty:
             self.stream.write("\r\033[K" + line)
             self._open = True

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import click
 import polars as pl
 
 from retrain import calendar, report
@@ -64,7 +63,7 @@ class RunResult:
 
 
 def _header(title: str) -> None:
-    click.echo(report.header(title))
+    report.echo(report.header(title))
 
 
 def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, skip_indicators: bool) -> dict:
@@ -76,7 +75,7 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
         raise RetrainError(f"No symbols found for exchange {scope} in {store.root}",
                            hint=f"exchanges with data: {listed}. Check --exchange (or [run] exchange in retrain.toml), "
                                 f"or load data with `retrain ingest PATH --exchange {example}`")
-    click.echo(report.ok(f"Found {report.n(symbols.height)} symbols for {', '.join(exchanges)}"))
+    report.echo(report.ok(f"Found {report.n(symbols.height)} symbols for {', '.join(exchanges)}"))
     today = max(clock.today(e) for e in exchanges)
     since = today - dt.timedelta(days=RECENT_DAYS)
     recent = pl.concat([store.scan_bars(e).filter(pl.col("date").is_between(since, today, closed="right")).select("date", "rsi").collect()
@@ -88,16 +87,16 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
             f"(the last bar is from {last}; as of {clock.label()})",
             hint="collect and load the latest bars first: `retrain ingest PATH --exchange EX` "
                  "(or pass --as-of to run as of an earlier date)")
-    click.echo(report.ok(f"Found {report.n(recent.height)} recent bars (last {RECENT_DAYS} days, "
+    report.echo(report.ok(f"Found {report.n(recent.height)} recent bars (last {RECENT_DAYS} days, "
                          f"latest {recent['date'].max()})"))
     with_rsi = recent["rsi"].count()
     coverage = with_rsi / recent.height
     text = f"Technical indicators: {report.n(with_rsi)}/{report.n(recent.height)} ({report.pct(coverage)}) with RSI"
     if coverage < LOW_RSI_COVERAGE:
         note = "; --skip-indicators was given, so they stay missing" if skip_indicators else "; they are computed next"
-        click.echo(report.warn(f"Low RSI coverage. {text}{note}"))
+        report.echo(report.warn(f"Low RSI coverage. {text}{note}"))
     else:
-        click.echo(report.ok(text))
+        report.echo(report.ok(text))
     return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage}
 
 
@@ -116,12 +115,27 @@ def run(
     artifacts_dir: str | None = None,
     config: str | None = None,
     settings: Settings | None = None,
+    quiet: bool = False,
 ) -> RunResult:
-    """The whole weekly loop; the options are those of `retrain run`. Prints the guide-style
-    report on stdout and returns a RunResult. Raises RetrainError (LockBusy when another run holds
-    the store) with the store and the active model left as they were."""
+    """The whole weekly loop; the options are those of `retrain run`. Shows the guide-style
+    report on stdout (``quiet=True``: sends it to the ``retrain`` logger at INFO instead, so a
+    scheduler's task prints nothing unless logging is configured) and returns a RunResult.
+    Raises RetrainError (LockBusy when another run holds the store) with the store and the
+    active model left as they were."""
+    options = dict(exchange=exchange, training_days=training_days, backtest_days=backtest_days,
+                   full_rebuild=full_rebuild, bump_version=bump_version, skip_indicators=skip_indicators,
+                   skip_backtest=skip_backtest, min_rows=min_rows, as_of=as_of, promote=promote,
+                   data_dir=data_dir, artifacts_dir=artifacts_dir, config=config, settings=settings)
+    if quiet:
+        with report.quietly():
+            return _run(**options)
+    return _run(**options)
+
+
+def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, skip_indicators, skip_backtest,
+         min_rows, as_of, promote, data_dir, artifacts_dir, config, settings) -> RunResult:
     from retrain import indicators as ind
-    from retrain import training
+    from retrain import pipeline, training
     from retrain.backtest import BacktestConfig
     from retrain.console import build_features, train_and_report, update_labels
 
@@ -131,9 +145,11 @@ def run(
         clock = as_of
     else:
         clock = AsOf.parse(as_of.isoformat() if isinstance(as_of, dt.date) else as_of)
-    if backtest_days < 1:
-        raise RetrainError(f"--backtest-days must be at least 1 (got {backtest_days})",
-                           hint="use --skip-backtest to run without a backtest")
+    block_days = BacktestConfig.from_settings(settings).block_days
+    if not skip_backtest and backtest_days < block_days:
+        raise RetrainError(f"--backtest-days {backtest_days} is shorter than one block of the out-of-sample record "
+                           f"({BacktestConfig.retrain_every} sessions: {block_days} calendar days)",
+                           hint=f"use --backtest-days {block_days} or more, or --skip-backtest to run without a backtest")
     if promote not in PROMOTE_MODES:
         raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
     if bump_version and promote == "never":
@@ -161,8 +177,8 @@ def run(
         result = RunResult(exchange=scope, feature_version=version,
                            as_of=clock.label() if clock.label() != "now" else today.isoformat(),
                            bumped_from=old_version if bump_version else None)
-        click.echo(report.RULE + "\nAUTOMATED DAY TRADING MODEL RETRAINING\n" + report.RULE)
-        click.echo(f"\nExchange: {scope}\nTraining window: {cfg.training_days} days\n"
+        report.echo(report.RULE + "\nAUTOMATED DAY TRADING MODEL RETRAINING\n" + report.RULE)
+        report.echo(f"\nExchange: {scope}\nTraining window: {cfg.training_days} days\n"
                    f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
                    f"Minimum rows: {report.n(cfg.min_rows)}\n"
                    f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
@@ -174,13 +190,13 @@ def run(
         _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
         frames = None
         if skip_indicators:
-            click.echo("Skipped (--skip-indicators)")
+            report.echo("Skipped (--skip-indicators)")
             result.steps["indicators"] = {"skipped": True}
         else:
             t = time.perf_counter()
             res = ind.update(store, exchanges, force=full_rebuild, keep_frames=full_rebuild)
             frames = res.frames or None
-            click.echo(report.ok(f"Updated {report.n(res.updated)} records across {report.n(res.symbols)} symbols "
+            report.echo(report.ok(f"Updated {report.n(res.updated)} records across {report.n(res.symbols)} symbols "
                                  f"in {time.perf_counter() - t:.1f}s"))
             result.steps["indicators"] = {"updated": res.updated, "symbols": res.symbols}
 
@@ -197,7 +213,7 @@ def run(
             rows, sessions = ext.rows, ext.sessions
         fres = build_features(store, version, exchanges, full_rebuild=rebuild_features, bars=frames)
         if fres.up_to_date and not extend:
-            click.echo(report.ok(f"Features {version} are up to date: no new session and no changed bar"))
+            report.echo(report.ok(f"Features {version} are up to date: no new session and no changed bar"))
         result.steps["features"] = {"rows": rows + fres.rows, "sessions": sessions + fres.sessions,
                                     "ranges": {e: [str(a), str(b)] for e, (a, b) in (fres.ranges or {}).items()}}
 
@@ -209,21 +225,21 @@ def run(
         # A past --as-of reads the past: the window ends at the last session complete as of then,
         # whatever later sessions the labels cover now.
         until = max((d for d in lres.last_complete.values() if d is not None), default=None)
-        end = training.last_labelled(store, version, scope, until=until) if until else None
+        end = pipeline.last_labelled(store, version, scope, until=until) if until else None
         if end is None:
             raise RetrainError(f"no labelled {version} feature rows for {scope} as of {clock.label()}",
                                hint="no session with features was complete by then: pass a later --as-of, "
                                     "or load older bars (`retrain ingest`)")
         window = None if skip_backtest else (end - dt.timedelta(days=backtest_days - 1), end)
-        bcfg = BacktestConfig(max_positions=cfg.top_n)
+        bcfg = BacktestConfig.from_settings(settings, max_positions=cfg.top_n)
         out = train_and_report(settings, scope, cfg, promote, end=end, backtest_window=window, bcfg=bcfg, store=store,
                                on_backtest=lambda: _header("STEP 7: RUNNING BACKTEST VALIDATION"))
         if skip_backtest:
             _header("STEP 7: RUNNING BACKTEST VALIDATION")
-            click.echo("Skipped (--skip-backtest)")
+            report.echo("Skipped (--skip-backtest)")
         if bump_version:
             atomic_write_text(bump(settings.config_path, dt.date.today().isoformat())[2], settings.config_path)
-            click.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
+            report.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
                                  f"({old_version}'s features and models stay on disk: "
                                  f"`retrain predict --version {old_version}`)"))
         meta = out.meta
@@ -268,7 +284,7 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
     earliest = min(first_possible(e) for e in exchanges)
     extend = None
     if full_rebuild:
-        click.echo("Full rebuild: every session from each symbol's first bar to the next session")
+        report.echo("Full rebuild: every session from each symbol's first bar to the next session")
     else:
         existing = store.scan_table("features", version)
         state = store.read_state("features", version)
@@ -282,25 +298,25 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
             if e in spans:
                 nxt = calendar.next_session(e, store.date_span(e)[1])
                 if spans[e][2] >= nxt:
-                    click.echo(f"Incremental mode: {e} snapshots already reach the session after the last bar, "
+                    report.echo(f"Incremental mode: {e} snapshots already reach the session after the last bar, "
                                f"{nxt}; only sessions whose bars were re-ingested since are rebuilt")
                 else:
-                    click.echo(f"Incremental mode: last {e} snapshot is for {spans[e][2]}; building the sessions "
+                    report.echo(f"Incremental mode: last {e} snapshot is for {spans[e][2]}; building the sessions "
                                f"after it up to {nxt}, plus any that depend on bars re-ingested since")
             else:
-                click.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
+                report.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
         covered = [spans[e][0] for e in exchanges if e in spans]
         if covered:
             first_row = min(spans[e][1] for e in exchanges if e in spans)
             if min(covered) <= max(need, first_bar):
-                click.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}")
+                report.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}")
             else:
                 extend = (max(need, first_bar), min(covered))
-                click.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
+                report.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
                            f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
                            f"bar, {first_bar})")
     if earliest > need:
-        click.echo(report.warn(
+        report.echo(report.warn(
             f"Not enough history for the {days}-day window: it starts {need}, but the bars start {first_bar} and a "
             f"symbol needs {MIN_HISTORY} earlier bars for its first snapshot, so snapshots start {earliest} at the "
             f"earliest. What can help: a later --as-of, a shorter --training-days"
@@ -325,31 +341,31 @@ def scope_flags(scope: str, default_exchange: str) -> str:
 
 
 def _summary(result: RunResult) -> None:
-    click.echo("\n" + report.RULE + "\n" + report.ok("RETRAINING COMPLETE!") + "\n" + report.RULE)
+    report.echo("\n" + report.RULE + "\n" + report.ok("RETRAINING COMPLETE!") + "\n" + report.RULE)
     cv = result.training["cv"]
-    click.echo("\nSummary:")
-    click.echo(f"   • Feature Version: {result.feature_version}"
+    report.echo("\nSummary:")
+    report.echo(f"   • Feature Version: {result.feature_version}"
                + (f" (bumped from {result.bumped_from})" if result.bumped_from else ""))
-    click.echo(f"   • Training Samples: {report.n(result.training['samples'])}")
-    click.echo(f"   • Features: {result.training['features']}")
-    click.echo(f"   • R² Score: {cv['r2']['mean']:.4f} (±{cv['r2']['std']:.4f})")
-    click.echo(f"   • MAE Score: {cv['mae']['mean']:.4f} (±{cv['mae']['std']:.4f})")
-    click.echo(f"   • Rank IC: {cv['rank_ic']['mean']:+.4f} (±{cv['rank_ic']['std']:.4f})")
+    report.echo(f"   • Training Samples: {report.n(result.training['samples'])}")
+    report.echo(f"   • Features: {result.training['features']}")
+    report.echo(f"   • R² Score: {cv['r2']['mean']:.4f} (±{cv['r2']['std']:.4f})")
+    report.echo(f"   • MAE Score: {cv['mae']['mean']:.4f} (±{cv['mae']['std']:.4f})")
+    report.echo(f"   • Rank IC: {cv['rank_ic']['mean']:+.4f} (±{cv['rank_ic']['std']:.4f})")
     if result.backtest:
         b = result.backtest
-        click.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
+        report.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
                    f"{b['verdict']}")
     if result.unchanged:
         state = (f"is now the active model: {result.model_path}" if result.promoted else
                  f"stays the active model: {result.model_path}" if result.active else
                  f"stays as it was, not active ({result.promotion_reason})")
-        click.echo(f"   • Model: nothing changed since run {result.run_id} (same bars, same routine), which {state}")
+        report.echo(f"   • Model: nothing changed since run {result.run_id} (same bars, same routine), which {state}")
     elif result.promoted:
-        click.echo(f"   • Model: {result.model_path} (run {result.run_id}, active)")
+        report.echo(f"   • Model: {result.model_path} (run {result.run_id}, active)")
     else:
-        click.echo(f"   • Model: run {result.run_id} saved, not promoted ({result.promotion_reason})")
-    click.echo(f"   • Took: {result.seconds:.1f}s")
-    click.echo("\nNext steps:")
+        report.echo(f"   • Model: run {result.run_id} saved, not promoted ({result.promotion_reason})")
+    report.echo(f"   • Took: {result.seconds:.1f}s")
+    report.echo("\nNext steps:")
     flags = scope_flags(result.exchange, result.default_exchange)
     as_of = "" if result.as_of_given is None else f" --as-of {result.as_of_given}"
     steps = []
@@ -369,4 +385,4 @@ def _summary(result: RunResult) -> None:
     steps.append(f"Schedule it weekly: `retrain run{flags}` after loading the week's bars "
                  "(README: Scheduling, for cron and systemd)")
     for i, text in enumerate(steps, 1):
-        click.echo(f"   {i}. {text}")
+        report.echo(f"   {i}. {text}")

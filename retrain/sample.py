@@ -116,7 +116,7 @@ _FACTOR_VOLS = np.array([0.008, 0.005] + [0.005] * len(SECTORS) + [0.003] * len(
 
 
 def _exchange_bars(
-    seed: int, x: int, exchange: str, symbols: list[str], days: int, sess: list[dt.date], signal: bool
+    seed: int, x: int, exchange: str, symbols: list[str], days: int, sess: list[dt.date], signal: bool | float
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Bars of exchange number ``x`` on sessions ``sess`` (from its origin on), and its symbols."""
     t_n, n, n_sec = len(sess), len(symbols), len(SECTORS)
@@ -160,7 +160,7 @@ def _exchange_bars(
     h = np.ones(n)
     for t in range(t_n):  # recursions over sessions, vectorized over symbols
         idio = sigma * np.sqrt(h) * e[t]
-        sig = (-REVERSAL * prev_r + ATTENTION * sigma * prev_u) if signal else 0.0
+        sig = float(signal) * (-REVERSAL * prev_r + ATTENTION * sigma * prev_u) if signal else 0.0
         r = np.clip(beta * m_intra[t] + s_intra[t] + idio + sig, -0.5, 1.0)
         g = beta * m_gap[t] + s_gap[t] + 0.5 * sigma * np.sqrt(h) * e_gap[t]
         opens[t] = prev_close * np.exp(g)
@@ -218,10 +218,12 @@ def origins(days: int, end: dt.date) -> dict[str, dt.date]:
 
 
 def generate(
-    symbols: int = 300, days: int = 320, seed: int = 7, end: dt.date | None = None, signal: bool = True
+    symbols: int = 300, days: int = 320, seed: int = 7, end: dt.date | None = None, signal: bool | float = True
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return (bars, symbols) of a sample market of ``symbols`` symbols and ``days`` sessions per
-    exchange ending at ``end`` (default: the last complete NYSE session)."""
+    exchange ending at ``end`` (default: the last complete NYSE session). ``signal``: True plants
+    the predictable component, False leaves none, and a number scales it (the calibration tests
+    plant a stronger one)."""
     if days < 2:
         raise ValueError("the sample market needs at least 2 sessions")
     if end is None:
@@ -230,7 +232,7 @@ def generate(
 
 
 def generate_from(
-    symbols: int, days: int, seed: int, origins: dict[str, dt.date], end: dt.date, signal: bool = True
+    symbols: int, days: int, seed: int, origins: dict[str, dt.date], end: dt.date, signal: bool | float = True
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(bars, symbols) of the sample market that starts at ``origins`` (per exchange) and runs to
     ``end``. ``days`` is the length it was first generated with: it places the late listings

@@ -17,7 +17,9 @@ noise to a model whose job is to rank symbols. Daily IC, rank IC and the top-N s
 same either way; R2 and MAE are reported on the target the model learns. ``target = "raw"``
 fits the plain return.
 
-The final model is fitted on the whole window with the median best iteration of the folds.
+One routine (``fit_window``) fits every model: the CV folds, the backtest blocks and the final
+model, which is the routine applied to the whole window. So CV and the backtest measure exactly
+what is saved. This module takes frames, never a store: the steps load the rows.
 """
 
 from __future__ import annotations
@@ -31,11 +33,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from retrain import metrics, queries
+from retrain import metrics
 from retrain.config import DEFAULTS, FIXED_MODEL_PARAMS, SCHEMA, Settings
 from retrain.errors import RetrainError
 from retrain.features import CATEGORICAL, feature_columns
-from retrain.store import Store
 
 EXCHANGE_CODES = {"NASDAQ": 0, "NYSE": 1, "TSE": 2}  # fixed codes for the categorical feature
 # Defaults, types and ranges of [training] and [model] live in one place: retrain.config.SCHEMA.
@@ -79,39 +80,6 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------- the data
-def last_labelled(store: Store, version: str, scope: str, until: dt.date | None = None) -> dt.date | None:
-    """The last session with a labelled feature row of ``version`` in ``scope`` (on or before ``until``)."""
-    con = store.connect()
-    try:
-        return con.execute(queries.load("last_labelled"),
-                           {"version": version, "scope": scope, "until": until}).fetchone()[0]
-    finally:
-        con.close()
-
-
-def training_window(store: Store, version: str, scope: str, days: int, end: dt.date | None = None) -> tuple[dt.date, dt.date]:
-    """[start, end]: ``days`` calendar days ending at the last labelled session (or ``end``)."""
-    last = end or last_labelled(store, version, scope)
-    if last is None:
-        raise RetrainError(
-            f"no labelled feature rows of {version} for {scope}",
-            hint=f"build them and train in one go: `retrain run --exchange {scope}` (or `retrain indicators`, "
-                 "`retrain features`, `retrain labels`, then this command)",
-        )
-    return last - dt.timedelta(days=days - 1), last
-
-
-def load_training_set(store: Store, version: str, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
-    """features JOIN labels for the scope and window (sql/training_set.sql), ordered by session."""
-    con = store.connect()
-    try:
-        rel = con.sql(queries.load("training_set").rstrip().rstrip(";"),
-                      params={"version": version, "scope": scope, "start": start, "end": end})
-        return pl.from_arrow(rel.to_arrow_table())
-    finally:
-        con.close()
-
-
 def matrix(df: pl.DataFrame, columns: list[str]) -> np.ndarray:
     """Feature matrix (float64, NaN for missing) with categoricals as fixed integer codes."""
     exprs = []
@@ -134,20 +102,58 @@ def fingerprint(df: pl.DataFrame, columns: list[str]) -> str:
 
 
 # ------------------------------------------------------------- the splits
+@dataclass(frozen=True)
+class WalkForward:
+    """Walk-forward splitter by session (the model of scikit-learn's ``TimeSeriesSplit``, with
+    sessions in place of rows and ``embargo`` in place of ``gap``).
+
+    Parameters
+    ----------
+    n_splits : int >= 1
+        Folds. The sessions are cut into ``n_splits + 1`` blocks of consecutive sessions (sizes
+        differ by at most one); fold i tests on block i and trains on every earlier session.
+    embargo : int >= 0
+        Sessions left out between the training sessions and the test block, so that nothing
+        that overlaps the test block in time (a multi-session feature, a slow fill) is learnt.
+
+    Every row of a session is on the same side of a split. A fold that cannot be formed (no
+    training session left after the embargo, or more blocks than sessions) is an error that
+    names the offending values; it is never dropped silently.
+    """
+
+    n_splits: int
+    embargo: int = 0
+
+    def split(self, sessions) -> list[tuple[list[dt.date], list[dt.date]]]:
+        """(train sessions, test sessions) per fold, oldest first."""
+        ordered = sorted(set(sessions))
+        n = len(ordered)
+        if self.n_splits < 1 or self.embargo < 0:
+            raise RetrainError(f"walk-forward validation needs cv_folds >= 1 and embargo >= 0 "
+                               f"(got cv_folds={self.n_splits}, embargo={self.embargo})")
+        if n < self.n_splits + 1:
+            raise RetrainError(
+                f"cv_folds={self.n_splits} needs at least {self.n_splits + 1} sessions (one block each for "
+                f"{self.n_splits} folds and one to train on); the window has {n}",
+                hint="lengthen --training-days, or lower [training] cv_folds in retrain.toml")
+        blocks = np.array_split(np.arange(n), self.n_splits + 1)
+        out = []
+        for i, block in enumerate(blocks[1:], 1):
+            first = int(block[0])
+            if first - self.embargo < 1:
+                raise RetrainError(
+                    f"fold {i} of {self.n_splits} cannot be formed: its test block starts at session "
+                    f"{first + 1} of {n} ({ordered[first]}), and embargo={self.embargo} leaves no session "
+                    f"before it to train on",
+                    hint=f"lower [training] embargo (now {self.embargo}) or cv_folds (now {self.n_splits}), "
+                         "or lengthen --training-days")
+            out.append((ordered[: first - self.embargo], [ordered[j] for j in block]))
+        return out
+
+
 def walk_forward_folds(sessions: list[dt.date], folds: int, embargo: int) -> list[tuple[list[dt.date], list[dt.date]]]:
-    """(train sessions, test sessions) per fold. The sessions are cut into ``folds + 1`` blocks of
-    consecutive sessions; fold i tests on block i + 1 and trains on every earlier session except
-    the last ``embargo`` before the test block. Folds with no training session are dropped."""
-    ordered = sorted(set(sessions))
-    blocks = [b.tolist() for b in np.array_split(np.array(ordered, dtype=object), folds + 1) if len(b)]
-    out = []
-    for i in range(1, len(blocks)):
-        test = blocks[i]
-        first = ordered.index(test[0])
-        train = ordered[: max(0, first - embargo)]
-        if train:
-            out.append((train, test))
-    return out
+    """``WalkForward(folds, embargo).split(sessions)``."""
+    return WalkForward(folds, embargo).split(sessions)
 
 
 def split_validation(train: list[dt.date], fraction: float, embargo: int) -> tuple[list[dt.date], list[dt.date]]:
@@ -157,6 +163,11 @@ def split_validation(train: list[dt.date], fraction: float, embargo: int) -> tup
     valid = train[-n_valid:]
     fit = train[: max(0, len(train) - n_valid - embargo)]
     return fit, valid
+
+
+def session_mask(dates: np.ndarray, sessions) -> np.ndarray:
+    """Rows of ``dates`` that belong to ``sessions``."""
+    return np.isin(dates, np.array(list(sessions), dtype=dates.dtype)) if len(sessions) else np.zeros(len(dates), bool)
 
 
 # ------------------------------------------------------------------ training
@@ -178,7 +189,7 @@ class TrainResult:
 
 
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
-         valid: tuple[np.ndarray, np.ndarray] | None = None):
+              valid: tuple[np.ndarray, np.ndarray] | None = None):
     import lightgbm as lgb
 
     cats = [c for c in columns if c in CATEGORICAL]
@@ -189,6 +200,55 @@ def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str]
         sets = [lgb.Dataset(valid[0], valid[1], reference=train, feature_name=columns, categorical_feature=cats)]
         callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
     return lgb.train(cfg.lgb_params(), train, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
+
+
+def fit_window(x: np.ndarray, y: np.ndarray, dates: np.ndarray, sessions: list[dt.date], cfg: TrainConfig,
+               columns: list[str]):
+    """THE routine: fit a model on the rows of ``sessions`` (one training window, oldest first).
+
+    The window's time-ordered tail (``validation_fraction`` of its sessions, after an embargo
+    of ``embargo`` sessions) is the early-stopping set: boosting stops after
+    ``early_stopping_rounds`` rounds without improvement there, at ``num_boost_round`` at most.
+    A window too short for a tail is fitted whole, for ``num_boost_round`` rounds. ``y`` is the
+    target already transformed by ``prepare``.
+
+    CV folds, backtest blocks, the promotion replay and the final model all call this, so every
+    out-of-sample figure measures exactly the routine that produced the saved model.
+    Returns (model, rounds): predict with ``num_iteration=rounds``."""
+    fit_s, valid_s = split_validation(sessions, cfg.validation_fraction, cfg.embargo)
+    in_fit = session_mask(dates, fit_s)
+    if in_fit.any():
+        in_valid = session_mask(dates, valid_s)
+        model = fit_model(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, (x[in_valid], y[in_valid]))
+    else:
+        rows = session_mask(dates, sessions)
+        model = fit_model(x[rows], y[rows], cfg, columns, cfg.num_boost_round)
+    return model, int(model.best_iteration or cfg.num_boost_round)
+
+
+HASHED_EXTRA = ("actual", "avg_dollar_volume_20")  # what a block's stored rows carry besides features
+
+
+def session_hashes(df: pl.DataFrame, columns: list[str], x: np.ndarray | None = None) -> dict[dt.date, str]:
+    """sha256 per session of its rows (keys, features, target, and the raw return and dollar
+    volume a backtest block stores), for fingerprints of any set of sessions without hashing the
+    same rows twice. ``df`` is ordered by session (as ``training_set.sql`` returns it); ``x``:
+    ``matrix(df, columns)`` when the caller has it."""
+    if df.is_empty():
+        return {}
+    keys = df.select(pl.concat_str("exchange", "symbol", separator="|")).to_series().to_list()
+    extra = [c for c in HASHED_EXTRA if c in df.columns]
+    values = np.ascontiguousarray(np.column_stack(
+        [matrix(df, columns) if x is None else x,
+         df.select([pl.col(c).cast(pl.Float64) for c in ("target", *extra)]).to_numpy()]))
+    dates = df["trade_date"].to_numpy()
+    cuts = np.flatnonzero(dates[1:] != dates[:-1]) + 1
+    out = {}
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(dates)]])):
+        h = hashlib.sha256("\n".join(keys[lo:hi]).encode())
+        h.update(values[lo:hi].tobytes())
+        out[df["trade_date"][int(lo)]] = h.hexdigest()
+    return out
 
 
 def evaluate(dates: np.ndarray, y: np.ndarray, p: np.ndarray, top_n: int) -> dict:
@@ -228,19 +288,11 @@ def prepare(df: pl.DataFrame, cfg: TrainConfig) -> pl.DataFrame:
     return df
 
 
-def train(store: Store, version: str, scope: str, cfg: TrainConfig, end: dt.date | None = None,
-          progress=None) -> TrainResult:
-    """Load the window, cross-validate walk-forward by session, fit the final model."""
-    start, last = training_window(store, version, scope, cfg.training_days, end)
-    df = prepare(load_training_set(store, version, scope, start, last), cfg)
-    return train_frame(df, version, scope, cfg, (start, last), progress)
-
-
 def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
                 progress=None, rows_fingerprint: str | None = None) -> TrainResult:
-    """Cross-validate walk-forward by session and fit the final model on ``df`` (prepared rows
-    of the window ``window``). ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller
-    has it already."""
+    """Cross-validate the routine walk-forward by session on ``df`` (prepared rows of the window
+    ``window``), then fit the final model with the same routine (``fit_window``) on the whole
+    window. ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller has it already."""
     start, last = window
     if df.height < cfg.min_rows:
         raise RetrainError(
@@ -252,35 +304,23 @@ def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, wi
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
     dates = df["trade_date"].to_numpy()
     sessions = sorted(set(df["trade_date"].to_list()))
-    fold_specs = walk_forward_folds(sessions, cfg.cv_folds, cfg.embargo)
-    if not fold_specs:
-        raise RetrainError(f"the window {start} to {last} has too few sessions ({len(sessions)}) for "
-                           f"{cfg.cv_folds}-fold walk-forward validation", hint="use a longer --training-days")
-    folds, best, oos = [], [], []
+    fold_specs = WalkForward(cfg.cv_folds, cfg.embargo).split(sessions)
+    folds, oos = [], []
     for i, (train_s, test_s) in enumerate(fold_specs, 1):
-        fit_s, valid_s = split_validation(train_s, cfg.validation_fraction, cfg.embargo)
-        in_fit = np.isin(dates, np.array(fit_s, dtype=dates.dtype)) if fit_s else np.zeros(len(dates), bool)
-        in_valid = np.isin(dates, np.array(valid_s, dtype=dates.dtype))
-        in_test = np.isin(dates, np.array(test_s, dtype=dates.dtype))
-        if not in_fit.any():  # too little history for a validation tail: fit on all training sessions
-            in_fit, valid = np.isin(dates, np.array(train_s, dtype=dates.dtype)), None
-        else:
-            valid = (x[in_valid], y[in_valid])
-        model = fit_model(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, valid)
-        rounds = model.best_iteration or cfg.num_boost_round
-        best.append(rounds)
+        model, rounds = fit_window(x, y, dates, train_s, cfg, columns)
+        in_test = session_mask(dates, test_s)
         p = model.predict(x[in_test], num_iteration=rounds)
         m = evaluate(dates[in_test], y[in_test], p, cfg.top_n)
         m.update({"fold": i, "train_start": str(train_s[0]), "train_end": str(train_s[-1]),
                   "test_start": str(test_s[0]), "test_end": str(test_s[-1]),
-                  "train_rows": int(in_fit.sum()), "test_rows": int(in_test.sum()), "best_iteration": int(rounds)})
+                  "train_rows": int(session_mask(dates, train_s).sum()), "test_rows": int(in_test.sum()),
+                  "best_iteration": int(rounds)})
         folds.append(m)
         oos.append(df.filter(pl.Series(in_test)).select("trade_date", "exchange", "symbol", "target")
                    .with_columns(pl.Series("prediction", p), pl.lit(i).alias("fold")))
         if progress:
             progress(i, len(fold_specs), m)
-    rounds = max(10, int(np.median(best)))
-    final = fit_model(x, y, cfg, columns, rounds)
+    final, rounds = fit_window(x, y, dates, sessions, cfg, columns)
     return TrainResult(
         model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
         rows=df.height, sessions=len(sessions), fingerprint=rows_fingerprint or fingerprint(df, columns),

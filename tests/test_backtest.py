@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from retrain import backtest as bt
-from retrain import pipeline, training
+from retrain import pipeline
 from retrain.config import load_settings
 from tests.test_training import _cfg, _market
 
@@ -47,7 +47,9 @@ def test_accounting_matches_a_hand_computed_three_symbol_example():
     assert s["max_drawdown"] == pytest.approx(1 - e3 / max(1000, e1, e2))
     assert s["win_rate"] == pytest.approx(2 / 6)  # A day 1 and B day 2 win after costs
     assert s["universe_return"] == pytest.approx(1.02 * 1.01 * 1.02 - 1)
-    assert bt.verdict(s) == "POOR"
+    ev = bt.evidence(daily, preds, universe, cfg)
+    assert ev["sessions"] == 3 and ev["sharpe"] == pytest.approx(s["sharpe"])
+    assert bt.verdict(ev) == "INCONCLUSIVE"  # three sessions say nothing either way
     # the liquidity filter drops what trades too little
     daily2, trades2 = bt.simulate(preds.with_columns(
         pl.when(pl.col("symbol") == "A").then(1.0).otherwise(1e9).alias("avg_dollar_volume_20")),
@@ -55,12 +57,53 @@ def test_accounting_matches_a_hand_computed_three_symbol_example():
     assert "A" not in trades2["symbol"].to_list()
 
 
-def test_verdicts():
-    base = {"sharpe": 1.8, "total_return": 0.1, "excess_return": 0.05}
-    assert bt.verdict(base) == "EXCELLENT"
-    assert bt.verdict({**base, "excess_return": -0.01}) == "GOOD"
-    assert bt.verdict({**base, "sharpe": 0.7, "total_return": -0.01}) == "MARGINAL"
-    assert bt.verdict({**base, "sharpe": 0.2, "total_return": -0.01}) == "POOR"
+def _ev(**kw):
+    base = {"sessions": 120, "sharpe": 2.0, "sharpe_se": 1.45, "psr": 0.97, "min_track_record": 80.0,
+            "total_return": 0.1, "excess_return": 0.05, "rank_ic": 0.03, "rank_ic_se": 0.01, "rank_ic_t": 3.0,
+            "rank_ic_std": 0.11, "rank_ic_sessions": 120}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("kw, grade", [
+    ({}, "EXCELLENT"),
+    ({"excess_return": -0.01}, "GOOD"),  # edge, but it does not beat the universe
+    ({"sharpe": 1.2}, "GOOD"),
+    ({"sharpe": 0.8, "psr": 0.96}, "MARGINAL"),  # a real but small edge
+    ({"rank_ic_t": 1.5}, "INCONCLUSIVE"),  # PSR alone is not enough
+    ({"psr": 0.9}, "INCONCLUSIVE"),  # nor is the rank IC alone
+    ({"sharpe": 6.1, "sharpe_se": 3.5, "psr": 0.9, "sessions": 21, "rank_ic": 0.0097, "rank_ic_se": 0.031,
+      "rank_ic_t": 0.31}, "INCONCLUSIVE"),  # the demo's "EXCELLENT, Sharpe 6.09" of the issue
+    ({"psr": 0.03, "sharpe": -2.5, "total_return": -0.1}, "POOR"),  # loses with confidence
+    ({"psr": 0.4, "sharpe": -0.2, "sharpe_se": 0.5, "total_return": -0.01, "rank_ic": 0.001, "rank_ic_se": 0.002,
+      "rank_ic_t": 0.5}, "POOR"),  # rules out a useful edge, and is not positive
+    ({"psr": 0.7, "sharpe": 0.6, "sharpe_se": 0.2, "rank_ic": 0.004, "rank_ic_se": 0.002, "rank_ic_t": 2.1},
+     "MARGINAL"),  # significant IC, Sharpe bounded below 1.0
+    ({"sessions": 2, "sharpe": float("nan"), "psr": float("nan")}, "INCONCLUSIVE"),
+    ({"sessions": 19, "psr": 0.999, "rank_ic_t": 5.0}, "INCONCLUSIVE"),  # too few sessions for any grade
+])
+def test_verdict_needs_evidence(kw, grade):
+    ev = _ev(**kw)
+    got, reason, more = bt.judge(ev)
+    assert got == grade, reason
+    assert reason
+    if grade == "INCONCLUSIVE":
+        assert more is None or more >= 1
+    else:
+        assert more is None
+
+
+def test_inconclusive_says_how_many_sessions_would_settle_it():
+    # a genuine small edge seen over 21 sessions: more sessions would show it
+    ev = _ev(sessions=21, sharpe=2.0, sharpe_se=3.5, psr=0.8, min_track_record=150.0, rank_ic=0.02,
+             rank_ic_se=0.024, rank_ic_t=0.83, rank_ic_std=0.11, rank_ic_sessions=21)
+    grade, _, more = bt.judge(ev)
+    assert grade == "INCONCLUSIVE" and 100 <= more <= 400
+    # it is the same rule on the figures of a longer record: at n + more sessions it settles
+    n = 21 + more
+    se = 0.11 / math.sqrt(n)
+    settled = _ev(sessions=n, sharpe=2.0, sharpe_se=3.5 * math.sqrt(21 / n), psr=0.96, min_track_record=150.0,
+                  rank_ic=0.02, rank_ic_se=se, rank_ic_t=0.02 / se, rank_ic_std=0.11, rank_ic_sessions=n)
+    assert bt.judge(settled)[0] in {"GOOD", "EXCELLENT"}
 
 
 def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp_path):
@@ -69,19 +112,22 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
     settings = dataclasses.replace(load_settings(data_dir=store.root, artifacts_dir=tmp_path / "art",
                                                  config=tmp_path / "retrain.toml"))
     blocks = []
-    end = training.last_labelled(store, "v1", "ALL")
+    end = pipeline.last_labelled(store, "v1", "ALL")
     start = end - dt.timedelta(days=20)
     out = pipeline.train_step(settings, "ALL", _cfg(min_rows=100), "auto", end=end, backtest_window=(start, end),
                               bcfg=bt.BacktestConfig(retrain_every=4),
                               bt_progress=lambda i, n, block, train_s: blocks.append((block, train_s)))
+    assert out.meta["record"]["blocks_trained"] == len(blocks) and out.meta["record"]["blocks_reused"] == 0
     labelled = sorted(set(store.scan_table("labels").select("trade_date").collect()["trade_date"].to_list()))
     for block, train_s in blocks:
         assert max(train_s) < min(block)
         gap = labelled.index(min(block)) - labelled.index(max(train_s)) - 1
         assert gap == 1  # the embargo: one session between training and the block it predicts
     sessions = sorted({d for block, _ in blocks for d in block})
-    all_days = sorted(set(out.backtest.predictions["trade_date"].to_list()))
+    all_days = sorted(set(out.backtest.record_predictions["trade_date"].to_list()))
     assert sessions == all_days
+    window_days = sorted(set(out.backtest.predictions["trade_date"].to_list()))
+    assert window_days == [d for d in all_days if start <= d <= end]
     for name in ("model.joblib", "meta.json", "backtest_daily.parquet", "trades.parquet", "predictions.parquet",
                  "report.html"):
         assert (out.run_dir / name).exists(), name
@@ -91,4 +137,4 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
         "date", "symbol", "predicted", "actual", "net_return", "allocation", "pnl"}
     assert "model" in pl.read_parquet(out.run_dir / "predictions.parquet").columns
     page = (out.run_dir / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4 and "http://" not in page and "https://" not in page
+    assert page.count("data:image/png;base64,") >= 8 and "http://" not in page and "https://" not in page

@@ -110,7 +110,7 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     assert not official.exists()  # another model's ranking goes beside the session's record
 
     # `retrain backtest` never touches the active model unless --promote is given
-    bt = cli("backtest", "--start-date", "2025-10-13", "--retrain-every", "5")
+    bt = cli("backtest", "--start-date", "2025-10-06", "--retrain-every", "5")
     assert bt.exit_code == 0, bt.output
     assert reg.active_run("v1", "NASDAQ") == now["run_id"] and "--promote never" in bt.output
 

@@ -68,7 +68,7 @@ def test_folds_never_train_on_what_they_test_and_respect_the_embargo():
 
 def test_cv_predictions_come_from_sessions_after_the_training_ones(built, tmp_path):
     store, root = built
-    result = training.train(store, "v1", "ALL", _cfg())
+    result = pipeline.train(store, "v1", "ALL", _cfg())
     for f in result.folds:
         assert f["train_end"] < f["test_start"]
     oos_dates = set(result.oos["trade_date"].to_list())
@@ -83,8 +83,8 @@ def test_cv_predictions_come_from_sessions_after_the_training_ones(built, tmp_pa
 
 def test_training_is_deterministic(built):
     store, _ = built
-    a = training.train(store, "v1", "NYSE", _cfg())
-    b = training.train(store, "v1", "NYSE", _cfg())
+    a = pipeline.train(store, "v1", "NYSE", _cfg())
+    b = pipeline.train(store, "v1", "NYSE", _cfg())
     assert a.model.model_to_string() == b.model.model_to_string()
     assert a.fingerprint == b.fingerprint and a.folds == b.folds
 
@@ -92,7 +92,7 @@ def test_training_is_deterministic(built):
 def test_insufficient_samples(built):
     store, _ = built
     with pytest.raises(RetrainError, match=r"Insufficient training samples: [\d,]+ < 1,000,000") as err:
-        training.train(store, "v1", "TSE", _cfg(min_rows=1_000_000))
+        pipeline.train(store, "v1", "TSE", _cfg(min_rows=1_000_000))
     assert "--training-days" in str(err.value)
 
 
@@ -104,7 +104,9 @@ def test_registry_promote_rollback_auto_rule_and_tamper_refusal(built, tmp_path)
     assert first.promoted and first.reason == "no active model yet"
     reg = Registry(settings.artifacts_dir, "NYSE")
     model_path, meta_path = reg.active_paths("v1", "NYSE")
-    assert model_path.name == "intraday_model_v1.joblib" and meta_path.name == "intraday_model_v1_meta.json"
+    # [run] exchange = "NYSE" here: the file names follow the scope, never that setting
+    assert model_path.name == "intraday_model_v1_NYSE.joblib" and meta_path.name == "intraday_model_v1_NYSE_meta.json"
+    assert model_path.exists() and meta_path.exists()
     meta = json.loads((first.run_dir / "meta.json").read_text())
     for key in ("feature_version", "scope", "feature_columns", "training_window", "fingerprint", "params", "cv",
                 "libraries", "model_sha256", "created_at"):
@@ -133,12 +135,31 @@ def test_registry_promote_rollback_auto_rule_and_tamper_refusal(built, tmp_path)
     worse = {**meta, "cv": {"summary": {"rank_ic": {"mean": meta["cv"]["summary"]["rank_ic"]["mean"] - 0.01}}}}
     ok, reason = pipeline.promotion_decision("auto", worse, meta)
     assert not ok and "worse" in reason and "cross-validation" in reason
-    # auto with a backtest: rank IC and Sharpe against the active routine replayed on the same window
-    new_bt = {**meta, "backtest": {"start": "2025-09-01", "end": "2025-09-30", "rank_ic": 0.05, "sharpe": 1.2}}
-    assert pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.04, "sharpe": 1.1})[0]
-    ok, reason = pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.04, "sharpe": 1.5})
-    assert not ok and "Sharpe 1.20 vs 1.50" in reason and "2025-09-01..2025-09-30" in reason
-    assert not pipeline.promotion_decision("auto", new_bt, meta, {"rank_ic": 0.06, "sharpe": 1.0})[0]
+    # auto with a backtest: paired tests on the same sessions of both records
+    rng = np.random.default_rng(3)
+    days = [dt.date(2025, 6, 2) + dt.timedelta(days=i) for i in range(120)]
+
+    def figures(net, ic):
+        return pl.DataFrame({"trade_date": days, "net_return": net, "rank_ic": ic})
+
+    champ = figures(rng.normal(0.0005, 0.01, 120), rng.normal(0.02, 0.05, 120))
+    new_bt = {**meta, "backtest": {"start": "2025-09-01", "end": "2025-09-30"}}
+    same = pipeline.paired_gate(champ, champ)
+    assert same["outcome"] == "not different" and same["sessions"] == 120
+    assert pipeline.promotion_decision("auto", new_bt, meta, same)[0]
+    noisy = figures(champ["net_return"] + rng.normal(0, 0.01, 120), champ["rank_ic"] + rng.normal(0, 0.05, 120))
+    gate = pipeline.paired_gate(noisy, champ)  # a different model of the same skill: noise is not evidence
+    assert gate["outcome"] == "not different"
+    ok, reason = pipeline.promotion_decision("auto", new_bt, meta, gate)
+    assert ok and "not significantly worse" in reason and "120 out-of-sample sessions" in reason
+    worse = pipeline.paired_gate(figures(champ["net_return"] - 0.002 + rng.normal(0, 0.001, 120), champ["rank_ic"]),
+                                 champ)
+    assert worse["outcome"] == "worse" and worse["net_return_diff"]["ci"][1] < -pipeline.GATE_MARGIN["net_return"]
+    ok, reason = pipeline.promotion_decision("auto", new_bt, meta, worse)
+    assert not ok and "significantly worse" in reason and "retrain models promote" in reason
+    better = pipeline.paired_gate(champ, figures(champ["net_return"], champ["rank_ic"] - 0.02))
+    assert better["outcome"] == "better"
+    assert "significantly better" in pipeline.promotion_decision("auto", new_bt, meta, better)[1]
     # tampering: one flipped byte in the active model file
     data = bytearray(model_path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -173,8 +194,8 @@ def test_no_signal_means_no_out_of_sample_rank_ic(tmp_path):
     """The leak detector: on a market with nothing to predict, out-of-sample rank IC must be
     noise around zero; with the signal it must be clearly positive."""
     cfg = _cfg(training_days=200)
-    with_signal = training.train(_market(tmp_path / "s", signal=True, symbols=240, days=200), "v1", "ALL", cfg)
-    without = training.train(_market(tmp_path / "n", signal=False, symbols=240, days=200), "v1", "ALL", cfg)
+    with_signal = pipeline.train(_market(tmp_path / "s", signal=True, symbols=240, days=200), "v1", "ALL", cfg)
+    without = pipeline.train(_market(tmp_path / "n", signal=False, symbols=240, days=200), "v1", "ALL", cfg)
     m, se = _pooled_rank_ic(with_signal)
     m0, se0 = _pooled_rank_ic(without)
     # Measured: +0.060 ± 0.006 with the signal; without it, values between -0.5 and +2.6 standard

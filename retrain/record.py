@@ -1,0 +1,70 @@
+"""The out-of-sample record on disk: one Parquet file per grid block, per routine.
+
+    artifacts/daytrading/records/<version>/<scope>/<routine>/
+        routine.json                   what the routine is (training config, params, columns)
+        block-<first weekday>.parquet  the block's predictions, with its fingerprint
+
+A routine's folder is named by the first 16 hex digits of its fingerprint
+(``backtest.routine_fingerprint``), so a record of another routine or feature column list is
+never mixed in. Each file carries its block's fingerprint in a column, so a file is
+self-describing: a reader keeps a block only when the fingerprint the current rows give is the
+one stored. Files are written atomically; an unreadable file is reported and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+
+from retrain.registry import ROOT
+from retrain.store import atomic_write_parquet, atomic_write_text, machine_faults
+
+RECORDS = "records"
+
+
+class RecordStore:
+    def __init__(self, artifacts_dir: str | os.PathLike):
+        self.root = Path(artifacts_dir) / ROOT / RECORDS
+
+    def folder(self, version: str, scope: str, routine: str) -> Path:
+        return self.root / version / scope / routine[:16]
+
+    def keys(self, version: str, scope: str, routine: str) -> list[str]:
+        """Names (first weekday, ISO) of the blocks stored for the routine, oldest first."""
+        folder = self.folder(version, scope, routine)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name[len("block-"):-len(".parquet")] for p in folder.glob("block-*.parquet"))
+
+    def path(self, version: str, scope: str, routine: str, key: str) -> Path:
+        return self.folder(version, scope, routine) / f"block-{key}.parquet"
+
+    def read(self, version: str, scope: str, routine: str, keys: list[str]) -> tuple[dict[str, pl.DataFrame], list[str]]:
+        """The stored blocks among ``keys`` ({key: frame}) and a warning per unreadable file."""
+        found, warnings = {}, []
+        for key in keys:
+            path = self.path(version, scope, routine, key)
+            if not path.exists():
+                continue
+            try:
+                frame = pl.read_parquet(path)
+                if "block_fingerprint" not in frame.columns or frame.is_empty():
+                    raise ValueError("no block fingerprint")
+            except Exception as exc:  # a torn copy, a bad disk, a foreign file: rebuild the block
+                warnings.append(f"unreadable record file {path} ({type(exc).__name__}: {exc}); its block is rebuilt")
+                continue
+            found[key] = frame
+        return found, warnings
+
+    def write(self, version: str, scope: str, routine: str, key: str, frame: pl.DataFrame, spec: dict) -> Path:
+        path = self.path(version, scope, routine, key)
+        with machine_faults(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            describe = path.parent / "routine.json"
+            if not describe.exists():
+                atomic_write_text(json.dumps(spec, indent=2, sort_keys=True, default=str) + "\n", describe)
+        atomic_write_parquet(frame, path)
+        return path

@@ -1,0 +1,157 @@
+"""The out-of-sample record: blocks on a fixed grid reused week to week (bit for bit), retrained
+when their rows or routine change, rebuilt when unreadable; and the calibration of the verdict,
+on record statistics and on small sample markets end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from retrain import backtest as bt
+from retrain import pipeline, sample
+from retrain.config import load_settings
+from retrain.record import RecordStore
+from retrain.store import Store
+from tests.test_training import _cfg, _market
+
+T1 = dt.date(2025, 10, 10)  # a Friday
+T2 = dt.date(2025, 10, 17)  # five sessions later
+CONFIG = '[features]\nversion = "v1"\n\n[run]\nexchange = "NASDAQ"\n'
+
+
+def _summary(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_weekly_cycle_reuses_last_weeks_blocks_bit_for_bit(tmp_path, cli):
+    bars, syms = sample.generate(symbols=120, days=200, seed=11, end=T2)
+    (tmp_path / "retrain.toml").write_text(CONFIG)
+    store = Store(tmp_path / "data")
+    with store.lock("test"):
+        store.upsert_bars(bars.filter(pl.col("date") <= T1))
+        store.upsert_symbols(syms)
+    first = cli("run", "--as-of", str(T1), "--json")
+    assert first.exit_code == 0, first.output
+    one = _summary(first)
+    with store.lock("test"):  # the week's bars arrive
+        store.upsert_bars(bars.filter(pl.col("date") > T1))
+    second = cli("run", "--as-of", str(T2), "--json")
+    assert second.exit_code == 0, second.output
+    two = _summary(second)
+    r1 = json.loads((tmp_path / one["run_dir"] / "meta.json").read_text())["record"]
+    r2 = json.loads((tmp_path / two["run_dir"] / "meta.json").read_text())["record"]
+    assert r1["blocks_trained"] == r1["blocks"] and r1["blocks_reused"] == 0
+    # the second run meets every block of the first again and trains only the new week's
+    assert r2["blocks_reused"] == r1["blocks"] and r2["blocks_trained"] == 1
+    assert r2["blocks"] == r1["blocks"] + 1 and r2["sessions"] == r1["sessions"] + 5
+    assert "1 trained" in second.output and f"{r1['blocks']} reused" in second.output
+    p1 = pl.read_parquet(tmp_path / one["run_dir"] / "record_predictions.parquet")
+    p2 = pl.read_parquet(tmp_path / two["run_dir"] / "record_predictions.parquet")
+    assert p2.filter(pl.col("trade_date") <= T1).equals(p1)  # identical, bit for bit
+    # the verdict is judged on the whole record and comes with its uncertainty
+    assert two["backtest"]["verdict"] in bt.GRADES
+    assert "Sharpe Ratio:" in second.output and "PSR(0)" in second.output and "(90%:" in second.output
+    assert f"{two['backtest']['verdict']} BACKTEST: " in second.output
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    root = tmp_path_factory.mktemp("record")
+    store = _market(root / "data", symbols=90, days=140)
+    (root / "retrain.toml").write_text('[run]\nexchange = "ALL"\n')
+    return store, root
+
+
+def _backtest(store, root, cfg=None, window=None):
+    settings = load_settings(data_dir=store.root, artifacts_dir=root / "artifacts", config=root / "retrain.toml")
+    end = pipeline.last_labelled(store, "v1", "ALL")
+    window = window or (end - dt.timedelta(days=20), end)
+    with store.lock("test"):
+        return pipeline.backtest(store, settings, "v1", "ALL", cfg or _cfg(min_rows=100), window, bt.BacktestConfig())
+
+
+def test_changed_rows_routines_and_unreadable_files(small):
+    store, root = small
+    first = _backtest(store, root)
+    assert first.record_info["blocks_reused"] == 0
+    again = _backtest(store, root)
+    assert again.record_info["blocks_trained"] == 0 and again.record_predictions.equals(first.record_predictions)
+    # another routine has its own record: nothing of the first is mixed in
+    other = _backtest(store, root, _cfg(min_rows=100, num_boost_round=150))
+    assert other.record_info["blocks_reused"] == 0 and other.record_info["routine"] != first.record_info["routine"]
+    # an unreadable file is named, and its block rebuilt to the same predictions
+    records = RecordStore(root / "artifacts")
+    folder = next(p for p in records.root.glob("v1/ALL/*") if p.name == first.record_info["routine"])
+    victim = sorted(folder.glob("block-*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[: 100])
+    rebuilt = _backtest(store, root)
+    assert rebuilt.record_info["blocks_trained"] == 1 and any(str(victim) in w for w in rebuilt.warnings)
+    assert rebuilt.record_predictions.equals(first.record_predictions)
+
+
+def test_a_block_whose_rows_change_gets_a_new_fingerprint():
+    days = [dt.date(2025, 9, 1) + dt.timedelta(days=i) for i in range(40)]
+    sessions = [d for d in days if d.weekday() < 5]
+    hashes = {d: f"h{d}" for d in sessions}
+    rows = dict.fromkeys(sessions, 100)
+    cfg, bcfg = _cfg(training_days=14, min_rows=100, embargo=1), bt.BacktestConfig()
+    ids = sorted({bt.block_id(d, 5) for d in sessions})[3:]
+    before, problems = bt.plan_blocks(sessions, ids, cfg, bcfg, "routine", hashes, rows)
+    assert not problems and all(len(b.sessions) == 5 for b in before)  # Monday to Friday, on the grid
+    assert all(b.key == str(b.sessions[0]) and b.sessions[0].weekday() == 0 for b in before)
+    def changed(day):
+        after, _ = bt.plan_blocks(sessions, ids, cfg, bcfg, "routine", {**hashes, day: "re-ingested"}, rows)
+        return [a.fingerprint != b.fingerprint for a, b in zip(after, before)]
+
+    assert changed(before[0].train[0]) == [True] + [False] * (len(before) - 1)  # only block 1 trains on it
+    assert changed(before[-1].sessions[0]) == [False] * (len(before) - 1) + [True]  # the last block's own rows
+    assert changed(before[0].sessions[-2])[:2] == [True, True]  # block 1's Thursday: in block 2's training window
+    assert changed(before[0].sessions[-1])[:2] == [True, False]  # its Friday: block 2's embargo leaves it out
+    other, _ = bt.plan_blocks(sessions, ids, cfg, bcfg, "another routine", hashes, rows)
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(other, before))
+    # a block that cannot be formed says why
+    _, problems = bt.plan_blocks(sessions, ids, dataclasses.replace(cfg, min_rows=10_000), bcfg, "r", hashes, rows)
+    assert all("Insufficient training samples" in p for p in problems.values())
+
+
+# ------------------------------------------------------------------ calibration
+def _record(rng, n: int, edge: float, ic: float):
+    """Daily net returns, universe returns and rank ICs of a top-N strategy: the rank IC moves
+    the day's return (correlation 0.6), fat-tailed noise, ``edge`` mean daily return."""
+    ric = rng.normal(ic, 0.06, n)
+    noise = rng.standard_t(4, n) / np.sqrt(2)
+    r = edge + 0.01 * (0.6 * (ric - ic) / 0.06 + 0.8 * noise)
+    return r, rng.normal(0, 0.008, n), ric
+
+
+def test_calibration_on_record_statistics():
+    rng = np.random.default_rng(20261129)
+    null = [bt.verdict(bt.verdict_figures(*_record(rng, n, 0.0, 0.0)))
+            for n in (21, 30, 42, 63, 126, 252) for _ in range(50)]
+    good = sum(v in {"GOOD", "EXCELLENT"} for v in null)
+    assert good <= 0.05 * len(null), f"{good} of {len(null)} no-signal records graded GOOD or EXCELLENT"
+    # with costs, no signal is a losing strategy: a long record says so
+    costly = [bt.verdict(bt.verdict_figures(*_record(rng, 252, -0.002, 0.0))) for _ in range(30)]
+    assert sum(v == "POOR" for v in costly) >= 27
+    # a planted edge (Sharpe about 4.5, rank IC 0.03) is found on half a year, and more surely on a year
+    planted = [bt.verdict(bt.verdict_figures(*_record(rng, n, 0.0028, 0.03))) for n in (126, 252) for _ in range(50)]
+    found = sum(v in {"GOOD", "EXCELLENT"} for v in planted)
+    assert found >= 0.9 * len(planted), f"only {found} of {len(planted)} planted-signal records found"
+
+
+@pytest.mark.parametrize("signal, seed", [(False, 31), (False, 32), (3.0, 33)])
+def test_calibration_end_to_end_on_sample_markets(tmp_path, signal, seed):
+    store = _market(tmp_path / "data", signal=signal, symbols=150, days=150, seed=seed)
+    (tmp_path / "retrain.toml").write_text('[run]\nexchange = "ALL"\n')
+    end = pipeline.last_labelled(store, "v1", "ALL")
+    out = _backtest(store, tmp_path, _cfg(training_days=90, min_rows=100), (end - dt.timedelta(days=59), end))
+    grade = out.record_info["verdict"]
+    if signal:
+        assert grade in {"GOOD", "EXCELLENT"}, out.record_info["reason"]
+    else:
+        assert grade not in {"GOOD", "EXCELLENT"}, out.record_info["reason"]
