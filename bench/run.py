@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT / "bench"))  # pandas_reference
 END = dt.date(2025, 10, 17)
 
 
-def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run the CLI once; return (seconds, peak RSS in MB)."""
+def run(args: list[str], env: dict[str, str], summary: list | None = None) -> tuple[float, int]:
+    """Run the CLI once; return (seconds, peak RSS in MB). ``summary``: the run's `--json` object
+    and its meta.json are appended to it (the args must include --json)."""
     with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / "peak.py"), *args],
@@ -40,6 +41,11 @@ def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
         if proc.returncode != 0:
             raise SystemExit(f"bench: `retrain {' '.join(args)}` failed ({proc.returncode}):\n"
                              f"{proc.stdout.decode()}\n{proc.stderr.decode()}")
+        if summary is not None:
+            out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+            meta = json.loads((Path(env["RETRAIN_ARTIFACTS_DIR"]) / "daytrading" / "runs" / out["run_id"]
+                               / "meta.json").read_text())
+            summary.append((out, meta))
         return elapsed, int(peak.read() or 0) // 1024
 
 
@@ -113,13 +119,26 @@ def incremental_session(root: Path, symbols: int, days: int, repeat: int) -> tup
     return statistics.median(times), statistics.median(walls), peak
 
 
-def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, float, float, int]:
+def _breakdown(runs: list) -> str:
+    """Median seconds of each part of step 6 and 7 over runs, and the record's blocks."""
+    parts = ("load", "cv", "final_fit", "record", "report")
+    metas = [m for _, m in runs if "seconds" in m]
+    if not metas:
+        return ""
+    med = {k: statistics.median(m["seconds"].get(k, 0.0) for m in metas) for k in parts}
+    rec = metas[-1].get("record") or {}
+    return (f"load {med['load']:.1f}, CV {med['cv']:.1f}, final fit {med['final_fit']:.1f}, record "
+            f"{med['record']:.1f} ({rec.get('blocks_trained', 0)} block(s) trained, {rec.get('blocks_reused', 0)} "
+            f"reused), report {med['report']:.1f}")
+
+
+def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, float, float, int, str, str]:
     """Median seconds of the whole `retrain run` (ALL exchanges, 90-day training, 30-day backtest):
     incremental with one new session each time (an active model of the same routine exists, so
     automatic promotion needs no replay), the same run again with nothing new (no new run is
     trained), then with --full-rebuild (each into its own empty artifacts folder, so that it is
     trained: with the registry of the incremental runs it would find nothing changed). Returns
-    (incremental, unchanged, full, peak MB)."""
+    (incremental, unchanged, full, peak MB, breakdown of the incremental runs, of the full ones)."""
     bars, syms = sample.generate(symbols=symbols, days=days + repeat, seed=11, end=END)
     dates = sorted(bars["date"].unique())
     root.mkdir(parents=True, exist_ok=True)
@@ -129,12 +148,12 @@ def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, 
     syms.write_csv(root / "symbols.csv")
     run(["ingest", str(base), "--symbols-file", str(root / "symbols.csv"), "--as-of", END.isoformat()], env)
     run(["run", "--exchange", "ALL", "--as-of", dates[-repeat - 1].isoformat()], env)  # the first model
-    inc, full, peak = [], [], 0
+    inc, full, peak, inc_runs, full_runs = [], [], 0, [], []
     for day in dates[-repeat:]:
         one = root / f"{day}.parquet"
         bars.filter(pl.col("date") == day).write_parquet(one)
         run(["ingest", str(one), "--as-of", day.isoformat()], env)
-        t, mb = run(["run", "--exchange", "ALL", "--as-of", day.isoformat()], env)
+        t, mb = run(["run", "--exchange", "ALL", "--as-of", day.isoformat(), "--json"], env, inc_runs)
         inc.append(t)
         peak = max(peak, mb)
     same = []
@@ -144,10 +163,12 @@ def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, 
         peak = max(peak, mb)
     for i in range(repeat):
         fresh = {**env, "RETRAIN_ARTIFACTS_DIR": str(root / f"artifacts-full{i}")}
-        t, mb = run(["run", "--exchange", "ALL", "--full-rebuild", "--as-of", dates[-1].isoformat()], fresh)
+        t, mb = run(["run", "--exchange", "ALL", "--full-rebuild", "--as-of", dates[-1].isoformat(), "--json"], fresh,
+                    full_runs)
         full.append(t)
         peak = max(peak, mb)
-    return statistics.median(inc), statistics.median(same), statistics.median(full), peak
+    return (statistics.median(inc), statistics.median(same), statistics.median(full), peak, _breakdown(inc_runs),
+            _breakdown(full_runs))
 
 
 def main() -> None:
@@ -243,14 +264,16 @@ def main() -> None:
         growth = inc[4] / inc[1]
 
         # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
-        inc_t, same_t, full_t, mb = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
-        rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 60.0,
-                     "indicators, features, labels, training with CV, 30-day backtest, automatic promotion (same "
-                     "routine as the active model: no replay needed); whole CLI call", mb))
+        inc_t, same_t, full_t, mb, inc_parts, full_parts = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
+        rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 6.0,
+                     "indicators, features, labels, training with CV, 30-day backtest through the out-of-sample "
+                     "record, automatic promotion (same routine as the active model: no replay needed); whole CLI "
+                     f"call. Steps 6-7 (s): {inc_parts}", mb))
         rows.append(("whole `retrain run --exchange ALL` again, nothing new", same_t, 0.0,
                      "same bars and routine as an existing run: checked, not retrained; whole CLI call", mb))
-        rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 90.0,
-                     "every indicator, feature and label rebuilt, then as above; whole CLI call", mb))
+        rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 15.0,
+                     "every indicator, feature and label rebuilt, then as above, into an empty artifacts folder (no "
+                     f"record to reuse); whole CLI call. Steps 6-7 (s): {full_parts}", mb))
         print(f"bench: retrain run incremental {inc_t:.2f} s, unchanged {same_t:.2f} s, full rebuild {full_t:.2f} s",
               flush=True)
 

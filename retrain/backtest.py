@@ -23,10 +23,10 @@ at the open with the current equity split equally, sell at the close, and pay
   Sharpe is above 0, Bailey & Lopez de Prado, with skew and kurtosis) *and* a mean daily rank IC
   with t-statistic >= 2. Then EXCELLENT when the Sharpe is >= 1.5 with a positive return that
   beats the equal-weight universe, GOOD when it is >= 1.0 with a positive return, else MARGINAL.
-* POOR / MARGINAL need evidence that there is no useful edge: the strategy loses with
-  confidence (PSR(0) <= 0.05), or the record rules out a useful model, i.e. the one-sided 95%
-  upper bound of the mean daily rank IC is below 0.01, or that of the Sharpe is below 1.0. Then
-  MARGINAL when the Sharpe is >= 0.5 or the return is positive, else POOR.
+* POOR / MARGINAL need evidence that there is no useful edge. POOR when the strategy loses with
+  confidence (PSR(0) <= 0.05). Otherwise, when the record rules out a useful model (the
+  one-sided 95% upper bound of the mean daily rank IC is below 0.01, or that of the Sharpe is
+  below 1.0): MARGINAL when the Sharpe is >= 0.5 or the return is positive, else POOR.
 * INCONCLUSIVE otherwise, and always below 20 sessions: the record is too short to tell. The verdict says how many more
   sessions would settle it at the figures seen so far.
 """

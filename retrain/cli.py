@@ -406,7 +406,8 @@ def train(settings: Settings, exchange, training_days, min_rows, promote, end_da
 @click.option("--max-positions", type=click.IntRange(min=1), default=5, show_default=True, help="Positions per session.")
 @click.option("--cost-bps", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Cost per side, basis points.")
 @click.option("--slippage-bps", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Slippage per side, bps.")
-@click.option("--retrain-every", type=click.IntRange(min=1), default=5, show_default=True, help="Sessions per model.")
+@click.option("--retrain-every", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Weekdays per block of the record's grid; one model per block.")
 @click.option("--min-dollar-volume", type=click.FloatRange(min=0), default=None,
               help="Skip symbols whose 20-session average dollar volume is below this.")
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
@@ -420,9 +421,26 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
              retrain_every, min_dollar_volume, exchange, training_days, min_rows, promote):
     """Walk-forward out-of-sample backtest of the retraining routine; saves a run with its report.
 
-    Each block of --retrain-every sessions is predicted by a model trained on the window that ends
-    before it (minus the embargo). Each session buys the top --max-positions at the open and sells
-    at the close, paying cost and slippage on both sides.
+    Sessions fall into blocks of --retrain-every weekdays on a fixed grid counted from Monday
+    1970-01-05 (with 5: calendar weeks). Each block is predicted by a model of the routine trained
+    on the --training-days window that ends one embargo before it. Each session buys the top
+    --max-positions at the open and sells at the close, paying cost and slippage on both sides.
+
+    The blocks are the routine's out-of-sample record (artifacts/daytrading/records/): a block whose
+    routine and rows are unchanged is read back, not retrained, and the record grows up to
+    [backtest] record_sessions sessions (252). The --start-date..--end-date window, at least one
+    block (7 days with --retrain-every 5), is the headline; the verdict judges the whole record:
+
+    \b
+      EXCELLENT/GOOD need evidence of an edge: PSR(0) >= 0.95 and rank-IC
+        t >= 2; then EXCELLENT: Sharpe >= 1.5, a positive return that beats
+        the universe; GOOD: Sharpe >= 1.0, a positive return; else MARGINAL.
+      POOR/MARGINAL need evidence of no useful edge: PSR(0) <= 0.05 (POOR),
+        or a one-sided 95% upper bound of the rank IC below 0.01 or of the
+        Sharpe below 1.0; then MARGINAL when the Sharpe is >= 0.5 or the
+        return is positive, else POOR.
+      INCONCLUSIVE otherwise, and always below 20 sessions, with how many
+        more sessions would settle it.
     """
     import datetime as dt
 
@@ -556,7 +574,7 @@ def _stat(value, pct_: bool = False) -> str:
         parts.append(f"t {_num(value['t'], digits=2, sign=True)}")
     ci = _ci(value.get("ci"), sign=True, pct_=pct_)
     if ci:
-        parts.append(f"95% CI {ci}")
+        parts.append(f"90% CI {ci}")
     return ", ".join(parts)
 
 
@@ -611,7 +629,7 @@ def _record_lines(record: dict) -> list[str]:
     if "sharpe" in r or "sharpe_ci" in r:
         text = _num(r.pop("sharpe", None), digits=2)
         ci = _ci(r.pop("sharpe_ci", None), digits=2)
-        rows.append(("Sharpe", f"{text} (95% CI {ci})" if ci else text))
+        rows.append(("Sharpe", f"{text} (90% CI {ci})" if ci else text))
     if "psr" in r:
         rows.append(("PSR (Sharpe > 0)", _num(r.pop("psr"), digits=3)))
     if "rank_ic" in r or "rank_ic_t" in r:

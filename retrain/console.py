@@ -141,7 +141,8 @@ def print_backtest(s_: dict, verdict: str, record: dict | None = None) -> None:
         more = (record or {}).get("more_sessions")
         when = f"about {more} more session(s) at the figures seen so far" if more else "more sessions"
         report.echo(f"   What settles it: {when}. Let the weekly runs grow the record (it keeps up to "
-                   f"{(record or {}).get('record_sessions', 252)} sessions), or run `--backtest-days 90` now.")
+                   f"{(record or {}).get('record_sessions', 252)} sessions), or backtest a longer window now "
+                    "(`retrain run --backtest-days 90`, or an earlier --start-date with `retrain backtest`).")
     report.echo("")
 
 

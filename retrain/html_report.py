@@ -486,8 +486,8 @@ def render(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions:
         body = (f'<img alt="{_esc(title)}" src="data:image/png;base64,{plots[key]}">' if key in plots
                 else f"<p class='note'>{_esc(notes.get(key, 'Not enough data.'))}</p>")
         sections.append(f"<h2>{_esc(title)}</h2>{body}")
-    shaded = ("<p class='note'>The shaded span is this run's backtest window; the rest of the record comes "
-              "from earlier runs' out-of-sample predictions.</p>")
+    shaded = ("<p class='note'>The shaded span is this run's backtest window; the rest is the routine's "
+              "earlier out-of-sample blocks, kept from earlier runs or trained now.</p>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>retrain report {_esc(run_id)}</title>"
             f"<style>{STYLE}</style></head><body><h1>retrain: {_esc(run_id)}</h1>{top}"
             f"<h2>Uncertainty: whole record vs this window</h2>{_evidence_table(record, evidence)}"

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -427,6 +428,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                            f"than one block of the record ({bcfg.retrain_every} sessions: {bcfg.block_days} days)",
                            hint=f"use --backtest-days {bcfg.block_days} or more (or an earlier --start-date)")
     with store.lock("retrain train"):
+        clock = time.perf_counter()
         window = training_window(store, version, scope, cfg.training_days, end)
         routine, spec = routine_spec(cfg, bcfg, version)
         first_day = record_first_day(records, version, scope, routine, backtest_window, bcfg) if backtest_window else None
@@ -437,6 +439,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
                              if backtest_window else ([], 0))
         identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks)
+        seconds = {"load": round(time.perf_counter() - clock, 3)}
         same = find_same(registry.runs(), version, scope, identity)
         result = bt = None
         if same is not None:
@@ -448,6 +451,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             result = training.train_frame(rows, version, scope, cfg, window, progress, fingerprint)
             meta = _run_meta(result, cfg, version, scope)
             meta["identity"] = identity
+            seconds.update(result.seconds)
             if on_trained:
                 on_trained(meta)
             run_id, created = registry.new_run_id(version, scope, result.fingerprint)
@@ -458,8 +462,10 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                     stored = set(records.keys(version, scope, routine))
                     on_record({"blocks": len(blocks), "earlier": n_earlier,
                                "stored": sum(b.key in stored for b in blocks)})
+                clock = time.perf_counter()
                 record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec, bt_progress)
                 bt = evaluate_record(store, record, scope, backtest_window, bcfg)
+                seconds["record"] = round(time.perf_counter() - clock, 3)
                 meta["backtest"] = {**bt.summary, "rank_ic": bt.window_evidence["rank_ic"], "verdict": bt.verdict,
                                     "verdict_reason": bt.reason, "config": vars(bcfg), "evidence": bt.window_evidence}
                 meta["record"] = bt.record_info
@@ -468,6 +474,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                 meta["feature_importance_gain"] = dict(importance)
                 from retrain import html_report
 
+                clock = time.perf_counter()
                 files.update({
                     "backtest_daily.parquet": _parquet_bytes(bt.daily.join(
                         bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
@@ -479,6 +486,8 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                     "report.html": html_report.render(meta, bt.record_daily, bt.universe, bt.record_predictions,
                                                       bt.record_trades, importance, backtest_window).encode(),
                 })
+                seconds["report"] = round(time.perf_counter() - clock, 3)
+            meta["seconds"] = seconds  # where the step's time went: load, cv, final_fit, record, report
             run_id, run_dir = registry.create_run(result.model, meta, files)
         active_id = registry.active_run(version, scope)
         gate = None

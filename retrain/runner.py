@@ -41,7 +41,9 @@ class RunResult:
     bumped_from: str | None = None
     steps: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
-    backtest: dict[str, Any] | None = None
+    backtest: dict[str, Any] | None = None  # the --backtest-days window: the guide's figures, evidence, verdict
+    record: dict[str, Any] | None = None  # the whole out-of-sample record the verdict and the gate judge
+    gate: dict[str, Any] | None = None  # the promotion decision with its paired test (None when not decided)
     run_id: str | None = None
     promoted: bool = False  # this run made its model the active one
     promotion_reason: str = ""
@@ -66,7 +68,8 @@ def _header(title: str) -> None:
     report.echo(report.header(title))
 
 
-def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, skip_indicators: bool) -> dict:
+def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, skip_indicators: bool,
+                   top_n: int = 5) -> dict:
     have = store.exchanges()
     symbols = store.read_symbols().filter(pl.col("exchange").is_in(exchanges))
     if not exchanges or any(e not in have for e in exchanges) or symbols.is_empty():
@@ -75,6 +78,10 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
         raise RetrainError(f"No symbols found for exchange {scope} in {store.root}",
                            hint=f"exchanges with data: {listed}. Check --exchange (or [run] exchange in retrain.toml), "
                                 f"or load data with `retrain ingest PATH --exchange {example}`")
+    if symbols.height <= top_n:
+        raise RetrainError(f"{scope} has too few symbols to rank: {symbols.height}, and the top {top_n} picks need "
+                           f"more than {top_n}",
+                           hint="load more symbols (`retrain ingest`), use --exchange ALL, or lower [training] top_n")
     report.echo(report.ok(f"Found {report.n(symbols.height)} symbols for {', '.join(exchanges)}"))
     today = max(clock.today(e) for e in exchanges)
     since = today - dt.timedelta(days=RECENT_DAYS)
@@ -185,7 +192,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
                    + f"\nMode: {mode}\nAs of: {as_of_text}")
 
         _header("STEP 1: VERIFYING PREREQUISITES")
-        result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators)
+        result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators, cfg.top_n)
 
         _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
         frames = None
@@ -253,7 +260,9 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         result.run_dir = str(out.run_dir)
         if window is not None and meta.get("backtest") is not None:
             result.backtest = {k: v for k, v in meta["backtest"].items() if k != "config"}
+            result.record = meta.get("record")
             result.report_path = str(out.run_dir / "report.html")
+        result.gate = out.gate
         result.default_exchange = settings.default_exchange
         result.as_of_given = None if clock.is_now else clock.label()
         result.stranded = _stranded(settings, version, scope) if bump_version else []
@@ -353,8 +362,11 @@ def _summary(result: RunResult) -> None:
     report.echo(f"   • Rank IC: {cv['rank_ic']['mean']:+.4f} (±{cv['rank_ic']['std']:.4f})")
     if result.backtest:
         b = result.backtest
-        report.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}, "
-                   f"{b['verdict']}")
+        r = result.record or {}
+        record = (f"; record of {r['sessions']} sessions: Sharpe {r['sharpe']:.2f} ± {r['sharpe_se']:.2f}, "
+                  f"PSR {r['psr']:.2f}" if r.get("sessions") and r.get("sharpe") == r.get("sharpe") else "")
+        report.echo(f"   • Backtest: {b['total_return']:+.2%} over {b['sessions']} sessions, Sharpe {b['sharpe']:.2f}"
+                    f"{record}: {b['verdict']}")
     if result.unchanged:
         state = (f"is now the active model: {result.model_path}" if result.promoted else
                  f"stays the active model: {result.model_path}" if result.active else

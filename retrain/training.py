@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +187,7 @@ class TrainResult:
     folds: list[dict]
     summary: dict
     oos: pl.DataFrame  # out-of-sample CV predictions: trade_date, exchange, symbol, target, prediction
+    seconds: dict = field(default_factory=dict)  # wall time of the CV folds and of the final fit
 
 
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
@@ -305,6 +307,7 @@ def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, wi
     dates = df["trade_date"].to_numpy()
     sessions = sorted(set(df["trade_date"].to_list()))
     fold_specs = WalkForward(cfg.cv_folds, cfg.embargo).split(sessions)
+    started = time.perf_counter()
     folds, oos = [], []
     for i, (train_s, test_s) in enumerate(fold_specs, 1):
         model, rounds = fit_window(x, y, dates, train_s, cfg, columns)
@@ -320,10 +323,12 @@ def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, wi
                    .with_columns(pl.Series("prediction", p), pl.lit(i).alias("fold")))
         if progress:
             progress(i, len(fold_specs), m)
+    cv_seconds = time.perf_counter() - started
     final, rounds = fit_window(x, y, dates, sessions, cfg, columns)
+    seconds = {"cv": round(cv_seconds, 3), "final_fit": round(time.perf_counter() - started - cv_seconds, 3)}
     return TrainResult(
         model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
         rows=df.height, sessions=len(sessions), fingerprint=rows_fingerprint or fingerprint(df, columns),
         params=cfg.lgb_params(),
-        num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=pl.concat(oos),
+        num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=pl.concat(oos), seconds=seconds,
     )
