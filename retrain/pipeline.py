@@ -21,7 +21,7 @@ from retrain.config import Settings
 from retrain.errors import RetrainError
 from retrain.features import feature_columns
 from retrain.record import RecordStore
-from retrain.registry import Registry
+from retrain.registry import META_SCHEMA, Registry
 from retrain.store import Store, atomic_write_parquet
 
 PROMOTE_MODES = ("auto", "always", "never")
@@ -380,9 +380,6 @@ def _run_meta(result: training.TrainResult, cfg: training.TrainConfig, version: 
         "cv": {"folds": result.folds, "summary": result.summary, "embargo": cfg.embargo,
                "validation_fraction": cfg.validation_fraction, "top_n": cfg.top_n},
     }
-
-
-META_SCHEMA = 2  # meta.json's layout: 2 adds schema_version, record and gate
 
 
 def _check_scope_size(frame: pl.DataFrame, scope: str, window, top_n: int) -> None:

@@ -31,7 +31,7 @@ import json
 import os
 import platform
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,79 @@ def model_filename(version: str, scope: str) -> str:
 
 def meta_filename(version: str, scope: str) -> str:
     return model_filename(version, scope).replace(".joblib", "_meta.json")
+
+
+META_SCHEMA = 2  # meta.json layout. 1: before the out-of-sample record (no schema_version key);
+# 2: adds schema_version, record, gate, seconds and backtest.evidence.
+
+
+@dataclass
+class RunMeta:
+    """A run's ``meta.json``, typed. It is read (``RunMeta.parse``) and written (``meta_text``)
+    here only; the rest of the code gets and gives its plain dict (``to_dict``), as tools other
+    than retrain read the JSON. Keys this version does not know are kept in ``extra`` and
+    written back as they were; a file of a newer schema is refused rather than half-read."""
+
+    run_id: str
+    feature_version: str
+    scope: str
+    created_at: str | None = None
+    feature_columns: list[str] = field(default_factory=list)
+    categorical_features: list[str] = field(default_factory=list)
+    target: str | None = None
+    training_config: dict = field(default_factory=dict)
+    training_window: dict = field(default_factory=dict)
+    rows: int | None = None
+    fingerprint: str | None = None
+    params: dict = field(default_factory=dict)
+    num_boost_round: int | None = None
+    cv: dict = field(default_factory=dict)
+    identity: dict | None = None
+    backtest: dict | None = None  # the --backtest-days window: the guide's figures, evidence, verdict
+    record: dict | None = None  # the out-of-sample record the verdict and the gate judge
+    gate: dict | None = None  # the promotion decision
+    feature_importance_gain: dict | None = None
+    seconds: dict | None = None  # where the training step's time went
+    model_sha256: str | None = None
+    libraries: dict | None = None
+    schema_version: int = META_SCHEMA
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: Any, source: object = "meta.json") -> RunMeta:
+        if not isinstance(data, dict):
+            raise RetrainError(f"{source}: run metadata is not a JSON object", hint="restore it from a backup")
+        missing = [k for k in ("run_id", "feature_version", "scope") if k not in data]
+        if missing:
+            raise RetrainError(f"{source}: run metadata lacks {', '.join(missing)}", hint="restore it from a backup")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > META_SCHEMA:
+            raise RetrainError(f"{source}: run metadata of schema {version!r}, newer than this retrain reads "
+                               f"({META_SCHEMA})", hint="upgrade retrain (`pip install -U retrain`)")
+        known = {f.name for f in fields(cls)} - {"extra", "schema_version"}
+        return cls(**{k: data[k] for k in known if k in data}, schema_version=version,
+                   extra={k: v for k, v in data.items() if k not in known and k != "schema_version"})
+
+    def to_dict(self) -> dict:
+        """The plain dict, keys of runs without them (e.g. no backtest) left out as before."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out = {k: v for k, v in out.items() if v is not None}
+        return {**out, **self.extra}
+
+
+def read_meta(path: Path) -> dict:
+    """A meta.json, checked against ``RunMeta``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except ValueError:
+        raise RetrainError(f"{path}: metadata is not valid JSON", hint="restore it or promote another run") from None
+    return RunMeta.parse(data, path).to_dict()
+
+
+def meta_text(meta: dict) -> str:
+    """The text of a meta.json (``RunMeta`` checks the dict first)."""
+    return json.dumps(RunMeta.parse(meta, f"the metadata of run {meta.get('run_id')}").to_dict(), indent=1,
+                      default=str)
 
 
 def sha256(data: bytes) -> str:
@@ -126,7 +199,7 @@ class Registry:
         for run_id in ids:
             meta_path = self.runs_dir / str(run_id) / "meta.json"
             if run_id and meta_path.exists():
-                out.append((dt.datetime.fromisoformat(json.loads(meta_path.read_text())["created_at"]), run_id))
+                out.append((dt.datetime.fromisoformat(read_meta(meta_path)["created_at"]), run_id))
         return sorted(out)
 
     def active_at(self, version: str, scope: str, instant: dt.datetime) -> str | None:
@@ -177,7 +250,7 @@ class Registry:
         tmp.mkdir()
         try:
             (tmp / "model.joblib").write_bytes(data)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            (tmp / "meta.json").write_text(meta_text(meta))
             for name, content in (extra_files or {}).items():
                 (tmp / name).write_bytes(content)
             for f in tmp.iterdir():
@@ -201,12 +274,12 @@ class Registry:
                                hint="train a new run instead")
         meta = self.run_meta(run_id)
         meta.update(fields)
-        atomic_write_text(json.dumps(meta, indent=1, default=str), self.runs_dir / run_id / "meta.json")
+        atomic_write_text(meta_text(meta), self.runs_dir / run_id / "meta.json")
         version, scope = meta["feature_version"], meta["scope"]
         if self.active_run(version, scope) == run_id:
             model_path, meta_path = self.active_paths(version, scope)
             if model_path.exists() and sha256(model_path.read_bytes()) == meta.get("model_sha256"):
-                atomic_write_text(json.dumps(meta, indent=1, default=str), meta_path)
+                atomic_write_text(meta_text(meta), meta_path)
         return meta
 
     def run_meta(self, run_id: str) -> dict:
@@ -214,7 +287,7 @@ class Registry:
         if not path.exists():
             known = ", ".join(r["run_id"] for r in self.runs()[-5:]) or "none"
             raise RetrainError(f"no run {run_id!r} in {self.runs_dir}", hint=f"`retrain models list` shows them (latest: {known})")
-        return json.loads(path.read_text())
+        return read_meta(path)
 
     def runs(self) -> list[dict]:
         """Every run's metadata with its status (active / candidate / retired), oldest first."""
@@ -227,8 +300,8 @@ class Registry:
         out = []
         for folder in sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
-                meta = json.loads((folder / "meta.json").read_text())
-            except (OSError, ValueError):
+                meta = read_meta(folder / "meta.json")
+            except (OSError, RetrainError):
                 continue
             meta["status"] = "active" if meta["run_id"] in active else "retired" if meta["run_id"] in retired else "candidate"
             out.append(meta)
@@ -323,7 +396,7 @@ class Registry:
         data = (self.runs_dir / meta["run_id"] / "model.joblib").read_bytes()
         atomic_write(model_path, lambda tmp: tmp.write_bytes(data))
         fault_point("registry.between_active_files")
-        atomic_write_text(json.dumps(meta, indent=1, default=str), meta_path)
+        atomic_write_text(meta_text(meta), meta_path)
 
     # ------------------------------------------------------------ loading
     def load_file(self, model_path: Path, meta_path: Path, version: str | None = None,
@@ -334,10 +407,7 @@ class Registry:
         if not model_path.exists() or not meta_path.exists():
             raise RetrainError(f"model file missing: {model_path if not model_path.exists() else meta_path}",
                                hint="train one with `retrain train` (or `retrain run`)")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            raise RetrainError(f"{meta_path}: metadata is not valid JSON", hint="restore it or promote another run") from None
+        meta = read_meta(meta_path)
         data = model_path.read_bytes()
         if sha256(data) != meta.get("model_sha256"):
             raise RetrainError(

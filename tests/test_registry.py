@@ -182,9 +182,9 @@ def test_models_show_prints_the_decision_and_the_record(tmp_path, cli):
     out = shown.output
     assert out.index('"run_id": "challenger"') < out.index("Promotion decision") < out.index("Out-of-sample record")
     for text in ("kept a candidate (--promote auto)", "no better than the champion", champion, "not different",
-                 "paired t-test on daily differences", "+0.010%, se 0.040%, t +0.25, 95% CI [-0.070%, +0.090%]",
-                 "n/a, se 0.0020, t n/a, 95% CI [n/a, +0.0040]", "net return 0.020%, rank IC 0.0050",
-                 "extra_key", "GOOD", "Sharpe above 1", "1.23 (95% CI [0.50, 2.00])", "0.910",
+                 "paired t-test on daily differences", "+0.010%, se 0.040%, t +0.25, 90% CI [-0.070%, +0.090%]",
+                 "n/a, se 0.0020, t n/a, 90% CI [n/a, +0.0040]", "net return 0.020%, rank IC 0.0050",
+                 "extra_key", "GOOD", "Sharpe above 1", "1.23 (90% CI [0.50, 2.00])", "0.910",
                  "+0.0312 (t +2.50)"):
         assert text in out, text
     assert "nan" not in out.split("Promotion decision")[1].lower()
@@ -194,3 +194,24 @@ def test_models_show_prints_the_decision_and_the_record(tmp_path, cli):
     assert plain.exit_code == 0 and "Promotion decision" not in plain.output and "Out-of-sample" not in plain.output
     assert f"promote: `retrain models promote {champion}`" in plain.output
     assert reg.state()["events"][-1]["decision"]["mode"] == "manual"
+
+
+def test_run_meta_is_typed_versioned_and_keeps_what_it_does_not_know(tmp_path):
+    from retrain.registry import META_SCHEMA, RunMeta, meta_text, read_meta
+
+    old = {"run_id": "r1", "feature_version": "v1", "scope": "NYSE", "rows": 10, "someone_elses_key": [1, 2]}
+    meta = RunMeta.parse(old)
+    assert meta.schema_version == 1 and meta.rows == 10 and meta.extra == {"someone_elses_key": [1, 2]}
+    assert meta.to_dict() == {**old, "schema_version": 1, "feature_columns": [], "categorical_features": [],
+                              "training_config": {}, "training_window": {}, "params": {}, "cv": {}}
+    path = tmp_path / "meta.json"
+    path.write_text(meta_text({**old, "schema_version": META_SCHEMA, "record": {"verdict": "INCONCLUSIVE"}}))
+    back = read_meta(path)
+    assert back["record"] == {"verdict": "INCONCLUSIVE"} and back["someone_elses_key"] == [1, 2]
+    with pytest.raises(RetrainError, match="newer than this retrain reads"):
+        RunMeta.parse({**old, "schema_version": META_SCHEMA + 1}, path)
+    with pytest.raises(RetrainError, match="lacks scope"):
+        RunMeta.parse({"run_id": "r1", "feature_version": "v1"}, path)
+    path.write_text("{not json")
+    with pytest.raises(RetrainError, match="not valid JSON"):
+        read_meta(path)
