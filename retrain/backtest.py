@@ -161,18 +161,19 @@ def block_key(block: int, every: int) -> str:
     return str(np.busday_offset(GRID_ORIGIN, block * every, roll="forward"))
 
 
-def routine_fingerprint(tcfg: training.TrainConfig, bcfg: BacktestConfig, version: str, columns: list[str],
-                        lightgbm_version: str) -> str:
-    """What a block's predictions are a function of, besides its rows: the training config
-    (``min_rows`` only gates a run and ``cv_folds`` only evaluates it, so both are left out),
-    the LightGBM parameters and version, the feature version and column list, and the grid
-    (``retrain_every``). Costs and the trading rule are applied when the record is evaluated."""
+def routine_spec(tcfg: training.TrainConfig, bcfg: BacktestConfig, version: str, columns: list[str],
+                 lightgbm_version: str) -> tuple[str, dict]:
+    """(fingerprint, description) of what a block's predictions are a function of, besides its
+    rows: the training config (``min_rows`` only gates a run and ``cv_folds`` only evaluates it,
+    so both are left out), the LightGBM parameters and version, the feature version and column
+    list, and the grid (``retrain_every``). Costs and the trading rule are applied when the
+    record is evaluated, so they are not part of it."""
     spec = {
-        "training": {k: v for k, v in vars(tcfg).items() if k not in ("min_rows", "cv_folds", "params")},
+        "training_config": {k: v for k, v in vars(tcfg).items() if k not in ("min_rows", "cv_folds", "params")},
         "params": tcfg.lgb_params(), "feature_version": version, "feature_columns": list(columns),
         "retrain_every": bcfg.retrain_every, "lightgbm": lightgbm_version,
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest(), spec
 
 
 @dataclass(frozen=True)

@@ -298,16 +298,11 @@ def build_record(records: RecordStore, prep: Prepared, version: str, scope: str,
 
 
 def routine_spec(tcfg, bcfg, version: str) -> tuple[str, dict]:
-    """(fingerprint, description) of a routine's record."""
+    """(fingerprint, description) of a routine's record (``backtest.routine_spec``)."""
     from retrain import backtest as bt
     from retrain.registry import library_versions
 
-    columns = feature_columns(version)
-    lgb_version = library_versions()["lightgbm"]
-    spec = {"training_config": {k: v for k, v in vars(tcfg).items() if k not in ("min_rows", "cv_folds", "params")},
-            "params": tcfg.lgb_params(), "feature_version": version, "feature_columns": columns,
-            "retrain_every": bcfg.retrain_every, "lightgbm": lgb_version}
-    return bt.routine_fingerprint(tcfg, bcfg, version, columns, lgb_version), spec
+    return bt.routine_spec(tcfg, bcfg, version, feature_columns(version), library_versions()["lightgbm"])
 
 
 def session_figures(predictions: pl.DataFrame, bcfg) -> pl.DataFrame:

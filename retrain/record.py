@@ -5,7 +5,7 @@
         block-<first weekday>.parquet  the block's predictions, with its fingerprint
 
 A routine's folder is named by the first 16 hex digits of its fingerprint
-(``backtest.routine_fingerprint``), so a record of another routine or feature column list is
+(``backtest.routine_spec``), so a record of another routine or feature column list is
 never mixed in. Each file carries its block's fingerprint in a column, so a file is
 self-describing: a reader keeps a block only when the fingerprint the current rows give is the
 one stored. Files are written atomically; an unreadable file is reported and rebuilt.
