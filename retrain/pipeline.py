@@ -539,7 +539,7 @@ def compare_with_active(store: Store, records: RecordStore, active: dict, prep: 
     version, scope = active["feature_version"], active["scope"]
     champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version)
     champ_prep = prep
-    if champ_cfg.target != cfg.target:
+    if champ_cfg.target != cfg.target or champ_cfg.training_days > cfg.training_days:  # its own rows
         frame = load_frame(store, version, scope, champ_cfg, (window[0], window[1]), first_day)
         champ_prep = Prepared.of(frame, feature_columns(version))
     from retrain import backtest as bts
