@@ -66,6 +66,19 @@ def test_folds_never_train_on_what_they_test_and_respect_the_embargo():
     assert max(fit) < min(valid) and sessions.index(min(valid)) - sessions.index(max(fit)) - 1 == 2
 
 
+@pytest.mark.parametrize("n, folds, embargo, words", [
+    (4, 5, 1, ["cv_folds=5 needs at least 6 sessions", "the window has 4"]),
+    (12, 5, 2, ["fold 1 of 5 cannot be formed", "embargo=2", "session 3 of 12", "now 2", "now 5"]),
+    (30, 0, 1, ["cv_folds >= 1", "cv_folds=0"]),
+])
+def test_a_fold_that_cannot_be_formed_names_the_values(n, folds, embargo, words):
+    sessions = [D(2025, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    with pytest.raises(RetrainError) as err:
+        training.WalkForward(folds, embargo).split(sessions)
+    text = f"{err.value.message} {err.value.hint}"
+    assert all(w in text for w in words), text
+
+
 def test_cv_predictions_come_from_sessions_after_the_training_ones(built, tmp_path):
     store, root = built
     result = pipeline.train(store, "v1", "ALL", _cfg())
