@@ -179,13 +179,15 @@ def routine_spec(tcfg: training.TrainConfig, bcfg: BacktestConfig, version: str,
 @dataclass(frozen=True)
 class Block:
     """One block of the record: its grid id and name, its sessions, the sessions of its training
-    window, and the fingerprint of what its predictions are a function of."""
+    window, the fingerprint of what its model is a function of (the routine and the training
+    rows) and of what its predictions are (that, and the block's own rows)."""
 
     id: int
     key: str
     sessions: tuple[dt.date, ...]
     train: tuple[dt.date, ...]
     fingerprint: str
+    model_fingerprint: str = ""
 
 
 def plan_blocks(sessions: list[dt.date], ids: list[int], tcfg: training.TrainConfig, bcfg: BacktestConfig,
@@ -215,20 +217,29 @@ def plan_blocks(sessions: list[dt.date], ids: list[int], tcfg: training.TrainCon
             problems[b] = (f"Insufficient training samples: {n:,} < {tcfg.min_rows:,} for the block starting "
                            f"{members[0]} (window {train_start} to {train_end})")
             continue
-        h = hashlib.sha256(routine.encode())
-        h.update(("|".join(hashes[d] for d in train) + "#" + "|".join(hashes[d] for d in members)).encode())
-        out.append(Block(b, block_key(b, bcfg.retrain_every), tuple(members), train, h.hexdigest()))
+        model_fp = hashlib.sha256((routine + "#" + "|".join(hashes[d] for d in train)).encode()).hexdigest()
+        fp = hashlib.sha256((model_fp + "#" + "|".join(hashes[d] for d in members)).encode()).hexdigest()
+        out.append(Block(b, block_key(b, bcfg.retrain_every), tuple(members), train, fp, model_fp))
     return out, problems
 
 
 def predict_block(data: pl.DataFrame, x: np.ndarray, y: np.ndarray, dates: np.ndarray, block: Block,
-                  tcfg: training.TrainConfig, columns: list[str]) -> pl.DataFrame:
+                  tcfg: training.TrainConfig, columns: list[str], model_text: str | None = None) -> tuple[pl.DataFrame, str]:
     """The block's out-of-sample predictions: ``training.fit_window`` on its training window,
-    applied to its sessions. ``x``/``y``/``dates``: ``data``'s matrix, target and sessions."""
-    model, rounds = training.fit_window(x, y, dates, list(block.train), tcfg, columns)
+    applied to its sessions; or, with ``model_text`` (the stored model of the same
+    ``model_fingerprint``), that model applied to them, which gives the same predictions without
+    training again. ``x``/``y``/``dates``: ``data``'s matrix, target and sessions. Returns
+    (predictions, the model as LightGBM text, cut at its best iteration)."""
+    import lightgbm as lgb
+
+    if model_text is None:
+        model, rounds = training.fit_window(x, y, dates, list(block.train), tcfg, columns)
+        model_text = model.model_to_string(num_iteration=rounds)
+    model = lgb.Booster(model_str=model_text)
+    rounds = model.current_iteration()
     in_block = training.session_mask(dates, block.sessions)
-    pred = model.predict(x[in_block], num_iteration=rounds)
-    return block_frame(data.filter(pl.Series(in_block)), pred, block, rounds)
+    pred = model.predict(x[in_block])
+    return block_frame(data.filter(pl.Series(in_block)), pred, block, rounds), model_text
 
 
 RECORD_COLUMNS = ("trade_date", "symbol", "exchange", "avg_dollar_volume_20", "predicted", "actual", "model")
@@ -240,7 +251,8 @@ def block_frame(rows: pl.DataFrame, pred: np.ndarray, block: Block, rounds: int)
         pl.Series("predicted", pred, dtype=pl.Float64),
         pl.lit(f"block {block.key}: trained {block.train[0]}..{block.train[-1]}, {rounds} rounds").alias("model"),
         pl.lit(block.fingerprint).alias("block_fingerprint"),
-    ).select(*RECORD_COLUMNS, "block_fingerprint")
+        pl.lit(block.model_fingerprint).alias("model_fingerprint"),
+    ).select(*RECORD_COLUMNS, "block_fingerprint", "model_fingerprint")
 
 
 # ------------------------------------------------------------ evidence and verdict

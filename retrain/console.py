@@ -239,8 +239,10 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
             on_backtest()
         record = out.meta.get("record")
         if record and not out.unchanged:
-            report.echo(report.ok(f"Record: {record['blocks_reused']} block(s) reused, {record['blocks_trained']} "
-                                 f"trained"))
+            again = record.get("blocks_repredicted", 0)
+            report.echo(report.ok(f"Record: {record['blocks_reused']} block(s) reused, "
+                                  + (f"{again} predicted again by its stored model (only its sessions changed), "
+                                     if again else "") + f"{record['blocks_trained']} trained"))
         print_backtest(out.meta["backtest"], out.meta["backtest"]["verdict"], record)
         report.echo(report.ok(f"Report: {out.run_dir / 'report.html'}"))
     if out.unchanged:

@@ -233,9 +233,10 @@ class Record:
     routine: str
     blocks: list  # backtest.Block, oldest first
     predictions: pl.DataFrame  # every block's predictions, in block order
-    reused: int
-    trained: int
+    reused: int  # blocks read back: same routine, same rows
+    trained: int  # blocks whose model was trained now
     warnings: list[str]
+    repredicted: int = 0  # blocks whose stored model predicted them again (only their own rows changed)
 
 
 def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.date, tcfg, bcfg, routine: str):
@@ -281,20 +282,26 @@ def build_record(records: RecordStore, prep: Prepared, version: str, scope: str,
 
     columns = feature_columns(version)
     stored, warnings = records.read(version, scope, routine, [b.key for b in blocks])
-    frames, reused, trained = [], 0, 0
+    frames, reused, trained, repredicted = [], 0, 0, 0
     todo = [b for b in blocks if not (b.key in stored and stored[b.key]["block_fingerprint"][0] == b.fingerprint)]
+    models = {b.key: records.read_model(version, scope, routine, b.model_fingerprint) for b in todo}
+    to_train = [b for b in todo if models[b.key] is None]
     for b in blocks:
         if b not in todo:
             frames.append(stored[b.key])
             reused += 1
             continue
-        frame = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, b, tcfg, columns)
+        frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, b, tcfg, columns, models[b.key])
+        if models[b.key] is None:
+            records.write_model(version, scope, routine, b.model_fingerprint, text)
+            trained += 1
+            if progress:
+                progress(trained, len(to_train), list(b.sessions), list(b.train))
+        else:
+            repredicted += 1
         records.write(version, scope, routine, b.key, frame, spec)
         frames.append(frame)
-        trained += 1
-        if progress:
-            progress(trained, len(todo), list(b.sessions), list(b.train))
-    return Record(routine, blocks, pl.concat(frames, how="vertical_relaxed"), reused, trained, warnings)
+    return Record(routine, blocks, pl.concat(frames, how="vertical_relaxed"), reused, trained, warnings, repredicted)
 
 
 def routine_spec(tcfg, bcfg, version: str) -> tuple[str, dict]:
@@ -592,6 +599,7 @@ def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.d
     wev = bt.evidence(daily, wpreds, uni, bcfg)
     info = {**rev, "verdict": grade, "reason": reason, "more_sessions": more, "routine": record.routine[:16],
             "blocks": len(record.blocks), "blocks_reused": record.reused, "blocks_trained": record.trained,
+            "blocks_repredicted": record.repredicted,
             "record_sessions": bcfg.record_sessions, "warnings": record.warnings}
     return BacktestOutcome(wpreds, daily, trades, uni, summary, grade, bcfg, reason, wev, info, preds, rdaily, rtrades,
                            record.warnings)

@@ -2,7 +2,10 @@
 
     artifacts/daytrading/records/<version>/<scope>/<routine>/
         routine.json                   what the routine is (training config, params, columns)
-        block-<first weekday>.parquet  the block's predictions, with its fingerprint
+        block-<first weekday>.parquet  the block's predictions, with its fingerprints
+        model-<fingerprint>.txt        the block's model (LightGBM text), named by what it was
+                                       trained on: a block whose own sessions changed (a week
+                                       still in progress) is predicted again without training
 
 A routine's folder is named by the first 16 hex digits of its fingerprint
 (``backtest.routine_spec``), so a record of another routine or feature column list is
@@ -58,6 +61,24 @@ class RecordStore:
                 continue
             found[key] = frame
         return found, warnings
+
+    def model_path(self, version: str, scope: str, routine: str, model_fingerprint: str) -> Path:
+        return self.folder(version, scope, routine) / f"model-{model_fingerprint[:32]}.txt"
+
+    def read_model(self, version: str, scope: str, routine: str, model_fingerprint: str) -> str | None:
+        """The stored model of that fingerprint (LightGBM text), or None (absent or unreadable)."""
+        path = self.model_path(version, scope, routine, model_fingerprint)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if text.startswith("tree") and "end of trees" in text else None  # whole, not torn
+
+    def write_model(self, version: str, scope: str, routine: str, model_fingerprint: str, text: str) -> None:
+        path = self.model_path(version, scope, routine, model_fingerprint)
+        with machine_faults(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(text, path)
 
     def write(self, version: str, scope: str, routine: str, key: str, frame: pl.DataFrame, spec: dict) -> Path:
         path = self.path(version, scope, routine, key)

@@ -67,8 +67,9 @@ def small(tmp_path_factory):
     return store, root
 
 
-def _backtest(store, root, cfg=None, window=None):
-    settings = load_settings(data_dir=store.root, artifacts_dir=root / "artifacts", config=root / "retrain.toml")
+def _backtest(store, root, cfg=None, window=None, artifacts=None):
+    settings = load_settings(data_dir=store.root, artifacts_dir=artifacts or root / "artifacts",
+                             config=root / "retrain.toml")
     end = pipeline.last_labelled(store, "v1", "ALL")
     window = window or (end - dt.timedelta(days=20), end)
     with store.lock("test"):
@@ -90,8 +91,29 @@ def test_changed_rows_routines_and_unreadable_files(small):
     victim = sorted(folder.glob("block-*.parquet"))[0]
     victim.write_bytes(victim.read_bytes()[: 100])
     rebuilt = _backtest(store, root)
-    assert rebuilt.record_info["blocks_trained"] == 1 and any(str(victim) in w for w in rebuilt.warnings)
+    assert rebuilt.record_info["blocks_repredicted"] == 1 and any(str(victim) in w for w in rebuilt.warnings)
+    assert rebuilt.record_info["blocks_trained"] == 0  # its stored model predicts it again
     assert rebuilt.record_predictions.equals(first.record_predictions)
+    model = folder / f"model-{rebuilt.record_predictions['model_fingerprint'][0][:32]}.txt"
+    model.write_text(model.read_text()[:200])  # a torn model file is trained again
+    victim.unlink()
+    again = _backtest(store, root)
+    assert again.record_info["blocks_trained"] == 1 and again.record_predictions.equals(first.record_predictions)
+
+
+def test_a_week_in_progress_is_predicted_again_by_its_stored_model(small, tmp_path):
+    store, root = small
+    wed, fri = dt.date(2025, 10, 15), dt.date(2025, 10, 17)
+    start = wed - dt.timedelta(days=20)
+    midweek = _backtest(store, root, window=(start, wed), artifacts=tmp_path / "art")
+    friday = _backtest(store, root, window=(start, fri), artifacts=tmp_path / "art")
+    info = friday.record_info
+    assert info["blocks_trained"] == 0 and info["blocks_repredicted"] == 1 and info["blocks_reused"] == info["blocks"] - 1
+    # the same model predicts the week's earlier sessions exactly as it did on Wednesday
+    assert friday.record_predictions.filter(pl.col("trade_date") <= wed).equals(midweek.record_predictions)
+    fresh = _backtest(store, root, window=(start, fri), artifacts=tmp_path / "fresh")  # trained from scratch
+    assert fresh.record_info["blocks_trained"] == fresh.record_info["blocks"]
+    assert fresh.record_predictions.equals(friday.record_predictions)
 
 
 def test_a_block_whose_rows_change_gets_a_new_fingerprint():
