@@ -389,7 +389,9 @@ def _check_scope_size(frame: pl.DataFrame, scope: str, window, top_n: int) -> No
     if frame.is_empty():
         return
     per = frame.filter(pl.col("trade_date") >= window[0]).group_by("trade_date").len()["len"]
-    typical = int(per.median()) if per.len() else 0
+    if per.is_empty():  # no rows at all: the window's own checks say so
+        return
+    typical = int(per.median())
     if typical <= max(top_n, 1):
         raise RetrainError(
             f"{scope} has too few symbols to rank: {typical} per session in {window[0]}..{window[1]}, and the "

@@ -195,6 +195,20 @@ def test_errors_say_what_to_do_and_change_nothing(tmp_path, market, cli):
     never = cli("run", "--bump-version", "--promote", "never", "--as-of", str(THU))
     assert never.exit_code == 1 and "without an active model" in never.output
 
+    # a window shorter than one block of the record, and a window without labelled sessions
+    short = cli("run", "--as-of", str(THU), "--backtest-days", "3")
+    assert short.exit_code == 1 and "shorter than one block" in short.output and "--backtest-days 7" in short.output
+    later = cli("backtest", "--start-date", "2026-01-05", "--end-date", "2026-01-30")
+    assert later.exit_code == 1 and "no labelled sessions between 2026-01-05 and 2026-01-30" in later.output
+    # a scope with too few symbols to rank
+    few_syms = tmp_path / "few"
+    bars, syms = market
+    keep = syms.filter(pl.col("exchange") == "NYSE").head(4)
+    _seed_store(few_syms / "data", (bars.join(keep.select("symbol", "exchange"), on=["symbol", "exchange"]), keep))
+    tiny = cli("--data-dir", str(few_syms / "data"), "run", "--exchange", "NYSE", "--as-of", str(THU))
+    assert tiny.exit_code == 1 and "too few symbols to rank: 4" in tiny.output
+    assert not (few_syms / "data" / "features").exists()  # refused before any work
+
     bad_bump = tmp_path / "other.toml"
     bad_bump.write_text('[run]\nexchange = "NASDAQ"\n')
     refused = cli("--config", str(bad_bump), "run", "--bump-version", "--as-of", str(THU))
