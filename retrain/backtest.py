@@ -319,7 +319,7 @@ def judge(ev: dict) -> tuple[str, str, int | None]:
     if n < MIN_SESSIONS or _nan(sharpe) or _nan(psr):
         return "INCONCLUSIVE", (f"{n} session(s) are too few to judge: the intervals need at least "
                                 f"{MIN_SESSIONS}"), MIN_SESSIONS - n if n < MIN_SESSIONS else None
-    figures = (f"Sharpe {sharpe:.2f} ± {se:.2f} (PSR {psr:.2f}), rank IC {_f(ic, '+.4f')} (t {_f(ic_t, '.1f')}) "
+    figures = (f"Sharpe {sharpe:.2f} ± {se:.2f} (PSR {psr:.2f}), rank IC {_f(ic, '+.4f')} (t {_f(ic_t, '.2f')}) "
                f"over {n} sessions")
     ic_upper = ic + Z95 * ic_se if not _nan(ic_se) else float("nan")
     sharpe_upper = sharpe + Z95 * se

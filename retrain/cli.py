@@ -460,6 +460,11 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
     bcfg = BacktestConfig.from_settings(settings, bankroll=bankroll, max_positions=max_positions, cost_bps=cost_bps,
                                         slippage_bps=slippage_bps, retrain_every=retrain_every,
                                         min_dollar_volume=min_dollar_volume)
+    if (end - start).days + 1 < bcfg.block_days:
+        raise RetrainError(f"the backtest window {start}..{end} ({(end - start).days + 1} days) is shorter than one "
+                           f"block of the record ({bcfg.retrain_every} sessions: {bcfg.block_days} days)",
+                           hint=f"pass a --start-date at least {bcfg.block_days} days before {end} "
+                                f"(e.g. --start-date {end - dt.timedelta(days=bcfg.block_days - 1)})")
     train_and_report(settings, scope, cfg, promote, end=end, backtest_window=(start, end), bcfg=bcfg)
 
 
@@ -469,7 +474,8 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
 @click.option("--training-days", type=click.IntRange(min=1), default=None,
               help="Calendar days of the rolling training window [retrain.toml; 90].")
 @click.option("--backtest-days", type=click.IntRange(min=1), default=30, show_default=True,
-              help="Calendar days of the walk-forward backtest.")
+              help="Calendar days of the backtest window shown as the headline (at least one block of the "
+                   "out-of-sample record: 7); the verdict and the gate judge the whole record.")
 @click.option("--full-rebuild", is_flag=True, help="Recompute every indicator, feature and label, not only new ones.")
 @click.option("--bump-version", is_flag=True,
               help="vN -> vN+1 in retrain.toml, build its features from scratch and train its model; vN stays usable.")
@@ -477,9 +483,9 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
 @click.option("--skip-backtest", is_flag=True, help="Train only; no backtest (step 7).")
 @click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
 @click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-              help="auto: activate when the new model is not worse than the active one over the same backtest "
-                   "window (no backtest: by CV rank IC), and never a model trained on older data than the "
-                   "active one's.")
+              help="auto: activate unless the new model is significantly worse than the active one (paired "
+                   "tests on the same sessions of their out-of-sample records, beyond a margin; no backtest: by "
+                   "CV rank IC), and never a model trained on older data than the active one's.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary as the last line (one JSON object).")
 @as_of_option
 @store_options

@@ -3,6 +3,9 @@ function calls one step and renders what it did (progress, counts, metrics, verd
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+
 from retrain import report
 from retrain.calendar import AsOf
 from retrain.config import Settings
@@ -138,12 +141,26 @@ def print_backtest(s_: dict, verdict: str, record: dict | None = None) -> None:
             "INCONCLUSIVE": report.warn}.get(verdict, report.fail)
     report.echo(mark(f"{verdict} BACKTEST") + (f": {reason}" if reason else ""))
     if verdict == "INCONCLUSIVE":
-        more = (record or {}).get("more_sessions")
-        when = f"about {more} more session(s) at the figures seen so far" if more else "more sessions"
-        report.echo(f"   What settles it: {when}. Let the weekly runs grow the record (it keeps up to "
-                   f"{(record or {}).get('record_sessions', 252)} sessions), or backtest a longer window now "
-                    "(`retrain run --backtest-days 90`, or an earlier --start-date with `retrain backtest`).")
+        report.echo(f"   What settles it: {settle_advice(s_, record or {})}")
     report.echo("")
+
+
+def settle_advice(s_: dict, r: dict) -> str:
+    """What would settle an INCONCLUSIVE verdict: how many more sessions at the figures seen so
+    far, and what to do (let the record grow, or backtest a longer window now)."""
+    more, have, cap = r.get("more_sessions"), r.get("sessions") or 0, r.get("record_sessions", 252)
+    days = (dt.date.fromisoformat(s_["end"]) - dt.date.fromisoformat(s_["start"])).days + 1 if s_.get("start") else 30
+    longer = max(90, 2 * days)
+    now = (f"backtest a longer window now (`retrain run --backtest-days {longer}`, or an earlier --start-date "
+           "with `retrain backtest`)")
+    if not more:
+        return f"more sessions. Let the weekly runs grow the record (up to {cap} sessions), or {now}."
+    if have + more > cap:
+        return (f"about {more} more session(s) at the figures seen so far, more than the record keeps ({cap}): at "
+                f"these figures the edge, if any, is too small to tell from noise. Treat it as no usable edge, or "
+                f"raise [backtest] record_sessions and let the record grow.")
+    return (f"about {more} more session(s) at the figures seen so far. Let the weekly runs grow the record (up to "
+            f"{cap} sessions), or {now}.")
 
 
 def print_record(r: dict) -> None:
@@ -168,8 +185,9 @@ def print_record(r: dict) -> None:
     mtr = r.get("min_track_record", float("nan"))
     if mtr == mtr:
         have = r.get("sessions") or 0
-        text = ("never at this Sharpe (it is not above 0)" if mtr == float("inf") else
-                f"{mtr:,.0f} sessions ({'reached' if have >= mtr else f'{mtr - have:,.0f} more'})")
+        need = math.ceil(mtr) if mtr != float("inf") else mtr
+        text = ("never at this Sharpe (it is not above 0)" if need == float("inf") else
+                f"{need:,} sessions ({'reached' if have >= need else f'{need - have:,} more'})")
         report.echo(f"   Track record for 95% confidence that the Sharpe is above 0: {text}")
     for w in r.get("warnings") or []:
         report.echo(report.warn(w))

@@ -234,7 +234,8 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         per = q.group_by("bucket").agg(pl.col("mean").mean()).sort("bucket")
         buckets, means = per["bucket"].to_list(), per["mean"].to_numpy() * 1e4
         fig, ax = _figure(2.8)
-        ax.bar([str(b) for b in buckets], means, color=["tab:green" if m > 0 else "tab:red" for m in means])
+        ax.bar(range(len(buckets)), means, color=["tab:green" if m > 0 else "tab:red" for m in means])
+        ax.set_xticks(range(len(buckets)), [str(b) for b in buckets])
         ax.axhline(0, color="black", linewidth=0.8)
         spread = means[-1] - means[0]
         ax.set_xlabel(f"prediction bucket (1 = lowest of {k}, ranked within each session)")
@@ -281,7 +282,8 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
                    .group_by("month").agg(pl.col("ic").mean()).sort("month"))
         labels, mvals = [m.strftime("%Y-%m") for m in monthly["month"].to_list()], monthly["ic"].to_numpy()
         fig, ax = _figure(2.8, bottom=0.9 if len(labels) > 8 else 0.4)
-        ax.bar(labels, mvals, color=["tab:green" if v > 0 else "tab:red" for v in mvals])
+        ax.bar(range(len(labels)), mvals, color=["tab:green" if v > 0 else "tab:red" for v in mvals])
+        ax.set_xticks(range(len(labels)), labels)
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel("mean rank IC")
         ax.grid(alpha=0.3, axis="y")
@@ -416,7 +418,7 @@ def _backtest_rows(b: dict, bankroll: float) -> list[tuple[str, str]]:
             ("Sharpe (daily × √252)", _f(b.get("sharpe"))), ("win rate", _f(b.get("win_rate"), ".2%")),
             ("universe return (equal weight, open to close)", _f(b.get("universe_return"), ".2%")),
             ("excess over universe", _f(b.get("excess_return"), "+.2%")), ("rank IC", _f(b.get("rank_ic"), "+.4f")),
-            ("verdict", str(b.get("verdict") or "n/a")), ("settings", cfg or "n/a")]
+            ("verdict (judged on the whole record)", str(b.get("verdict") or "n/a")), ("settings", cfg or "n/a")]
 
 
 def _run_rows(meta: dict) -> list[tuple[str, str]]:

@@ -136,7 +136,7 @@ def promotion_decision(mode: str, new: dict, active: dict | None, compared: dict
     if compared is not None:
         r, ic = compared["net_return_diff"], compared["rank_ic_diff"]
         detail = (f"over the same {compared['sessions']} out-of-sample sessions: daily net return "
-                  f"{_bp(r['mean'])} ± {_bp(r['se'])} vs the champion, rank IC {_signed(ic['mean'])} ± {_num(ic['se'])}")
+                  f"{_bp(r['mean'])} ± {_bp(r['se'], sign=False)} vs the champion, rank IC {_signed(ic['mean'])} ± {_num(ic['se'])}")
         if compared.get("same_routine"):
             detail = (f"same training routine on {'fresher' if new_end > active_end else 'the same'} data, so its "
                       f"record on the same {compared['sessions']} sessions is this one")
@@ -155,8 +155,8 @@ def promotion_decision(mode: str, new: dict, active: dict | None, compared: dict
     return False, f"worse than the active model {active['run_id']} ({detail}); kept as a candidate ({promote_hint})"
 
 
-def _bp(v: float) -> str:
-    return "n/a" if v != v else f"{v * 10_000:+.1f} bp"
+def _bp(v: float, sign: bool = True) -> str:
+    return "n/a" if v != v else f"{v * 10_000:{'+' if sign else ''}.1f} bp"
 
 
 def _signed(v: float) -> str:
@@ -473,9 +473,6 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                 importance = sorted(zip(result.feature_columns, result.model.feature_importance("gain").tolist()),
                                     key=lambda kv: -kv[1])
                 meta["feature_importance_gain"] = dict(importance)
-                from retrain import html_report
-
-                clock = time.perf_counter()
                 files.update({
                     "backtest_daily.parquet": _parquet_bytes(bt.daily.join(
                         bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
@@ -484,41 +481,60 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                     "record_daily.parquet": _parquet_bytes(bt.record_daily.join(
                         bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
                     "record_predictions.parquet": _parquet_bytes(bt.record_predictions),
-                    "report.html": html_report.render(meta, bt.record_daily, bt.universe, bt.record_predictions,
-                                                      bt.record_trades, importance, backtest_window).encode(),
                 })
+        # The gate decides before a new run is written, so its folder (report.html included)
+        # holds the decision; a run found again gets it as an annotation.
+        gate_args = (store, records, prep, blocks, cfg, bcfg, routine, backtest_window, first_day)
+        record = bt.record_predictions if bt is not None else (_stored_record(run_dir) if same else None)
+        ok, reason, gate = _decide(registry, promote, {**meta, "run_id": run_id}, same, record, gate_args)
+        if same is None:
+            if gate:
+                meta["gate"] = gate
+            if bt is not None:
+                from retrain import html_report
+
+                clock = time.perf_counter()
+                files["report.html"] = html_report.render(meta, bt.record_daily, bt.universe, bt.record_predictions,
+                                                          bt.record_trades, importance, backtest_window).encode()
                 seconds["report"] = round(time.perf_counter() - clock, 3)
             meta["seconds"] = seconds  # where the step's time went: load, cv, final_fit, record, report
             run_id, run_dir = registry.create_run(result.model, meta, files)
-        active_id = registry.active_run(version, scope)
-        gate = None
-        if active_id == run_id:
-            ok, reason = False, "it is the active model already"
-        elif same is not None and promote != "always" and same.get("status") != "candidate":
-            # A run that was active once and was replaced or rolled back since: finding it again
-            # must not undo that. Only --promote always (or `models promote`) changes it.
-            ok, reason = False, (f"nothing changed since this run, which was active once and stays "
-                                 f"{same.get('status')} (activate it with `retrain models promote {run_id}`)")
-        else:
-            active = registry.run_meta(active_id) if active_id else None
-            compared = None
-            record = bt.record_predictions if bt is not None else _stored_record(run_dir)
-            if (promote == "auto" and active is not None and record is not None and backtest_window
-                    and meta["training_window"]["end"] >= active["training_window"]["end"]):
-                compared = compare_with_active(store, records, active, prep, blocks, cfg, bcfg, routine,
-                                               backtest_window, first_day, record)
-            ok, reason = promotion_decision(promote, {**meta, "run_id": run_id}, active, compared)
-            gate = {"mode": promote, "promoted": ok, "reason": reason, "champion": active_id,
-                    "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                    **({k: v for k, v in compared.items()} if compared else {})}
-            if "outcome" not in gate:
-                gate["outcome"] = "no champion" if active is None else mode_outcome(promote, ok)
+        elif gate:
             meta = registry.annotate(run_id, gate=gate)
-            if ok:
-                registry.promote(run_id, decision=gate)
+        if ok:
+            registry.promote(run_id, decision=gate)
         is_active = registry.active_run(version, scope) == run_id
     return TrainOutcome(run_id, run_dir, meta, ok, reason, registry.active_paths(version, scope)[0], is_active,
                         unchanged=same is not None, result=result, backtest=bt, gate=gate)
+
+
+def _decide(registry: Registry, promote: str, meta: dict, same: dict | None, record: pl.DataFrame | None,
+            gate_args: tuple) -> tuple[bool, str, dict | None]:
+    """(promote?, reason, the gate's decision with its figures) for the run of ``meta``:
+    ``promotion_decision`` after ``compare_with_active`` (``gate_args``: its arguments but the
+    champion and the record), or a fixed answer for the active run and a run found again that
+    was active once."""
+    run_id, version, scope = meta["run_id"], meta["feature_version"], meta["scope"]
+    active_id = registry.active_run(version, scope)
+    if active_id == run_id:
+        return False, "it is the active model already", None
+    if same is not None and promote != "always" and same.get("status") != "candidate":
+        # A run that was active once and was replaced or rolled back since: finding it again
+        # must not undo that. Only --promote always (or `models promote`) changes it.
+        return False, (f"nothing changed since this run, which was active once and stays {same.get('status')} "
+                       f"(activate it with `retrain models promote {run_id}`)"), None
+    active = registry.run_meta(active_id) if active_id else None
+    compared = None
+    store, records, prep, blocks, cfg, bcfg, routine, window, first_day = gate_args
+    if (promote == "auto" and active is not None and record is not None and window
+            and meta["training_window"]["end"] >= active["training_window"]["end"]):
+        compared = compare_with_active(store, records, active, prep, blocks, cfg, bcfg, routine, window, first_day,
+                                       record)
+    ok, reason = promotion_decision(promote, meta, active, compared)
+    gate = {"mode": promote, "promoted": ok, "reason": reason, "champion": active_id,
+            "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(compared or {})}
+    gate.setdefault("outcome", "no champion" if active is None else mode_outcome(promote, ok))
+    return ok, reason, gate
 
 
 def _stored_record(run_dir: Path) -> pl.DataFrame | None:
@@ -673,7 +689,7 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
         raise RetrainError(f"the {version} model active for {scope} at {as_of.label()}, {then}, has been removed "
                            "(`retrain models prune`)", hint="name another run with --model (`retrain models list`)")
     if then is not None:
-        loaded = registry.load_run(then, columns)
+        loaded = registry.load_run(then, columns, version=version, scope=scope)
         if _trained_through(loaded.meta) < session:
             return loaded, f"the {version} model active for {scope} at {as_of.label()}: {then}", None, True
     current = registry.active_run(version, scope)
@@ -683,7 +699,7 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
         if end < session:
             note = (f"no {version} model for {scope} was active at {as_of.label()}; the active one, {current}, "
                     f"was trained on data through {end}, before {session}: no look-ahead")
-            return registry.load_run(current, columns), note, None, False
+            return registry.load_run(current, columns, version=version, scope=scope), note, None, False
     earlier = [r for r in registry.runs() if r["feature_version"] == version and r["scope"] == scope
                and _trained_through(r) < session]
     flag = f" --exchange {scope}" if scope != settings.default_exchange else ""

@@ -58,7 +58,7 @@ class RunResult:
     as_of_given: str | None = field(default=None, repr=False)  # --as-of as given, for the hints
 
     def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
+        data = {"ok": True, **dataclasses.asdict(self)}  # as `retrain run --json` prints it
         data.pop("default_exchange")
         data.pop("as_of_given")
         return json.loads(json.dumps(data, default=str))

@@ -57,6 +57,9 @@ def test_weekly_cycle_reuses_last_weeks_blocks_bit_for_bit(tmp_path, cli):
     assert two["backtest"]["verdict"] in bt.GRADES
     assert "Sharpe Ratio:" in second.output and "PSR(0)" in second.output and "(90%:" in second.output
     assert f"{two['backtest']['verdict']} BACKTEST: " in second.output
+    page = (tmp_path / two["run_dir"] / "report.html").read_text()
+    assert "Promotion gate:</b> not significantly worse than the active model" in page  # decided before it is drawn
+    assert two["gate"]["outcome"] == "not different" and two["gate"]["same_routine"]
 
 
 @pytest.fixture(scope="module")
