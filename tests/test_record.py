@@ -180,3 +180,22 @@ def test_calibration_end_to_end_on_sample_markets(tmp_path, signal, seed):
         assert grade in {"GOOD", "EXCELLENT"}, out.record_info["reason"]
     else:
         assert grade not in {"GOOD", "EXCELLENT"}, out.record_info["reason"]
+
+
+def test_the_record_grows_back_to_its_oldest_block_and_keeps_record_sessions():
+    days = [dt.date(2025, 6, 2) + dt.timedelta(days=i) for i in range(140)]
+    sessions = [d for d in days if d.weekday() < 5]
+    prep = pipeline.Prepared(None, None, None, None, sessions, {d: f"h{d}" for d in sessions},
+                             dict.fromkeys(sessions, 100))
+    cfg = _cfg(training_days=14, min_rows=100)
+    end = sessions[-1]
+    window = (end - dt.timedelta(days=13), end)  # two weeks
+    first_day = sessions[30]
+    blocks, earlier = pipeline.plan_record(prep, window, first_day, cfg, bt.BacktestConfig(record_sessions=500), "r")
+    assert [b.id for b in blocks] == list(range(blocks[0].id, blocks[-1].id + 1))  # contiguous weeks
+    assert blocks[0].sessions[0] == first_day and earlier == len(blocks) - 2
+    capped, earlier = pipeline.plan_record(prep, window, first_day, cfg, bt.BacktestConfig(record_sessions=22), "r")
+    assert sum(len(b.sessions) for b in capped) <= 22 and earlier == 2 and capped == blocks[-4:]
+    # the window's blocks stay whatever the cap
+    tiny, earlier = pipeline.plan_record(prep, window, first_day, cfg, bt.BacktestConfig(record_sessions=1), "r")
+    assert earlier == 0 and tiny == blocks[-2:]
