@@ -163,18 +163,22 @@ def settle_advice(s_: dict, r: dict) -> str:
             f"{cap} sessions), or {now}.")
 
 
+def _two(v) -> str:
+    return "n/a" if v is None or v != v else f"{v:.2f}"
+
+
 def print_record(r: dict) -> None:
     """The whole out-of-sample record of the routine, which the verdict and the gate use."""
     report.echo(f"\nOut-of-sample record ({r.get('start')} to {r.get('end')}, {r.get('sessions')} sessions, "
                f"{r.get('blocks')} blocks: {r.get('blocks_reused')} reused, {r.get('blocks_trained')} trained):")
     sharpe, se = r.get("sharpe", float("nan")), r.get("sharpe_se", float("nan"))
-    report.echo(f"   Sharpe Ratio:      {fmt_metric(sharpe)} ± {fmt_metric(se)}{_interval(r.get('sharpe_ci'), pct_=False)}"
-               f"; PSR(0) {fmt_metric(r.get('psr', float('nan')))}")
+    report.echo(f"   Sharpe Ratio:      {_two(sharpe)} ± {_two(se)}{_interval(r.get('sharpe_ci'), pct_=False)}"
+                f"; PSR(0) {_two(r.get('psr', float('nan')))}")
     report.echo(f"   Total Return:      {_pct(r.get('total_return'))}{_interval(r.get('total_return_ci'))}")
     report.echo(f"   Excess Return:     {_pct(r.get('excess_return'), sign=True)}"
                f"{_interval(r.get('excess_return_ci'), sign=True)}")
     report.echo(f"   Rank IC:           {fmt_metric(r.get('rank_ic', float('nan')), sign=True)} per session "
-               f"(± {fmt_metric(r.get('rank_ic_se', float('nan')))}, t {fmt_metric(r.get('rank_ic_t', float('nan')))})")
+               f"(± {fmt_metric(r.get('rank_ic_se', float('nan')))}, t {_two(r.get('rank_ic_t', float('nan')))})")
     report.echo(f"   Beat the universe: {_pct(r.get('hit_rate'))} of sessions{_interval(r.get('hit_rate_ci'))}")
     cost = r.get("cost") or {}
     if cost:
