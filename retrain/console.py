@@ -52,7 +52,7 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
             report.echo(f"   {ex}: labelled {lo} to {hi} (last complete session: {lc})")
         if horizon and lc and horizon > lc:
             report.echo(f"   {ex}: labels already cover sessions through {horizon}; as of {clock.label()} the last "
-                       f"complete session is {lc}, so this reads up to {lc} and leaves the later labels as they are")
+                        f"complete session is {lc}, so this reads up to {lc} and leaves the later labels as they are")
     report.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
     listing = ", ".join(f"'{e}'" for e in exchanges)
     _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
@@ -170,22 +170,22 @@ def _two(v) -> str:
 def print_record(r: dict) -> None:
     """The whole out-of-sample record of the routine, which the verdict and the gate use."""
     report.echo(f"\nOut-of-sample record ({r.get('start')} to {r.get('end')}, {r.get('sessions')} sessions, "
-               f"{r.get('blocks')} blocks: {r.get('blocks_reused')} reused, {r.get('blocks_trained')} trained):")
+                f"{r.get('blocks')} blocks: {r.get('blocks_reused')} reused, {r.get('blocks_trained')} trained):")
     sharpe, se = r.get("sharpe", float("nan")), r.get("sharpe_se", float("nan"))
     report.echo(f"   Sharpe Ratio:      {_two(sharpe)} ± {_two(se)}{_interval(r.get('sharpe_ci'), pct_=False)}"
                 f"; PSR(0) {_two(r.get('psr', float('nan')))}")
     report.echo(f"   Total Return:      {_pct(r.get('total_return'))}{_interval(r.get('total_return_ci'))}")
     report.echo(f"   Excess Return:     {_pct(r.get('excess_return'), sign=True)}"
-               f"{_interval(r.get('excess_return_ci'), sign=True)}")
+                f"{_interval(r.get('excess_return_ci'), sign=True)}")
     report.echo(f"   Rank IC:           {fmt_metric(r.get('rank_ic', float('nan')), sign=True)} per session "
-               f"(± {fmt_metric(r.get('rank_ic_se', float('nan')))}, t {_two(r.get('rank_ic_t', float('nan')))})")
+                f"(± {fmt_metric(r.get('rank_ic_se', float('nan')))}, t {_two(r.get('rank_ic_t', float('nan')))})")
     report.echo(f"   Beat the universe: {_pct(r.get('hit_rate'))} of sessions{_interval(r.get('hit_rate_ci'))}")
     cost = r.get("cost") or {}
     if cost:
         be = cost.get("break_even_bps", float("nan"))
         be_text = ("n/a" if be != be else "none: it loses before costs" if be <= 0 else f"{be:.1f} bps per side")
         report.echo(f"   Net of costs:      {_pct(cost.get('0x'), sign=True)} at 0x, {_pct(cost.get('1x'), sign=True)} "
-                   f"at 1x, {_pct(cost.get('2x'), sign=True)} at 2x the costs; break-even {be_text}")
+                    f"at 1x, {_pct(cost.get('2x'), sign=True)} at 2x the costs; break-even {be_text}")
     mtr = r.get("min_track_record", float("nan"))
     if mtr == mtr:
         have = r.get("sessions") or 0
@@ -231,19 +231,20 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
 
     def progress(i, n, m):
         report.echo(f"   fold {i}/{n}: test {m['test_start']}..{m['test_end']} | rank IC {fmt_metric(m['rank_ic'], sign=True)} | "
-                   f"IC {fmt_metric(m['ic'], sign=True)} | R² {fmt_metric(m['r2'], sign=True)} | {m['train_rows']:,} train rows")
+                    f"IC {fmt_metric(m['ic'], sign=True)} | R² {fmt_metric(m['r2'], sign=True)} | {m['train_rows']:,} train rows")
 
     report.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
-               f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
-               f"{cfg.validation_fraction:.0%} of sessions")
+                f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
+                f"{cfg.validation_fraction:.0%} of sessions")
+
     def on_record(info):
         if on_backtest:
             on_backtest()
         report.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
-                   f"{bcfg.retrain_every} sessions on the record's fixed grid of blocks")
+                    f"{bcfg.retrain_every} sessions on the record's fixed grid of blocks")
         earlier = f", {info['earlier']} of them before the window" if info["earlier"] else ""
         report.echo(f"Out-of-sample record: {info['blocks']} block(s){earlier}; {info['stored']} stored already "
-                   f"(reused when their rows and routine are unchanged), the rest trained now")
+                    f"(reused when their rows and routine are unchanged), the rest trained now")
 
     def bt_progress(i, n, block, train_s):
         report.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")

@@ -186,10 +186,10 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
                            bumped_from=old_version if bump_version else None)
         report.echo(report.RULE + "\nAUTOMATED DAY TRADING MODEL RETRAINING\n" + report.RULE)
         report.echo(f"\nExchange: {scope}\nTraining window: {cfg.training_days} days\n"
-                   f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
-                   f"Minimum rows: {report.n(cfg.min_rows)}\n"
-                   f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
-                   + f"\nMode: {mode}\nAs of: {as_of_text}")
+                    f"Backtest window: {'skipped' if skip_backtest else f'{backtest_days} days'}\n"
+                    f"Minimum rows: {report.n(cfg.min_rows)}\n"
+                    f"Feature version: {version}" + (f" (bumping from {old_version})" if bump_version else "")
+                    + f"\nMode: {mode}\nAs of: {as_of_text}")
 
         _header("STEP 1: VERIFYING PREREQUISITES")
         result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators, cfg.top_n)
@@ -308,10 +308,10 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
                 nxt = calendar.next_session(e, store.date_span(e)[1])
                 if spans[e][2] >= nxt:
                     report.echo(f"Incremental mode: {e} snapshots already reach the session after the last bar, "
-                               f"{nxt}; only sessions whose bars were re-ingested since are rebuilt")
+                                f"{nxt}; only sessions whose bars were re-ingested since are rebuilt")
                 else:
                     report.echo(f"Incremental mode: last {e} snapshot is for {spans[e][2]}; building the sessions "
-                               f"after it up to {nxt}, plus any that depend on bars re-ingested since")
+                                f"after it up to {nxt}, plus any that depend on bars re-ingested since")
             else:
                 report.echo(f"{e}: no {version} snapshots yet; building every session from the first bar")
         covered = [spans[e][0] for e in exchanges if e in spans]
@@ -322,8 +322,8 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
             else:
                 extend = (max(need, first_bar), min(covered))
                 report.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
-                           f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
-                           f"bar, {first_bar})")
+                            f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
+                            f"bar, {first_bar})")
     if earliest > need:
         report.echo(report.warn(
             f"Not enough history for the {days}-day window: it starts {need}, but the bars start {first_bar} and a "
@@ -354,7 +354,7 @@ def _summary(result: RunResult) -> None:
     cv = result.training["cv"]
     report.echo("\nSummary:")
     report.echo(f"   • Feature Version: {result.feature_version}"
-               + (f" (bumped from {result.bumped_from})" if result.bumped_from else ""))
+                + (f" (bumped from {result.bumped_from})" if result.bumped_from else ""))
     report.echo(f"   • Training Samples: {report.n(result.training['samples'])}")
     report.echo(f"   • Features: {result.training['features']}")
     report.echo(f"   • R² Score: {cv['r2']['mean']:.4f} (±{cv['r2']['std']:.4f})")
