@@ -532,21 +532,24 @@ def _registry(settings: Settings):
 @click.option("--version", default=None, help="Only this feature version.")
 @store_options
 def models_list(settings: Settings, version):
-    """Every run: id, version, scope, trained at, samples, R², rank IC, backtest, status."""
+    """Every run: id, version, scope, trained at, samples, R², rank IC, backtest, Sharpe, the
+    verdict with the record's PSR and sessions, status."""
     runs = [r for r in _registry(settings).runs() if not version or r["feature_version"] == version]
     if not runs:
         click.echo("No runs yet - train one with `retrain train` (or `retrain run`).")
         return
     rows = []
     for r in runs:
-        cv, bt = r["cv"]["summary"], r.get("backtest", {})
+        cv, bt, rec = r["cv"]["summary"], r.get("backtest", {}), r.get("record") or {}
+        psr = rec.get("psr")
         rows.append((r["run_id"], r["feature_version"], r["scope"], r["created_at"][:19].replace("T", " "),
                      report.n(r["rows"]), fmt_metric(cv["r2"]["mean"]), fmt_metric(cv["rank_ic"]["mean"], sign=True),
                      fmt_metric(bt["total_return"], pct_=True, sign=True) if "total_return" in bt else "-",
-                     f"{bt['sharpe']:.2f}" if "sharpe" in bt else "-", r["status"]))
+                     f"{bt['sharpe']:.2f}" if "sharpe" in bt else "-", bt.get("verdict", "-"),
+                     f"{psr:.2f} ({rec.get('sessions')})" if psr is not None and psr == psr else "-", r["status"]))
     click.echo(report.table(["run id", "version", "scope", "trained at (UTC)", "samples", "R²", "rank IC",
-                             "backtest", "Sharpe", "status"], rows,
-                            numeric=[False, False, False, False, True, True, True, True, True, False]))
+                             "backtest", "Sharpe", "verdict", "PSR (record sessions)", "status"], rows,
+                            numeric=[False, False, False, False, True, True, True, True, True, False, True, False]))
 
 
 def _num(value, digits: int = 4, sign: bool = False, pct_: bool = False) -> str:

@@ -28,17 +28,24 @@ def runs_frame(runs: list[dict]):
               "status": pl.String, "rows": pl.Int64, "training_start": pl.String, "training_end": pl.String,
               "target": pl.String, "r2": pl.Float64, "mae": pl.Float64, "ic": pl.Float64, "rank_ic": pl.Float64,
               "icir": pl.Float64, "hit_rate": pl.Float64, "top_n_spread": pl.Float64,
-              "backtest_return": pl.Float64, "backtest_sharpe": pl.Float64, "model_sha256": pl.String}
+              "backtest_return": pl.Float64, "backtest_sharpe": pl.Float64, "model_sha256": pl.String,
+              "verdict": pl.String, "record_sessions": pl.Int64, "record_sharpe": pl.Float64,
+              "record_sharpe_se": pl.Float64, "record_psr": pl.Float64, "record_rank_ic": pl.Float64,
+              "record_rank_ic_t": pl.Float64, "gate_outcome": pl.String}
     rows = []
     for r in runs:
         cv = r.get("cv", {}).get("summary", {})
         bt = r.get("backtest", {})
+        rec, gate = r.get("record") or {}, r.get("gate") or {}
         rows.append({
             "run_id": r["run_id"], "feature_version": r["feature_version"], "scope": r["scope"],
             "created_at": r["created_at"], "status": r.get("status"), "rows": r.get("rows"),
             "training_start": r.get("training_window", {}).get("start"), "training_end": r.get("training_window", {}).get("end"),
             "target": r.get("target"), **{k: cv.get(k, {}).get("mean") for k in ("r2", "mae", "ic", "rank_ic", "icir", "hit_rate", "top_n_spread")},
             "backtest_return": bt.get("total_return"), "backtest_sharpe": bt.get("sharpe"), "model_sha256": r.get("model_sha256"),
+            "verdict": bt.get("verdict"), "record_sessions": rec.get("sessions"), "record_sharpe": rec.get("sharpe"),
+            "record_sharpe_se": rec.get("sharpe_se"), "record_psr": rec.get("psr"), "record_rank_ic": rec.get("rank_ic"),
+            "record_rank_ic_t": rec.get("rank_ic_t"), "gate_outcome": gate.get("outcome"),
         })
     return pl.DataFrame(rows, schema=schema)
 

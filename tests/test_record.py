@@ -60,6 +60,10 @@ def test_weekly_cycle_reuses_last_weeks_blocks_bit_for_bit(tmp_path, cli):
     page = (tmp_path / two["run_dir"] / "report.html").read_text()
     assert "Promotion gate:</b> not significantly worse than the active model" in page  # decided before it is drawn
     assert two["gate"]["outcome"] == "not different" and two["gate"]["same_routine"]
+    listed = cli("models", "list")
+    assert "verdict" in listed.output and f"({r2['sessions']})" in listed.output
+    q = cli("query", "SELECT verdict, record_sessions, gate_outcome FROM runs ORDER BY created_at", "--format", "csv")
+    assert q.exit_code == 0 and f"{two['backtest']['verdict']},{r2['sessions']},not different" in q.output
 
 
 @pytest.fixture(scope="module")
