@@ -717,26 +717,41 @@ def models_rollback(settings: Settings, version, exchange):
 @click.option("--yes", is_flag=True, help="Delete them; without it, only list what would go.")
 @store_options
 def models_prune(settings: Settings, keep, yes):
-    """Remove old runs. Never the active model of any version and scope, nor the last KEEP
-    entries of its rollback history: KEEP rollbacks stay possible."""
+    """Remove old runs, and the out-of-sample records that no remaining run was judged on.
+    Never the active model of any version and scope, nor the last KEEP entries of its rollback
+    history: KEEP rollbacks stay possible."""
+    from retrain.record import RecordStore
+
     reg = _registry(settings)
+    records = RecordStore(settings.artifacts_dir)
     with Store(settings.data_dir).lock("retrain models prune"):
         plan = reg.prune_plan(keep)
-        if not plan:
+        doomed = {r["run_id"] for r in plan}
+        stale = records.unused([r for r in reg.runs() if r["run_id"] not in doomed])
+        if not plan and not stale:
             click.echo(report.ok(f"Nothing to prune: every run is among the {keep} newest of its version and scope, "
-                                 "active, or needed for rollback"))
+                                 "active, or needed for rollback, and every out-of-sample record belongs to one"))
             return
-        click.echo(f"Runs to remove ({'deleting' if yes else 'dry run'}):")
+        if plan:
+            click.echo(f"Runs to remove ({'deleting' if yes else 'dry run'}):")
         for r in plan:
             click.echo(f"   {r['run_id']}  ({r['feature_version']} {r['scope']}, {r['status']}, "
                        f"trained {r['created_at'][:10]})")
+        if stale:
+            click.echo(f"Out-of-sample records no remaining run was judged on ({'deleting' if yes else 'dry run'}):")
+        for version, scope, routine, folder in stale:
+            blocks = len(list(folder.glob("block-*.parquet")))
+            click.echo(f"   {folder}  ({version} {scope}, routine {routine}, {blocks} block(s))")
         if not yes:
-            click.echo(report.warn(f"Nothing deleted (a dry run without --yes): the {len(plan)} run(s) above "
-                                   f"would go. To delete them: `retrain models prune --keep {keep} --yes`"))
+            click.echo(report.warn(f"Nothing deleted (a dry run without --yes): the {len(plan)} run(s) and "
+                                   f"{len(stale)} record(s) above would go. To delete them: "
+                                   f"`retrain models prune --keep {keep} --yes`"))
             sys.exit(1)
-        removed = reg.prune(keep)
-    click.echo(report.ok(f"Removed {len(removed)} run(s) from {reg.runs_dir}; kept the active models and "
-                         f"{keep} rollback step(s) of each"))
+        removed = reg.prune(keep) if plan else []
+        for *_, folder in stale:
+            records.remove(folder)
+    click.echo(report.ok(f"Removed {len(removed)} run(s) from {reg.runs_dir} and {len(stale)} out-of-sample "
+                         f"record(s); kept the active models and {keep} rollback step(s) of each"))
 
 
 # -------------------------------------------------------------------- predict

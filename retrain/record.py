@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -61,6 +62,26 @@ class RecordStore:
                 continue
             found[key] = frame
         return found, warnings
+
+    def folders(self) -> list[tuple[str, str, str, Path]]:
+        """(version, scope, routine, folder) of every routine's record on disk."""
+        if not self.root.is_dir():
+            return []
+        return sorted((v.name, sc.name, r.name, r) for v in self.root.iterdir() if v.is_dir()
+                      for sc in v.iterdir() if sc.is_dir() for r in sc.iterdir() if r.is_dir())
+
+    def unused(self, runs: list[dict]) -> list[tuple[str, str, str, Path]]:
+        """The records that none of ``runs`` (the runs that stay) was judged on: what
+        `models prune` removes with them. A run's record is meta["record"]["routine"]."""
+        used = {(r["feature_version"], r["scope"], (r.get("record") or {}).get("routine")) for r in runs}
+        return [f for f in self.folders() if f[:3] not in used]
+
+    def remove(self, folder: Path) -> None:
+        """Delete one routine's record: renamed away first, so a kill leaves no half record."""
+        trash = folder.with_name(f".tmp-pruned-{folder.name}")
+        with machine_faults(folder, "removing"):
+            os.rename(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
 
     def model_path(self, version: str, scope: str, routine: str, model_fingerprint: str) -> Path:
         return self.folder(version, scope, routine) / f"model-{model_fingerprint[:32]}.txt"

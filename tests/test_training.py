@@ -15,6 +15,7 @@ from retrain import features, indicators, labels, metrics, pipeline, sample, tra
 from retrain.calendar import AsOf
 from retrain.config import load_settings
 from retrain.errors import RetrainError
+from retrain.record import RecordStore
 from retrain.registry import Registry
 from retrain.store import Store
 
@@ -237,17 +238,25 @@ def test_a_crash_between_the_active_copies_leaves_the_active_run_loadable(built,
     assert reg.load_file(model_path, meta_path).meta["run_id"] == second.run_id
 
 
-def _fake_run(reg: Registry, run_id: str, version: str = "v1", scope: str = "NYSE", day: int = 1) -> str:
+def _fake_run(reg: Registry, run_id: str, version: str = "v1", scope: str = "NYSE", day: int = 1,
+              routine: str | None = None) -> str:
     """A run folder with a stand-in model: the registry only hashes, copies and unpickles it."""
     meta = {"feature_version": version, "scope": scope, "run_id": run_id, "feature_columns": ["a"],
             "created_at": f"2025-10-{day:02d}T00:00:00+00:00",
             "training_window": {"start": "2025-06-01", "end": f"2025-09-{day:02d}"}}
+    if routine:
+        meta["record"] = {"routine": routine}
     return reg.create_run({"stand-in": run_id}, meta)[0]
 
 
 def test_prune_keeps_the_active_runs_and_what_rollback_needs(tmp_path, cli):
     reg = Registry(tmp_path / "artifacts", "NYSE")
-    ids = [_fake_run(reg, f"r{i}", day=i + 1) for i in range(6)]
+    ids = [_fake_run(reg, f"r{i}", day=i + 1, routine=f"routine{min(i, 1)}") for i in range(6)]
+    records = RecordStore(tmp_path / "artifacts")
+    for routine in ("routine0", "routine1", "orphan"):  # r0 alone was judged on routine0; no run on orphan
+        folder = records.folder("v1", "NYSE", routine)
+        folder.mkdir(parents=True)
+        (folder / "block-2025-09-01.parquet").write_bytes(b"stand-in")
     for run_id in ids[:4]:  # r0..r3 were active in turn; r4, r5 are candidates
         reg.promote(run_id)
     other = _fake_run(reg, "t0", scope="TSE", day=1)
@@ -257,9 +266,11 @@ def test_prune_keeps_the_active_runs_and_what_rollback_needs(tmp_path, cli):
     assert plan == ["r0"]
     listed = cli("models", "prune", "--keep", "2")
     assert listed.exit_code == 1 and "r0" in listed.output and "--yes" in listed.output
-    assert (reg.runs_dir / "r0").is_dir()  # nothing deleted without --yes
+    assert "routine routine0, 1 block(s)" in listed.output and "routine orphan" in listed.output
+    assert (reg.runs_dir / "r0").is_dir() and records.folder("v1", "NYSE", "orphan").is_dir()  # a dry run
     done = cli("models", "prune", "--keep", "2", "--yes")
     assert done.exit_code == 0, done.output
+    assert [f[2] for f in records.folders()] == ["routine1"]  # the record the remaining runs were judged on
     assert sorted(r["run_id"] for r in reg.runs()) == ["r1", "r2", "r3", "r4", "r5", "t0"]
     assert reg.rollback("v1", "NYSE") == ("r3", "r2") and reg.rollback("v1", "NYSE") == ("r2", "r1")
     with pytest.raises(RetrainError, match="roll back"):
