@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -223,7 +222,7 @@ class Prepared:
 
     def fingerprint(self, sessions) -> str:
         """sha256 of the rows of ``sessions`` (keys, features, target, return), from the session hashes."""
-        return hashlib.sha256("|".join(self.hashes[d] for d in sessions).encode()).hexdigest()
+        return training.combine(self.hashes, sessions)
 
 
 @dataclass
@@ -556,13 +555,13 @@ def compare_with_active(store: Store, records: RecordStore, active: dict, prep: 
     another routine's record is read back where it has the blocks, and replayed where not."""
     mine = session_figures(record, bcfg)
     champ_cfg = active_routine(active)
-    if dataclasses.replace(champ_cfg, min_rows=1, cv_folds=cfg.cv_folds) == dataclasses.replace(cfg, min_rows=1):
+    version, scope = active["feature_version"], active["scope"]
+    champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version)
+    if champ_routine == routine:  # the record's own notion of "same routine"
         out = paired_gate(mine, mine)
         out["same_routine"] = True
         out["champion_routine"] = routine[:16]
         return out
-    version, scope = active["feature_version"], active["scope"]
-    champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version)
     champ_prep = prep
     if champ_cfg.target != cfg.target or champ_cfg.training_days > cfg.training_days:  # its own rows
         frame = load_frame(store, version, scope, champ_cfg, (window[0], window[1]), first_day)

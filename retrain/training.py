@@ -93,13 +93,15 @@ def matrix(df: pl.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def fingerprint(df: pl.DataFrame, columns: list[str]) -> str:
-    """sha256 of the training rows (keys, features, target) in their order."""
-    h = hashlib.sha256()
-    keys = df.select(pl.concat_str("exchange", "symbol", pl.col("trade_date").cast(pl.String), separator="|"))
-    h.update(keys.to_series().str.join("\n").item().encode() if df.height else b"")
-    h.update(np.ascontiguousarray(matrix(df, columns)).tobytes())
-    h.update(df["target"].to_numpy().astype(np.float64).tobytes())
-    return h.hexdigest()
+    """sha256 of the training rows (keys, features, target) in their order: ``combine`` of their
+    ``session_hashes``."""
+    hashes = session_hashes(df, columns)
+    return combine(hashes, sorted(hashes))
+
+
+def combine(hashes: dict[dt.date, str], sessions) -> str:
+    """One fingerprint of the rows of ``sessions`` from their ``session_hashes``."""
+    return hashlib.sha256("|".join(hashes[d] for d in sessions).encode()).hexdigest()
 
 
 # ------------------------------------------------------------- the splits

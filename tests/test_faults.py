@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ import pytest
 from retrain import indicators, sample
 from retrain.errors import StorageError, storage_fault
 from retrain.store import Store
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tree_hashes
 
 END = dt.date(2025, 10, 17)
 THU = dt.date(2025, 10, 16)
@@ -39,11 +38,6 @@ def _seed(root: Path, market, until: dt.date = THU) -> Store:
         store.upsert_bars(bars.filter(pl.col("date") <= until))
         store.upsert_symbols(syms)
     return store
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".retrain.lock"}
 
 
 def _mount(*args: str) -> bool:
@@ -117,7 +111,7 @@ def test_a_full_disk_during_ingest_changes_nothing_and_the_rerun_completes(tmp_p
 
     with small_disk(tmp_path / "disk") as real:
         store = _seed(tmp_path / "disk" / "data", market)
-        before = _tree(store.root)
+        before = tree_hashes(store.root)
         env = {}
         if real:
             filler = _fill(tmp_path / "disk")
@@ -128,7 +122,7 @@ def test_a_full_disk_during_ingest_changes_nothing_and_the_rerun_completes(tmp_p
         assert "no space left on the device while writing" in failed.stderr and "day_symbol" in failed.stderr
         assert "Nothing was left half-written" in failed.stderr and "df -h" in failed.stderr
         assert "Traceback" not in failed.stderr
-        assert _tree(store.root) == before  # the store is as it was: all months or none
+        assert tree_hashes(store.root) == before  # the store is as it was: all months or none
         assert not list(store.root.rglob(".tmp-*"))
         if real:
             filler.unlink()
@@ -162,7 +156,7 @@ def test_a_read_only_store_reads_and_refuses_writes_with_a_message(tmp_path, mar
     env = {"RETRAIN_ARTIFACTS_DIR": str(project / "artifacts")}
     trained = run_cli(["run", "--as-of", str(THU), "--skip-backtest", "--min-rows", "200"], store.root, env)
     assert trained.returncode == 0, trained.stderr
-    before = _tree(project)
+    before = tree_hashes(project)
     with read_only(project):
         for args in (["status"], ["query", "SELECT count(*) AS n FROM day_symbol"], ["models", "list"]):
             r = run_cli(args, store.root, env)
@@ -174,4 +168,4 @@ def test_a_read_only_store_reads_and_refuses_writes_with_a_message(tmp_path, mar
         pred = run_cli(["predict", "--as-of", str(THU), "--top", "3"], store.root, env)
         assert pred.returncode == 4 and "Predictions for" in pred.stdout  # the ranking, then the message
         assert "while writing" in pred.stderr and "predictions" in pred.stderr and "Traceback" not in pred.stderr
-    assert _tree(project) == before
+    assert tree_hashes(project) == before

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from retrain.config import load_settings
 from retrain.errors import RetrainError
 from retrain.registry import Registry
 from retrain.store import Store
+from tests.conftest import tree_hashes
 
 END = dt.date(2025, 10, 17)
 THU = dt.date(2025, 10, 16)  # "the present" of these tests: the store's last bar
@@ -41,12 +41,6 @@ def project(tmp_path: Path, market) -> Path:
         store.upsert_bars(bars.filter(pl.col("date") <= THU))
         store.upsert_symbols(syms)
     return tmp_path
-
-
-def _tree(root: Path) -> dict[str, str]:
-    """Every file under root (lock file aside) with the sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".retrain.lock"}
 
 
 def _summary(result) -> dict:
@@ -71,7 +65,7 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     reg = Registry(project / "artifacts")
     assert [r["run_id"] for r in reg.runs()] == [now["run_id"]]
 
-    data_before, art_before = _tree(project / "data"), _tree(project / "artifacts")
+    data_before, art_before = tree_hashes(project / "data"), tree_hashes(project / "artifacts")
     past = cli("run", "--as-of", str(PAST), "--skip-backtest", "--json")
     assert past.exit_code == 0, past.output
     p = _summary(past)
@@ -80,13 +74,13 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     assert f"retrain models promote {p['run_id']}" in past.output  # the real run id, never RUN_ID
     assert "labels already cover sessions through" in past.output
     # the present is as it was: every store file, the label horizon, the registry, the active model
-    assert _tree(project / "data") == data_before
-    art_after = _tree(project / "artifacts")
+    assert tree_hashes(project / "data") == data_before
+    art_after = tree_hashes(project / "artifacts")
     assert {k: v for k, v in art_after.items() if p["run_id"] not in k} == art_before
     assert reg.active_run("v1", "NASDAQ") == now["run_id"]
 
     labels = cli("labels", "--exchange", "NASDAQ", "--as-of", str(PAST))
-    assert labels.exit_code == 0 and _tree(project / "data") == data_before
+    assert labels.exit_code == 0 and tree_hashes(project / "data") == data_before
     assert Store(project / "data").label_horizon()["NASDAQ"] == THU
 
     import retrain  # the Python API does the same
@@ -94,7 +88,7 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     api = retrain.run(as_of=str(PAST), skip_backtest=True, data_dir=str(project / "data"),
                       artifacts_dir=str(project / "artifacts"), config=str(project / "retrain.toml"))
     assert api.unchanged and api.run_id == p["run_id"] and not api.active
-    assert _tree(project / "data") == data_before and reg.active_run("v1", "NASDAQ") == now["run_id"]
+    assert tree_hashes(project / "data") == data_before and reg.active_run("v1", "NASDAQ") == now["run_id"]
     # a plain command afterwards still sees the present
     train = cli("train", "--promote", "never")
     assert train.exit_code == 0, train.output
