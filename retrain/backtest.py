@@ -252,7 +252,8 @@ def block_frame(rows: pl.DataFrame, pred: np.ndarray, block: Block, rounds: int)
         pl.lit(f"block {block.key}: trained {block.train[0]}..{block.train[-1]}, {rounds} rounds").alias("model"),
         pl.lit(block.fingerprint).alias("block_fingerprint"),
         pl.lit(block.model_fingerprint).alias("model_fingerprint"),
-    ).select(*RECORD_COLUMNS, "block_fingerprint", "model_fingerprint")
+        pl.lit(rounds, dtype=pl.Int32).alias("rounds"),
+    ).select(*RECORD_COLUMNS, "block_fingerprint", "model_fingerprint", "rounds")
 
 
 # ------------------------------------------------------------ evidence and verdict

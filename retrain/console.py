@@ -231,11 +231,17 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
 
     def progress(i, n, m):
         report.echo(f"   fold {i}/{n}: test {m['test_start']}..{m['test_end']} | rank IC {fmt_metric(m['rank_ic'], sign=True)} | "
-                    f"IC {fmt_metric(m['ic'], sign=True)} | R² {fmt_metric(m['r2'], sign=True)} | {m['train_rows']:,} train rows")
+                    f"IC {fmt_metric(m['ic'], sign=True)} | R² {fmt_metric(m['r2'], sign=True)} | {m['train_rows']:,} train rows"
+                    f" | {m['status']}")
 
+    from retrain.backtest import BacktestConfig
+
+    every = (bcfg or BacktestConfig()).retrain_every
     report.echo(f"Training LightGBM (target: {cfg.target} intraday return) with walk-forward CV by session: "
-                f"{cfg.cv_folds} folds, embargo {cfg.embargo} session(s), early stopping on each fold's last "
-                f"{cfg.validation_fraction:.0%} of sessions")
+                f"{cfg.cv_folds} folds, the newest blocks of {every} sessions of the record's grid, each predicted by "
+                f"the routine trained on the {cfg.training_days} days before it (embargo {cfg.embargo} session(s), "
+                f"early stopping on the last {cfg.validation_fraction:.0%} of its sessions); folds already in the "
+                "record are reused")
 
     def on_record(info):
         if on_backtest:
@@ -243,8 +249,9 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
         report.echo(f"Backtest window {backtest_window[0]} to {backtest_window[1]}: walk-forward, retraining every "
                     f"{bcfg.retrain_every} sessions on the record's fixed grid of blocks")
         earlier = f", {info['earlier']} of them before the window" if info["earlier"] else ""
+        cv = f"; {info['cv']} of them are the CV folds above" if info.get("cv") else ""
         report.echo(f"Out-of-sample record: {info['blocks']} block(s){earlier}; {info['stored']} stored already "
-                    f"(reused when their rows and routine are unchanged), the rest trained now")
+                    f"(reused when their rows and routine are unchanged), the rest trained now{cv}")
 
     def bt_progress(i, n, block, train_s):
         report.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")

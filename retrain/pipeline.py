@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +76,81 @@ def load_training_set(store: Store, version: str, scope: str, start: dt.date, en
 
 
 def train(store: Store, version: str, scope: str, cfg: training.TrainConfig, end: dt.date | None = None,
-          progress=None) -> training.TrainResult:
-    """Load the window and run ``training.train_frame`` on it (no run folder, no promotion)."""
+          progress=None, bcfg=None) -> training.TrainResult:
+    """Load the rows, cross-validate on the newest blocks of the grid and fit the final model
+    (``cross_validate`` and ``training.train_frame``), keeping nothing: no record, no run folder,
+    no promotion."""
+    from retrain.backtest import BacktestConfig
+
+    bcfg = bcfg or BacktestConfig(max_positions=cfg.top_n)
+    columns = feature_columns(version)
     window = training_window(store, version, scope, cfg.training_days, end)
-    df = training.prepare(load_training_set(store, version, scope, *window), cfg)
-    return training.train_frame(df, version, scope, cfg, window, progress)
+    routine, spec = routine_spec(cfg, bcfg, version)
+    prep = Prepared.of(load_frame(store, version, scope, cfg, window, cv_first_day(window, cfg, bcfg)), columns)
+    folds = plan_cv(prep, window, cfg, bcfg, routine)
+    fold_metrics, oos, _ = cross_validate(None, prep, version, scope, folds, cfg, bcfg, routine, spec, progress)
+    rows = prep.data.filter(pl.col("trade_date") >= window[0])
+    return training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos)
+
+
+def cv_first_day(window: tuple[dt.date, dt.date], cfg: training.TrainConfig, bcfg) -> dt.date:
+    """The first day of the oldest CV fold: ``cv_folds`` grid blocks back from the window's end."""
+    from retrain import backtest as bt
+
+    every = bcfg.retrain_every
+    return dt.date.fromisoformat(bt.block_key(bt.block_id(window[1], every) - cfg.cv_folds + 1, every))
+
+
+def plan_cv(prep: Prepared, window: tuple[dt.date, dt.date], tcfg: training.TrainConfig, bcfg, routine: str) -> list:
+    """The CV folds: the newest ``cv_folds`` blocks of the record's grid with a session in the
+    training window, each with its training window (``backtest.plan_blocks``). A fold that cannot
+    be formed is an error that names the values to change."""
+    from retrain import backtest as bt
+
+    every = bcfg.retrain_every
+    in_window = [d for d in prep.sessions if window[0] <= d <= window[1]]
+    ids = sorted({bt.block_id(d, every) for d in in_window})[-tcfg.cv_folds:]
+    if len(ids) < tcfg.cv_folds:
+        raise RetrainError(
+            f"cv_folds={tcfg.cv_folds} needs {tcfg.cv_folds} blocks of {every} sessions in the training window; "
+            f"{window[0]}..{window[1]} (training_days={tcfg.training_days}) has {len(in_window)} labelled "
+            f"session(s) in {len(ids)} block(s)",
+            hint="lengthen --training-days, lower [training] cv_folds in retrain.toml, or load older bars")
+    blocks, problems = bt.plan_blocks(prep.sessions, ids, tcfg, bcfg, routine, prep.hashes, prep.rows)
+    if problems:
+        first_bad = min(problems)
+        raise RetrainError(
+            f"fold {ids.index(first_bad) + 1} of cv_folds={tcfg.cv_folds} (the block starting "
+            f"{bt.block_key(first_bad, every)}) cannot be formed: {problems[first_bad]}",
+            hint=f"lower [training] cv_folds (now {tcfg.cv_folds}) or embargo (now {tcfg.embargo}), lengthen "
+                 f"--training-days (now {tcfg.training_days}), lower --min-rows, or load older bars")
+    return blocks
+
+
+def cross_validate(records: RecordStore | None, prep: Prepared, version: str, scope: str, folds: list,
+                   cfg: training.TrainConfig, bcfg, routine: str, spec: dict, progress=None):
+    """The CV folds' predictions, through the record (``build_record``: a fold whose rows and
+    routine are unchanged is read back; ``records`` None: trained, kept nowhere), and their
+    metrics. ``progress(i, n, metrics)`` after each fold. Returns (fold metrics, out-of-sample
+    rows, the folds' Record)."""
+    targets = prep.data.select("trade_date", "exchange", "symbol", "target")
+    out, oos = [], []
+
+    def on_block(block, frame, status):
+        rows = frame.select("trade_date", "exchange", "symbol", pl.col("predicted").alias("prediction")).join(
+            targets, on=["trade_date", "exchange", "symbol"], how="left", maintain_order="left")
+        rounds = int(frame["rounds"][0]) if "rounds" in frame.columns else None
+        m = training.fold_metrics(len(out) + 1, rows, list(block.train), sum(prep.rows[d] for d in block.train),
+                                  rounds, cfg.top_n)
+        m["status"] = status
+        out.append(m)
+        oos.append(rows.select("trade_date", "exchange", "symbol", "target", "prediction")
+                   .with_columns(pl.lit(len(out)).alias("fold")))
+        if progress:
+            progress(len(out), len(folds), m)
+
+    record = build_record(records, prep, version, scope, folds, cfg, bcfg, routine, spec, on_block=on_block)
+    return out, pl.concat(oos), record
 
 
 # ------------------------------------------------------------------ promotion
@@ -236,6 +306,8 @@ class Record:
     trained: int  # blocks whose model was trained now
     warnings: list[str]
     repredicted: int = 0  # blocks whose stored model predicted them again (only their own rows changed)
+    frames: list = field(default_factory=list)  # each block's predictions, in block order
+    status: dict = field(default_factory=dict)  # block key -> "reused", "trained" or "predicted again"
 
 
 def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.date, tcfg, bcfg, routine: str):
@@ -273,34 +345,57 @@ def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.d
     return kept + blocks, len(kept)
 
 
-def build_record(records: RecordStore, prep: Prepared, version: str, scope: str, blocks: list, tcfg, bcfg,
-                 routine: str, spec: dict, progress=None) -> Record:
+def build_record(records: RecordStore | None, prep: Prepared, version: str, scope: str, blocks: list, tcfg, bcfg,
+                 routine: str, spec: dict, progress=None, on_block=None, done: Record | None = None) -> Record:
     """Predictions of every block: read back when the stored block has the same fingerprint,
-    trained (``backtest.predict_block``) and stored otherwise."""
+    predicted again by its stored model when only the block's own rows changed, trained
+    (``backtest.predict_block``) and stored otherwise; taken from ``done`` (a Record built
+    earlier in the run, e.g. the CV folds) when it has the block. ``records`` None: nothing is
+    read or stored. ``progress(i, n, sessions, train)`` after each block trained,
+    ``on_block(block, frame, status)`` after each block."""
     from retrain import backtest as bt
 
     columns = feature_columns(version)
-    stored, warnings = records.read(version, scope, routine, [b.key for b in blocks])
-    frames, reused, trained, repredicted = [], 0, 0, 0
-    todo = [b for b in blocks if not (b.key in stored and stored[b.key]["block_fingerprint"][0] == b.fingerprint)]
-    models = {b.key: records.read_model(version, scope, routine, b.model_fingerprint) for b in todo}
+    earlier = ({b.key: (frame, done.status[b.key]) for b, frame in zip(done.blocks, done.frames) if b in blocks}
+               if done else {})
+    rest = [b.key for b in blocks if b.key not in earlier]
+    stored, warnings = records.read(version, scope, routine, rest) if records else ({}, [])
+    todo = [b for b in blocks if b.key not in earlier
+            and not (b.key in stored and stored[b.key]["block_fingerprint"][0] == b.fingerprint)]
+    models = {b.key: records.read_model(version, scope, routine, b.model_fingerprint) if records else None
+              for b in todo}
     to_train = [b for b in todo if models[b.key] is None]
+    frames, status, trained = [], {}, 0
     for b in blocks:
-        if b not in todo:
-            frames.append(stored[b.key])
-            reused += 1
-            continue
-        frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, b, tcfg, columns, models[b.key])
-        if models[b.key] is None:
-            records.write_model(version, scope, routine, b.model_fingerprint, text)
-            trained += 1
-            if progress:
-                progress(trained, len(to_train), list(b.sessions), list(b.train))
+        if b.key in earlier:
+            frame, status[b.key] = earlier[b.key]
+        elif b not in todo:
+            frame, status[b.key] = stored[b.key], "reused"
         else:
-            repredicted += 1
-        records.write(version, scope, routine, b.key, frame, spec)
+            frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, b, tcfg, columns, models[b.key])
+            if models[b.key] is None:
+                if records:
+                    records.write_model(version, scope, routine, b.model_fingerprint, text)
+                trained += 1
+                status[b.key] = "trained"
+                if progress:
+                    progress(trained, len(to_train), list(b.sessions), list(b.train))
+            else:
+                status[b.key] = "predicted again"
+            if records and not _fuller(stored.get(b.key), b):
+                records.write(version, scope, routine, b.key, frame, spec)
         frames.append(frame)
-    return Record(routine, blocks, pl.concat(frames, how="vertical_relaxed"), reused, trained, warnings, repredicted)
+        if on_block:
+            on_block(b, frame, status[b.key])
+    counts = {s_: sum(v == s_ for v in status.values()) for s_ in ("reused", "trained", "predicted again")}
+    return Record(routine, blocks, pl.concat(frames, how="vertical_relaxed"), counts["reused"], counts["trained"],
+                  warnings, counts["predicted again"], frames, status)
+
+
+def _fuller(stored: pl.DataFrame | None, block) -> bool:
+    """Whether the stored version of a block holds more of its sessions than ``block``: a run as
+    of a past day sees part of a week that the record has whole, and leaves it so."""
+    return stored is not None and set(block.sessions) < set(stored["trade_date"].unique().to_list())
 
 
 def routine_spec(tcfg, bcfg, version: str) -> tuple[str, dict]:
@@ -323,11 +418,13 @@ def session_figures(predictions: pl.DataFrame, bcfg) -> pl.DataFrame:
 
 
 def run_identity(rows_fingerprint: str, version: str, scope: str, cfg: training.TrainConfig,
-                 window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None, blocks=None) -> dict[str, str | None]:
+                 window: tuple[dt.date, dt.date], backtest_window=None, bcfg=None, blocks=None,
+                 folds=None) -> dict[str, str | None]:
     """What a run is a function of, in two parts. ``training``: the training window's rows
     (``rows_fingerprint``: keys, features, targets), the routine (min_rows aside: it only
-    gates), the window and the library versions; two runs with the same one have the same model
-    and CV, bit for bit. ``backtest``: also the backtest window and settings and the
+    gates), the window, the library versions and the CV folds (``folds``: their blocks, whose
+    fingerprints cover the rows before the window they train on); two runs with the same one
+    have the same model and CV, bit for bit. ``backtest``: also the backtest window and settings and the
     fingerprints of the record's blocks (None without a backtest)."""
     from retrain.registry import library_versions
 
@@ -339,6 +436,7 @@ def run_identity(rows_fingerprint: str, version: str, scope: str, cfg: training.
     }
     h = hashlib.sha256(rows_fingerprint.encode())
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+    h.update("|".join(b.fingerprint for b in folds or []).encode())
     out = {"training": h.hexdigest(), "backtest": None}
     if backtest_window:
         b = hashlib.sha256(out["training"].encode())
@@ -431,14 +529,18 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         clock = time.perf_counter()
         window = training_window(store, version, scope, cfg.training_days, end)
         routine, spec = routine_spec(cfg, bcfg, version)
-        first_day = record_first_day(records, version, scope, routine, backtest_window, bcfg) if backtest_window else None
+        first_day = cv_first_day(window, cfg, bcfg)
+        if backtest_window:
+            first_day = min(first_day, record_first_day(records, version, scope, routine, backtest_window, bcfg))
         frame = load_frame(store, version, scope, cfg, window, first_day)
         _check_scope_size(frame, scope, window, bcfg.max_positions)
         prep = Prepared.of(frame, columns)
         fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
         blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
                              if backtest_window else ([], 0))
-        identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks)
+        training.check_rows(sum(n for d, n in prep.rows.items() if d >= window[0]), cfg, scope, version, window)
+        folds = plan_cv(prep, window, cfg, bcfg, routine)
+        identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks, folds)
         seconds = {"load": round(time.perf_counter() - clock, 3)}
         same = find_same(registry.runs(), version, scope, identity)
         result = bt = None
@@ -447,9 +549,16 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             if on_unchanged:
                 on_unchanged(meta)
         else:
+            stored = set(records.keys(version, scope, routine))
+            clock = time.perf_counter()
+            fold_metrics, oos, cv = cross_validate(records, prep, version, scope, folds, cfg, bcfg, routine, spec,
+                                                   progress)
+            seconds["cv"] = round(time.perf_counter() - clock, 3)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
-            result = training.train_frame(rows, version, scope, cfg, window, progress, fingerprint)
+            result = training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint)
             meta = _run_meta(result, cfg, version, scope)
+            meta["cv"].update(blocks_reused=cv.reused + cv.repredicted, blocks_trained=cv.trained,
+                              retrain_every=bcfg.retrain_every)
             meta["identity"] = identity
             seconds.update(result.seconds)
             if on_trained:
@@ -459,11 +568,12 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             files = {"cv_predictions.parquet": _parquet_bytes(result.oos)}
             if backtest_window:
                 if on_record:
-                    stored = set(records.keys(version, scope, routine))
                     on_record({"blocks": len(blocks), "earlier": n_earlier,
-                               "stored": sum(b.key in stored for b in blocks)})
+                               "stored": sum(b.key in stored for b in blocks),
+                               "cv": sum(b in folds for b in blocks)})
                 clock = time.perf_counter()
-                record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec, bt_progress)
+                record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec, bt_progress,
+                                      done=cv)
                 bt = evaluate_record(store, record, scope, backtest_window, bcfg)
                 seconds["record"] = round(time.perf_counter() - clock, 3)
                 meta["backtest"] = {**bt.summary, "rank_ic": bt.window_evidence["rank_ic"], "verdict": bt.verdict,

@@ -1,13 +1,13 @@
-"""Training set, walk-forward cross-validation by session, and the LightGBM model.
+"""Training set, cross-validation metrics and the LightGBM model.
 
 Honest numbers by construction:
 
-* folds are blocks of consecutive *sessions*, never rows: every row of a session is on the same
-  side of a split;
-* a fold trains only on sessions before its test block, minus an embargo of ``embargo``
-  sessions;
-* early stopping validates on the time-ordered tail of the fold's training sessions (after the
-  same embargo), never on a random split;
+* cross-validation is walk-forward by session: its folds are the newest ``cv_folds`` blocks of
+  the record's fixed grid (``retrain_every`` sessions each, ``retrain.backtest``), and each is
+  predicted by a model the routine fitted on the ``training_days`` before it, minus an
+  embargo of ``embargo`` sessions; every row of a session is on the same side of a split;
+* early stopping validates on the time-ordered tail of each training window (after the same
+  embargo), never on a random split;
 * missing features stay NaN (LightGBM routes them), so nothing is fitted across folds.
 
 The target is the session's open-to-close return (``intraday_return``). By default
@@ -17,9 +17,11 @@ noise to a model whose job is to rank symbols. Daily IC, rank IC and the top-N s
 same either way; R2 and MAE are reported on the target the model learns. ``target = "raw"``
 fits the plain return.
 
-One routine (``fit_window``) fits every model: the CV folds, the backtest blocks and the final
-model, which is the routine applied to the whole window. So CV and the backtest measure exactly
-what is saved. This module takes frames, never a store: the steps load the rows.
+One routine (``fit_window``) fits every model: the CV folds, the backtest blocks (the same
+blocks of the same grid: a fold is a block of the out-of-sample record, reused as the record
+is) and the final model, which is the routine applied to the whole window. So CV and the
+backtest measure exactly what is saved. This module takes frames, never a store: the steps
+load the rows and plan the blocks.
 """
 
 from __future__ import annotations
@@ -105,60 +107,6 @@ def combine(hashes: dict[dt.date, str], sessions) -> str:
 
 
 # ------------------------------------------------------------- the splits
-@dataclass(frozen=True)
-class WalkForward:
-    """Walk-forward splitter by session (the model of scikit-learn's ``TimeSeriesSplit``, with
-    sessions in place of rows and ``embargo`` in place of ``gap``).
-
-    Parameters
-    ----------
-    n_splits : int >= 1
-        Folds. The sessions are cut into ``n_splits + 1`` blocks of consecutive sessions (sizes
-        differ by at most one); fold i tests on block i and trains on every earlier session.
-    embargo : int >= 0
-        Sessions left out between the training sessions and the test block, so that nothing
-        that overlaps the test block in time (a multi-session feature, a slow fill) is learnt.
-
-    Every row of a session is on the same side of a split. A fold that cannot be formed (no
-    training session left after the embargo, or more blocks than sessions) is an error that
-    names the offending values; it is never dropped silently.
-    """
-
-    n_splits: int
-    embargo: int = 0
-
-    def split(self, sessions) -> list[tuple[list[dt.date], list[dt.date]]]:
-        """(train sessions, test sessions) per fold, oldest first."""
-        ordered = sorted(set(sessions))
-        n = len(ordered)
-        if self.n_splits < 1 or self.embargo < 0:
-            raise RetrainError(f"walk-forward validation needs cv_folds >= 1 and embargo >= 0 "
-                               f"(got cv_folds={self.n_splits}, embargo={self.embargo})")
-        if n < self.n_splits + 1:
-            raise RetrainError(
-                f"cv_folds={self.n_splits} needs at least {self.n_splits + 1} sessions (one block each for "
-                f"{self.n_splits} folds and one to train on); the window has {n}",
-                hint="lengthen --training-days, or lower [training] cv_folds in retrain.toml")
-        blocks = np.array_split(np.arange(n), self.n_splits + 1)
-        out = []
-        for i, block in enumerate(blocks[1:], 1):
-            first = int(block[0])
-            if first - self.embargo < 1:
-                raise RetrainError(
-                    f"fold {i} of {self.n_splits} cannot be formed: its test block starts at session "
-                    f"{first + 1} of {n} ({ordered[first]}), and embargo={self.embargo} leaves no session "
-                    f"before it to train on",
-                    hint=f"lower [training] embargo (now {self.embargo}) or cv_folds (now {self.n_splits}), "
-                         "or lengthen --training-days")
-            out.append((ordered[: first - self.embargo], [ordered[j] for j in block]))
-        return out
-
-
-def walk_forward_folds(sessions: list[dt.date], folds: int, embargo: int) -> list[tuple[list[dt.date], list[dt.date]]]:
-    """``WalkForward(folds, embargo).split(sessions)``."""
-    return WalkForward(folds, embargo).split(sessions)
-
-
 def split_validation(train: list[dt.date], fraction: float, embargo: int) -> tuple[list[dt.date], list[dt.date]]:
     """Time-ordered (fit, validation) split of training sessions: the validation set is the
     last ``fraction`` of them, separated from the fit sessions by ``embargo`` sessions."""
@@ -189,7 +137,7 @@ class TrainResult:
     folds: list[dict]
     summary: dict
     oos: pl.DataFrame  # out-of-sample CV predictions: trade_date, exchange, symbol, target, prediction
-    seconds: dict = field(default_factory=dict)  # wall time of the CV folds and of the final fit
+    seconds: dict = field(default_factory=dict)  # wall time of the final fit
 
 
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
@@ -292,45 +240,45 @@ def prepare(df: pl.DataFrame, cfg: TrainConfig) -> pl.DataFrame:
     return df
 
 
+def fold_metrics(fold: int, frame: pl.DataFrame, train: list[dt.date], train_rows: int, rounds: int | None,
+                 top_n: int) -> dict:
+    """The validation metrics and description of one CV fold. ``frame``: its out-of-sample rows
+    (trade_date, target, prediction), ``train``: the sessions its model was trained on."""
+    dates = frame["trade_date"].to_numpy()
+    m = evaluate(dates, frame["target"].to_numpy().astype(np.float64), frame["prediction"].to_numpy(), top_n)
+    m.update({"fold": fold, "train_start": str(train[0]), "train_end": str(train[-1]),
+              "test_start": str(frame["trade_date"].min()), "test_end": str(frame["trade_date"].max()),
+              "train_rows": int(train_rows), "test_rows": frame.height, "best_iteration": rounds})
+    return m
+
+
 def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
-                progress=None, rows_fingerprint: str | None = None) -> TrainResult:
-    """Cross-validate the routine walk-forward by session on ``df`` (prepared rows of the window
-    ``window``), then fit the final model with the same routine (``fit_window``) on the whole
-    window. ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller has it already."""
+                folds: list[dict], oos: pl.DataFrame, rows_fingerprint: str | None = None) -> TrainResult:
+    """Fit the final model with the routine (``fit_window``) on ``df``, the prepared rows of the
+    window ``window``, and gather it with its cross-validation: ``folds`` (``fold_metrics`` of
+    each) and ``oos`` (their out-of-sample rows: trade_date, exchange, symbol, target,
+    prediction, fold). ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller has it."""
     start, last = window
-    if df.height < cfg.min_rows:
-        raise RetrainError(
-            f"Insufficient training samples: {df.height:,} < {cfg.min_rows:,} ({scope}, {version}, {start} to {last})",
-            hint="widen the window with --training-days (e.g. 120), load older bars (`retrain ingest`), "
-                 "or lower --min-rows",
-        )
+    check_rows(df.height, cfg, scope, version, window)
     columns = feature_columns(version)
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
     dates = df["trade_date"].to_numpy()
     sessions = sorted(set(df["trade_date"].to_list()))
-    fold_specs = WalkForward(cfg.cv_folds, cfg.embargo).split(sessions)
     started = time.perf_counter()
-    folds, oos = [], []
-    for i, (train_s, test_s) in enumerate(fold_specs, 1):
-        model, rounds = fit_window(x, y, dates, train_s, cfg, columns)
-        in_test = session_mask(dates, test_s)
-        p = model.predict(x[in_test], num_iteration=rounds)
-        m = evaluate(dates[in_test], y[in_test], p, cfg.top_n)
-        m.update({"fold": i, "train_start": str(train_s[0]), "train_end": str(train_s[-1]),
-                  "test_start": str(test_s[0]), "test_end": str(test_s[-1]),
-                  "train_rows": int(session_mask(dates, train_s).sum()), "test_rows": int(in_test.sum()),
-                  "best_iteration": int(rounds)})
-        folds.append(m)
-        oos.append(df.filter(pl.Series(in_test)).select("trade_date", "exchange", "symbol", "target")
-                   .with_columns(pl.Series("prediction", p), pl.lit(i).alias("fold")))
-        if progress:
-            progress(i, len(fold_specs), m)
-    cv_seconds = time.perf_counter() - started
     final, rounds = fit_window(x, y, dates, sessions, cfg, columns)
-    seconds = {"cv": round(cv_seconds, 3), "final_fit": round(time.perf_counter() - started - cv_seconds, 3)}
     return TrainResult(
         model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
         rows=df.height, sessions=len(sessions), fingerprint=rows_fingerprint or fingerprint(df, columns),
-        params=cfg.lgb_params(),
-        num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=pl.concat(oos), seconds=seconds,
+        params=cfg.lgb_params(), num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=oos,
+        seconds={"final_fit": round(time.perf_counter() - started, 3)},
     )
+
+
+def check_rows(rows: int, cfg: TrainConfig, scope: str, version: str, window: tuple[dt.date, dt.date]) -> None:
+    """A training window needs ``min_rows`` rows."""
+    if rows < cfg.min_rows:
+        raise RetrainError(
+            f"Insufficient training samples: {rows:,} < {cfg.min_rows:,} ({scope}, {version}, {window[0]} to {window[1]})",
+            hint="widen the window with --training-days (e.g. 120), load older bars (`retrain ingest`), "
+                 "or lower --min-rows",
+        )

@@ -111,14 +111,21 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
     (tmp_path / "retrain.toml").write_text('[run]\nexchange = "NYSE"\n')
     settings = dataclasses.replace(load_settings(data_dir=store.root, artifacts_dir=tmp_path / "art",
                                                  config=tmp_path / "retrain.toml"))
-    blocks = []
+    blocks, folds = [], []
     end = pipeline.last_labelled(store, "v1", "ALL")
     start = end - dt.timedelta(days=20)
     out = pipeline.train_step(settings, "ALL", _cfg(min_rows=100), "auto", end=end, backtest_window=(start, end),
                               bcfg=bt.BacktestConfig(retrain_every=4),
-                              bt_progress=lambda i, n, block, train_s: blocks.append((block, train_s)))
-    assert out.meta["record"]["blocks_trained"] == len(blocks) and out.meta["record"]["blocks_reused"] == 0
+                              bt_progress=lambda i, n, block, train_s: blocks.append((block, train_s)),
+                              progress=lambda i, n, m: folds.append(m))
     labelled = sorted(set(store.scan_table("labels").select("trade_date").collect()["trade_date"].to_list()))
+    # the CV folds are the record's newest blocks, trained once, in the CV step
+    tested = {d for b, _ in blocks for d in b}
+    for m in folds:
+        block = [d for d in labelled if m["test_start"] <= str(d) <= m["test_end"]]
+        if not tested & set(block) and m["status"] == "trained":
+            blocks.append((block, [dt.date.fromisoformat(m["train_start"]), dt.date.fromisoformat(m["train_end"])]))
+    assert out.meta["record"]["blocks_trained"] == len(blocks) and out.meta["record"]["blocks_reused"] == 0
     for block, train_s in blocks:
         assert max(train_s) < min(block)
         gap = labelled.index(min(block)) - labelled.index(max(train_s)) - 1

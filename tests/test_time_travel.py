@@ -76,7 +76,10 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     # the present is as it was: every store file, the label horizon, the registry, the active model
     assert tree_hashes(project / "data") == data_before
     art_after = tree_hashes(project / "artifacts")
-    assert {k: v for k, v in art_after.items() if p["run_id"] not in k} == art_before
+    # every file is as it was; what is new is the past run's folder and, in the routine's record,
+    # the blocks the present had not needed (its older CV folds) with their models
+    assert {k: v for k, v in art_after.items() if k in art_before} == art_before
+    assert all(p["run_id"] in k or "/records/" in k for k in set(art_after) - set(art_before))
     assert reg.active_run("v1", "NASDAQ") == now["run_id"]
 
     labels = cli("labels", "--exchange", "NASDAQ", "--as-of", str(PAST))

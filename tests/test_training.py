@@ -1,4 +1,4 @@
-"""Training: session-based folds with embargo, determinism, registry safety, promotion, errors,
+"""Training: walk-forward folds on the grid with embargo, determinism, registry safety, promotion, errors,
 and the leak detector: no signal in the market -> no out-of-sample rank IC."""
 
 from __future__ import annotations
@@ -52,32 +52,46 @@ def _cfg(**kw) -> training.TrainConfig:
     return dataclasses.replace(base, **kw)
 
 
-def test_folds_never_train_on_what_they_test_and_respect_the_embargo():
-    sessions = [D(2025, 1, 1) + dt.timedelta(days=i) for i in range(60)]
-    folds = training.walk_forward_folds(sessions, folds=5, embargo=2)
-    assert len(folds) == 5
+def _folds(store, cfg, scope="NYSE"):
+    from retrain.backtest import BacktestConfig
+
+    bcfg = BacktestConfig()
+    window = pipeline.training_window(store, "v1", scope, cfg.training_days)
+    prep = pipeline.Prepared.of(pipeline.load_frame(store, "v1", scope, cfg, window,
+                                                    pipeline.cv_first_day(window, cfg, bcfg)),
+                                features.feature_columns("v1"))
+    return prep, window, pipeline.plan_cv(prep, window, cfg, bcfg, "routine")
+
+
+def test_folds_are_the_newest_grid_blocks_and_respect_the_training_days_and_the_embargo(built):
+    store, _ = built
+    cfg = _cfg(training_days=60, embargo=2)
+    prep, window, folds = _folds(store, cfg)
+    assert len(folds) == 4 and folds[-1].sessions[-1] == window[1]  # the newest blocks, up to the window's end
     tested = []
-    for train, test in folds:
-        assert max(train) < min(test)
-        gap = sessions.index(min(test)) - sessions.index(max(train)) - 1
-        assert gap == 2  # exactly the embargo between the last training and the first test session
-        tested += test
+    for b in folds:
+        first = prep.sessions.index(b.sessions[0])
+        assert prep.sessions.index(b.train[-1]) == first - 1 - 2  # exactly the embargo before the block
+        assert (b.train[-1] - b.train[0]).days < 60 <= (b.train[-1] - prep.sessions[prep.sessions.index(b.train[0]) - 1]).days
+        assert len({d.isocalendar()[:2] for d in b.sessions}) == 1  # a block is one calendar week (every = 5)
+        tested += b.sessions
     assert tested == sorted(tested) and len(tested) == len(set(tested))  # consecutive, disjoint blocks
-    fit, valid = training.split_validation(folds[-1][0], 0.2, 2)
-    assert max(fit) < min(valid) and sessions.index(min(valid)) - sessions.index(max(fit)) - 1 == 2
+    assert folds[0].train[0] < window[0]  # the oldest fold trains on sessions before the final window
+    fit, valid = training.split_validation(list(folds[-1].train), 0.2, 2)
+    assert max(fit) < min(valid) and prep.sessions.index(min(valid)) - prep.sessions.index(max(fit)) - 1 == 2
 
 
-@pytest.mark.parametrize("n, folds, embargo, words", [
-    (4, 5, 1, ["cv_folds=5 needs at least 6 sessions", "the window has 4"]),
-    (12, 5, 2, ["fold 1 of 5 cannot be formed", "embargo=2", "session 3 of 12", "now 2", "now 5"]),
-    (30, 0, 1, ["cv_folds >= 1", "cv_folds=0"]),
-])
-def test_a_fold_that_cannot_be_formed_names_the_values(n, folds, embargo, words):
-    sessions = [D(2025, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+def test_a_fold_that_cannot_be_formed_names_the_values(built):
+    store, _ = built
     with pytest.raises(RetrainError) as err:
-        training.WalkForward(folds, embargo).split(sessions)
+        _folds(store, _cfg(training_days=10, cv_folds=5))
     text = f"{err.value.message} {err.value.hint}"
-    assert all(w in text for w in words), text
+    assert all(w in text for w in ["cv_folds=5 needs 5 blocks", "training_days=10", "--training-days"]), text
+    with pytest.raises(RetrainError) as err:  # the oldest block of the history has nothing before it to train on
+        _folds(store, _cfg(training_days=400, cv_folds=21))
+    text = f"{err.value.message} {err.value.hint}"
+    assert all(w in text for w in ["fold 1 of cv_folds=21", "cannot be formed", "no labelled session to train on",
+                                   "now 21", "embargo (now 1)"]), text
 
 
 def test_cv_predictions_come_from_sessions_after_the_training_ones(built, tmp_path):
