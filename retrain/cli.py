@@ -127,16 +127,22 @@ def init(directory, force):
 @click.option("--end", default=None, metavar="DATE",
               help="Last session, not in the future (default: the last complete one).")
 @click.option("--no-signal", is_flag=True, help="No predictable intraday component (for leak tests).")
+@click.option("--signal-until", default=None, metavar="DATE",
+              help="The predictable component stops after DATE: a regime break, for trying `retrain monitor`.")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds bars.")
 @click.option("--top-up", is_flag=True,
               help="Extend the recorded sample market to --end (default: the last complete session); "
                    "write it when the store holds no bars.")
 @as_of_option
 @store_options
-def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empty, top_up, as_of):
+def sample_data(settings: Settings, symbols, days, seed, end, no_signal, signal_until, if_empty, top_up, as_of):
     """Write the synthetic sample market (NASDAQ, NYSE, TSE) into the store."""
     from retrain import sample
 
+    until = calendar.parse_date(signal_until, "--signal-until") if signal_until else None
+    if until and no_signal:
+        raise RetrainError("--signal-until and --no-signal exclude each other",
+                           hint="--signal-until plants the signal up to a day; --no-signal plants none")
     if if_empty and top_up:
         raise RetrainError("--if-empty and --top-up exclude each other",
                            hint="--top-up also writes the sample into an empty store")
@@ -150,7 +156,8 @@ def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empt
         click.echo(note)
     if top_up and store.has_bars():
         given = {k: v for k, v in {"symbols": symbols, "days": days, "seed": seed}.items() if v is not None}
-        done = sample.top_up(store, end_date, given | ({"signal": False} if no_signal else {}))
+        done = sample.top_up(store, end_date, given | ({"signal": False} if no_signal else {})
+                             | ({"signal_until": until.isoformat()} if until else {}))
         if done.status == "not the sample":
             click.echo(f"The store {settings.data_dir} holds bars but no sample-market record: it is not the "
                        "sample market; nothing written.")
@@ -173,10 +180,11 @@ def sample_data(settings: Settings, symbols, days, seed, end, no_signal, if_empt
     days = days or int(cfg.get("days", 320))
     seed = int(cfg.get("seed", 7)) if seed is None else seed
     bars, syms, result, _ = sample.write(store, symbols=symbols, days=days, seed=seed, end=end_date,
-                                         signal=not no_signal)
+                                         signal=not no_signal, signal_until=until)
     counts = bars.group_by("exchange").len().sort("exchange").iter_rows()
+    kind = "no signal" if no_signal else f"signal until {until}" if until else "with signal"
     click.echo(report.ok(
-        f"Sample market ({'no signal' if no_signal else 'with signal'}, seed {seed}) written to {settings.data_dir}: "
+        f"Sample market ({kind}, seed {seed}) written to {settings.data_dir}: "
         f"{report.n(bars.height)} bars, {report.n(syms.height)} symbols, {days} sessions ending {end_date}"
     ))
     for ex, count in counts:
@@ -760,10 +768,19 @@ def models_prune(settings: Settings, keep, yes):
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
 @click.option("--version", default=None, help="Use the active model of this feature version.")
 @click.option("--model", "run_id", default=None, help="Use this run instead of the active model.")
+@click.option("--no-update", is_flag=True,
+              help="Do not bring indicators and features up to date first: refuse, naming what is missing.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a model older than [monitor] max_model_age_days instead of warning.")
 @as_of_option
 @store_options
-def predict(settings: Settings, top, exchange, version, run_id, as_of):
-    """Rank symbols for the next session with the active model."""
+def predict(settings: Settings, top, exchange, version, run_id, no_update, strict, as_of):
+    """Rank symbols for the next session with the active model.
+
+    Indicators and feature rows are brought up to date for that session first (incrementally,
+    under the store's lock), so a daily cron needs only `retrain ingest` then `retrain predict`.
+    The ranking goes to artifacts/daytrading/predictions/ and to the prediction journal that
+    `retrain monitor` scores (artifacts/daytrading/predictions/session=<DATE>/<run_id>.parquet)."""
     from retrain import pipeline
     from retrain.config import check_version
 
@@ -771,11 +788,17 @@ def predict(settings: Settings, top, exchange, version, run_id, as_of):
         raise click.UsageError("--version and --model are exclusive: a run already has its version")
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
-    pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None, run_id)
+    pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None,
+                            run_id, update=not no_update, strict=strict)
+    if pred.built:
+        click.echo(report.ok(pred.built))
     if pred.note:
         click.echo(f"Model: {pred.note}")
     if pred.warning:
         click.echo(report.warn(pred.warning))
+    if pred.stale:
+        flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
+        click.echo(report.warn(f"Stale model: {pred.stale}; retrain it with `retrain run{flag}`"))
     click.echo(f"Predictions for {pred.session} ({scope}) by {pred.run_id}:")
     click.echo(report.table(
         ["rank", "symbol", "exchange", "predicted return", "previous close"],
@@ -783,7 +806,59 @@ def predict(settings: Settings, top, exchange, version, run_id, as_of):
         numeric=[True, False, False, True, True]))
     if pred.save_error:
         raise pred.save_error
-    click.echo(report.ok(f"Written to {pred.path}"))
+    click.echo(report.ok(f"Written to {pred.path} (journal: {pred.journal})"))
+    _dashboard(settings)
+
+
+# -------------------------------------------------------------------- monitor
+@main.command()
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
+@click.option("--since", default=None, metavar="DATE", help="Only journal sessions from DATE on.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary as the last line (one JSON object).")
+@click.option("--fail-on", type=click.Choice(["alert", "warning"]), default=None,
+              help="Exit with status 4 when the status reaches this level (for cron mail).")
+@as_of_option
+@store_options
+def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
+    """Watch the active model: its journal of predictions against what happened.
+
+    Joins every `retrain predict` ranking with the realized open-to-close return of each complete
+    session (from the bars: no labels step needed). Reports the live IC, rank IC (with its t),
+    top-N net return under the backtest's trading rule, hit rate and paper equity, against the
+    model's own out-of-sample record; a one-sided CUSUM on daily rank IC for decay; PSI drift of
+    each feature (0.10 moderate, 0.25 significant); and the model's age against [monitor]
+    max_model_age_days. Status: ok, warning (drift, staleness, too few sessions) or alert (decay),
+    each with what to do. Exit status 0, or 4 when the status reaches --fail-on.
+    """
+    from retrain import console, watch
+
+    store = Store(settings.data_dir)
+    scope = _scope(store, exchange, settings)
+    clock = AsOf.parse(as_of)
+    result = watch.run_monitor(settings, scope, clock, _date_opt(since, "--since"))
+    console.print_monitor(result)
+    _dashboard(settings, clock)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_dict()))
+    if watch.fails(result.status, fail_on):
+        sys.exit(watch.FAIL_EXIT)
+
+
+def _dashboard(settings: Settings, clock: AsOf | None = None) -> None:
+    """Rewrite artifacts/daytrading/index.html; a failure to is a warning, never the command's."""
+    from retrain import watch
+
+    try:
+        path = watch.write_dashboard(settings, clock)
+    except Exception as exc:  # noqa: BLE001 - the dashboard is a view; the command's work is done
+        err = as_retrain_error(exc)
+        if err is None and os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        click.echo(report.warn(f"the dashboard was not rewritten: {err.message if err else exc}"), err=True)
+        return
+    click.echo(report.ok(f"Dashboard: {path}"))
 
 
 # ---------------------------------------------------------------------- query
@@ -798,11 +873,17 @@ def query(settings: Settings, sql, fmt):
     low, close, adj_close, volume, rsi, macd, macd_signal, macd_histogram, atr, obv);
     features(symbol, exchange, trade_date, feature_version, <features>); labels(symbol, exchange,
     trade_date, intraday_return, max_favorable_excursion, max_adverse_excursion, open, high, low, close);
-    runs(run_id, feature_version, scope, created_at, rows, r2, rank_ic, ic, icir, hit_rate, status, ...).
+    runs(run_id, feature_version, scope, created_at, rows, r2, rank_ic, ic, icir, hit_rate, status, ...);
+    predictions(trade_date, exchange, symbol, predicted, rank, run_id, feature_version, scope, active,
+    predicted_at, as_of, avg_dollar_volume_20, prev_close): the journal of `retrain predict`.
     """
+    from retrain import journal
     from retrain import query as q
 
-    columns, rows = q.run_query(Store(settings.data_dir), sql, runs=_registry(settings).runs())
+    found, warnings = journal.read(settings.artifacts_dir)
+    for w in warnings:
+        click.echo(report.warn(w), err=True)
+    columns, rows = q.run_query(Store(settings.data_dir), sql, runs=_registry(settings).runs(), predictions=found)
     click.echo(q.render(columns, rows, fmt))
 
 

@@ -169,6 +169,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "record_sessions": Key("int", 252, "out-of-sample sessions the record keeps (it grows week by week up to "
                                "this); the verdict and the promotion gate use all of them", low=1),
     },
+    "monitor": {
+        "max_model_age_days": Key("int", 14, "calendar days after the end of its training data beyond which the "
+                                  "active model is stale (`retrain predict` warns, `--strict` refuses)", low=1),
+    },
     "model": {
         "objective": Key("str", "regression", "LightGBM objective", parse=_non_empty),
         "learning_rate": Key("float", 0.02, "LightGBM shrinkage rate", low=0, low_open=True),

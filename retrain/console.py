@@ -286,3 +286,61 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     else:
         report.echo(report.warn(f"Not promoted: {out.reason}"))
     return out
+
+
+# ------------------------------------------------------------------ monitor
+def _vs(live: float, expected: dict | None, key: str, pct_: bool = False) -> str:
+    if not expected:
+        return ""
+    return f"   (expected {fmt_metric(expected.get(key, float('nan')), pct_=pct_, sign=True)})"
+
+
+def print_monitor(m) -> None:
+    """`retrain monitor`'s report of a watch.MonitorResult: the model, its live record against its
+    expectation, the decay test, drift, and the status with its reasons and what to do."""
+    model, live, exp = m.model, m.live, m.expected
+    if model.get("run_id"):
+        age = (f"trained through {model['trained_through']}, {model['age_days']} days / {model['age_sessions']} "
+               f"sessions old" if model.get("trained_through") else "its run folder was removed")
+        report.echo(f"Active {m.version} model for {m.scope}: {model['run_id']} ({age})")
+    report.echo(f"As of {m.as_of}" + (f", since {m.since}" if m.since else "") + ": "
+                f"{live.get('sessions', 0)} live session(s) scored against what happened")
+    if live.get("sessions"):
+        report.echo(f"   • IC:         {fmt_metric(live['ic'], sign=True)}{_vs(live['ic'], exp, 'ic')}")
+        report.echo(f"   • Rank IC:    {fmt_metric(live['rank_ic'], sign=True)} (t {live['rank_ic_t']:.2f})"
+                    f"{_vs(live['rank_ic'], exp, 'rank_ic')}")
+        report.echo(f"   • Net return: {fmt_metric(live['net_return'], pct_=True, sign=True)} in total, "
+                    f"{fmt_metric(live['net_return_per_session'], pct_=True, sign=True)} per session"
+                    f"{_vs(0, exp, 'net_return_per_session', pct_=True)}")
+        report.echo(f"   • Hit rate:   {fmt_metric(live['hit_rate'], pct_=True)} of sessions beat the universe"
+                    f"{'   (expected ' + fmt_metric(exp['hit_rate'], pct_=True) + ')' if exp else ''}")
+    if exp:
+        report.echo(f"Expectation: {exp['source']}: rank IC {fmt_metric(exp['rank_ic'], sign=True)} "
+                    f"(t {exp['rank_ic_t']:.2f}, daily std {exp['rank_ic_std']:.4f})")
+    d = m.decay
+    if d and d.get("applicable"):
+        report.echo(f"Decay test (one-sided CUSUM on daily rank IC): {d['statistic']:.2f} against a threshold of "
+                    f"{d['threshold']:.2f}; losing the whole edge is caught in about "
+                    f"{d['expected_detection_sessions']:.0f} sessions on average, with a false alarm about once "
+                    f"every {d['false_alarm_arl']:.0f} sessions of a model that still works")
+    elif d:
+        report.echo(f"Decay test: not applicable ({d.get('reason')})")
+    if m.drift is not None and not m.drift.is_empty():
+        top = m.drift.head(5)
+        report.echo("Feature drift (PSI, training window against the last sessions; 0.10 moderate, 0.25 significant):")
+        report.echo(report.table(["feature", "PSI", "band"],
+                                 [(f, f"{p:.3f}", b) for f, p, b in top.select("feature", "psi", "band").iter_rows()],
+                                 numeric=[False, True, False]))
+    if len(m.runs) > 1:
+        report.echo("Live record per run:")
+        report.echo(report.table(
+            ["run", "sessions", "rank IC", "t", "net return", ""],
+            [(r["run_id"], r["sessions"], fmt_metric(r["rank_ic"], sign=True), f"{r['rank_ic_t']:.2f}",
+              fmt_metric(r["net_return"], pct_=True, sign=True),
+              "active" if r["active"] else "removed" if r["removed"] else "") for r in m.runs],
+            numeric=[False, True, True, True, True, False]))
+    mark = {"ok": report.ok, "warning": report.warn, "alert": report.fail}[m.status]
+    report.echo(mark(f"Status: {m.status.upper()}"))
+    for r in m.reasons:
+        line = f"   {r['level']}: {r['reason']}" + (f"\n      -> {r['action']}" if r.get("action") else "")
+        report.echo(line)

@@ -765,6 +765,10 @@ class Prediction:
     note: str | None = None  # how the model was chosen, when --as-of or --model made it a choice
     warning: str | None = None  # look-ahead by the user's own --model choice
     save_error: RetrainError | None = None  # the ranking is valid, but writing it failed
+    built: str | None = None  # what bringing indicators and features up to date did, in words
+    stale: str | None = None  # why the model is stale (older than [monitor] max_model_age_days)
+    age: dict | None = None  # model_age: age_days, age_sessions, trained_through
+    journal: Path | None = None  # the journal file of this ranking
 
 
 def _trained_through(meta: dict) -> dt.date:
@@ -825,9 +829,44 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
         f"{session} it would rank: that would be look-ahead", hint=hint)
 
 
+def model_age(meta: dict, reference: dt.date, exchanges: list[str]) -> dict:
+    """How old a model is at ``reference`` (a session): calendar days and sessions since the end
+    of its training data."""
+    end = _trained_through(meta)
+    sessions = {d for e in exchanges for d in calendar.sessions(e, end + dt.timedelta(days=1), reference)} \
+        if reference > end else set()
+    return {"age_days": (reference - end).days, "age_sessions": len(sessions), "trained_through": str(end)}
+
+
+def stale_message(meta: dict, age: dict, limit: int) -> str:
+    return (f"the model {meta['run_id']} is {age['age_days']} days old (its training data ends "
+            f"{age['trained_through']}, {age['age_sessions']} sessions ago), more than [monitor] "
+            f"max_model_age_days = {limit}")
+
+
+def bring_up_to_date(store: Store, version: str, exchanges: list[str], session: dt.date) -> str:
+    """Indicators and the feature rows of ``version`` up to ``session``, incrementally, under the
+    store's lock (what `retrain indicators` and `retrain features` would do). Returns what was
+    built, in words."""
+    from retrain import features as feat
+    from retrain import indicators as ind
+
+    with store.lock("retrain predict"):
+        res = ind.update(store, exchanges)
+        fres = feat.build(store, version, exchanges)
+    if not res.updated and fres.up_to_date:
+        return f"Indicators and {version} features are up to date for {session}"
+    return (f"Brought up to date for {session}: indicators of {res.updated:,} bar(s), {fres.rows:,} {version} "
+            f"feature row(s) over {fres.sessions:,} session(s)")
+
+
 def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None, version: str | None = None,
-            run_id: str | None = None) -> Prediction:
-    """Rank the symbols of the next session with the model ``choose_model`` picks."""
+            run_id: str | None = None, update: bool = True, strict: bool = False) -> Prediction:
+    """Rank the symbols of the next session with the model ``choose_model`` picks, after bringing
+    indicators and features up to date for it (``update``), and record the ranking in the
+    prediction journal. A model older than ``[monitor] max_model_age_days`` is flagged, or
+    refused with ``strict``."""
+    from retrain import journal
     from retrain.errors import StorageError
 
     store = Store(settings.data_dir)
@@ -837,41 +876,87 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
     if not exchanges:
         raise RetrainError(f"no bars for {scope}", hint="load data with `retrain ingest`")
     # the next session after the last complete one, per exchange (ALL: the earliest of them)
-    session = min(calendar.next_session(e, as_of.last_complete_session(e)) for e in exchanges)
+    last = {e: as_of.last_complete_session(e) for e in exchanges}
+    session = min(calendar.next_session(e, last[e]) for e in exchanges)
     loaded, note, warning, official = choose_model(registry, settings, scope, as_of, session, version, run_id)
     version = loaded.meta["feature_version"]
+    limit = settings.section("monitor")["max_model_age_days"]
+    age = model_age(loaded.meta, min(last.values()), exchanges)
+    stale = stale_message(loaded.meta, age, limit) if age["age_days"] > limit else None
+    flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
+    if stale and strict:
+        raise RetrainError(f"--strict: {stale}", hint=f"retrain it: `retrain run{flag}` (or drop --strict to rank "
+                                                        "with it anyway, with a warning)")
+    built = update_error = None
+    if update:
+        try:
+            built = bring_up_to_date(store, version, exchanges, session)
+        except StorageError as exc:  # a read-only store: rank with the rows it has, then say so
+            update_error = exc
     frames = [store.scan_table("features", version, e) for e in exchanges]
     frames = [f for f in frames if f is not None]
-    flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
     if not frames:
         raise RetrainError(f"no {version} features built for {scope}",
-                           hint=f"build them: `retrain run{flag}` (or `retrain features`)")
+                           hint=f"build them: `retrain run{flag}` (or `retrain features`)"
+                                + ("" if update else ", or drop --no-update"))
     rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date") == session).collect()
+    if rows.is_empty() and update_error is not None:
+        raise update_error
     if rows.is_empty():
+        missing = _missing_for(store, version, exchanges, session)
         raise RetrainError(
-            f"no {version} feature rows for the session {session} ({scope})",
-            hint="ingest the bars up to the session before it, then `retrain features` (or `retrain run`)",
+            f"no {version} feature rows for the session {session} ({scope}){': ' + missing if missing else ''}",
+            hint=("drop --no-update to build them now, or `retrain features`" if not update else
+                  f"ingest the bars up to the session before {session} (`retrain ingest`), then predict again"),
         )
     columns = loaded.meta["feature_columns"]
     x = training.matrix(rows, columns)
     p = loaded.model.predict(x, num_iteration=loaded.meta.get("num_boost_round"))
-    table = (
-        rows.select("symbol", "exchange", pl.col("prev_close").cast(pl.Float64))
+    ranked = (
+        rows.select("symbol", "exchange", pl.col("prev_close").cast(pl.Float64),
+                    pl.col("avg_dollar_volume_20").cast(pl.Float64))
         .with_columns(pl.Series("predicted_return", p))
         .sort(["predicted_return", "exchange", "symbol"], descending=[True, False, False])
         .with_row_index("rank", offset=1)
-        .select("rank", "symbol", "exchange", "predicted_return", "prev_close")
-        .with_columns(pl.lit(loaded.meta["run_id"]).alias("run_id"), pl.lit(session).alias("session"))
     )
+    table = ranked.select("rank", "symbol", "exchange", "predicted_return", "prev_close").with_columns(
+        pl.lit(loaded.meta["run_id"]).alias("run_id"), pl.lit(session).alias("session"))
     # The ranking of the model that was active, for the current version and the default scope,
     # is the session's record; any other model's (another scope, version or run) goes beside it.
     record = official and version == settings.feature_version and scope == settings.default_exchange
     name = f"{session}.parquet" if record else f"{session}.{loaded.meta['run_id']}.parquet"
     out: Path | None = settings.artifacts_dir / "daytrading" / "predictions" / name
-    save_error = None
+    entry = ranked.select(
+        pl.lit(session).alias("trade_date"), "exchange", "symbol", pl.col("predicted_return").alias("predicted"),
+        pl.col("rank").cast(pl.Int64), pl.lit(loaded.meta["run_id"]).alias("run_id"),
+        pl.lit(version).alias("feature_version"), pl.lit(scope).alias("scope"),
+        pl.lit(run_id is None).alias("active"),
+        pl.lit(dt.datetime.now(dt.UTC)).alias("predicted_at"), pl.lit(as_of.label()).alias("as_of"),
+        "avg_dollar_volume_20", "prev_close")
+    save_error = journal_path = None
     try:
         atomic_write_parquet(table, out)
+        journal_path = journal.write(settings.artifacts_dir, entry)
     except StorageError as exc:
         out, save_error = None, StorageError(exc.message, hint=f"The ranking above is complete; only writing it "
                                                                 f"failed. {exc.hint}")
-    return Prediction(session, table.head(top) if top else table, out, loaded.meta["run_id"], note, warning, save_error)
+    if update_error is not None:
+        built = (f"Could not bring indicators and features up to date ({update_error.message}); ranked with the "
+                 f"{version} feature rows the store holds for {session}")
+        save_error = save_error or StorageError(update_error.message, hint=f"The ranking above is complete, from "
+                                                f"the feature rows already stored. {update_error.hint}")
+    return Prediction(session, table.head(top) if top else table, out, loaded.meta["run_id"], note, warning, save_error,
+                      built=built, stale=stale, age=age, journal=journal_path)
+
+
+def _missing_for(store: Store, version: str, exchanges: list[str], session: dt.date) -> str:
+    """What stands between the store and feature rows for ``session``, in words."""
+    missing = []
+    for e in exchanges:
+        stale = store.stale_months(e)
+        if stale:
+            missing.append(f"{e}: indicators are missing or stale in {', '.join(stale)}")
+        last, before = store.file_stats(e)["last"].max(), calendar.previous_session(e, session)
+        if before is not None and (last is None or last < before):
+            missing.append(f"{e}: no bars for {before}, the session before it")
+    return "; ".join(missing) or "its feature rows are not built yet"

@@ -50,12 +50,17 @@ def runs_frame(runs: list[dict]):
     return pl.DataFrame(rows, schema=schema)
 
 
-def run_query(store: Store, text: str, runs: list[dict] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one or more read-only statements; return the columns and rows of the last one."""
+def run_query(store: Store, text: str, runs: list[dict] | None = None,
+              predictions=None) -> tuple[list[str], list[tuple]]:
+    """Run one or more read-only statements; return the columns and rows of the last one.
+    ``predictions``: the prediction journal's rows (``journal.read``), the `predictions` view."""
     con = store.connect()
     runs_df = runs_frame(runs or [])  # noqa: F841 - registered below by name
     con.register("_runs", runs_df)
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
+    if predictions is not None:
+        con.register("_predictions", predictions)
+        con.execute("CREATE OR REPLACE VIEW predictions AS SELECT * FROM _predictions")
     try:
         try:
             statements = con.extract_statements(text)
@@ -78,7 +83,7 @@ def run_query(store: Store, text: str, runs: list[dict] | None = None) -> tuple[
             rows = cur.fetchall()
         except duckdb.Error as exc:
             raise RetrainError(f"SQL error: {exc}".splitlines()[0],
-                               hint="views: symbols, day_symbol (and, once built: features, labels, runs)") from None
+                               hint="views: symbols, day_symbol (and, once built: features, labels, runs, predictions)") from None
         return columns, rows
     finally:
         con.close()

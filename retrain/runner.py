@@ -54,6 +54,8 @@ class RunResult:
     run_dir: str | None = None
     seconds: float = 0.0
     stranded: list = field(default_factory=list)  # after a bump: scopes with only older versions' models
+    live: dict[str, Any] | None = None  # step 1: the active model's live record (`retrain monitor`), before the run
+    dashboard: str | None = None  # artifacts/daytrading/index.html, rewritten after the run
     default_exchange: str = field(default="NASDAQ", repr=False)  # for the hints; not in the summary
     as_of_given: str | None = field(default=None, repr=False)  # --as-of as given, for the hints
 
@@ -105,6 +107,42 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
     else:
         report.echo(report.ok(text))
     return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage}
+
+
+def _live_line(settings, scope: str, clock: AsOf) -> dict | None:
+    """Step 1's line or two on the active model's live record since it went live (`retrain
+    monitor` has the whole report); None when there is no active model."""
+    from retrain import watch
+
+    try:
+        m = watch.run_monitor(settings, scope, clock)
+    except RetrainError as exc:
+        report.echo(report.warn(f"Live record of the active model: not available ({exc.message})"))
+        return None
+    if not m.model.get("run_id"):
+        return None
+    live = m.live
+    if live.get("sessions"):
+        vs = f" (expected {m.expected['rank_ic']:+.4f})" if m.expected else ""
+        text = (f"Active model {m.model['run_id']}: {live['sessions']} live session(s) scored, rank IC "
+                f"{live['rank_ic']:+.4f} (t {live['rank_ic_t']:.2f}){vs}, net {live['net_return']:+.2%}")
+    else:
+        text = f"Active model {m.model['run_id']}: no live session scored yet (`retrain predict` records them)"
+    worst = next((r for r in m.reasons if r["level"] == m.status), None)
+    status = f"monitor status {m.status}" + (f": {worst['reason']}" if worst and m.status != "ok" else "")
+    report.echo((report.ok if m.status == "ok" else report.warn)(f"{text}; {status}"))
+    return {"status": m.status, **{k: live.get(k) for k in ("sessions", "rank_ic", "rank_ic_t", "net_return")}}
+
+
+def _dashboard(settings, clock: AsOf) -> str | None:
+    """Rewrite the dashboard; a failure is a warning (the run's work is done)."""
+    from retrain import watch
+
+    try:
+        return str(watch.write_dashboard(settings, clock))
+    except RetrainError as exc:
+        report.echo(report.warn(f"the dashboard was not rewritten: {exc.message}"))
+        return None
 
 
 def run(
@@ -193,6 +231,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
 
         _header("STEP 1: VERIFYING PREREQUISITES")
         result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators, cfg.top_n)
+        result.live = _live_line(settings, scope, clock)
 
         _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
         frames = None
@@ -267,6 +306,8 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         result.as_of_given = None if clock.is_now else clock.label()
         result.stranded = _stranded(settings, version, scope) if bump_version else []
         result.seconds = round(time.perf_counter() - started, 3)
+    if clock.is_now:  # a run as of a past day leaves the present's files as they were
+        result.dashboard = _dashboard(settings, clock)
 
     _summary(result)
     return result
@@ -393,7 +434,9 @@ def _summary(result: RunResult) -> None:
         o_flags = scope_flags(other, result.default_exchange)
         steps.append(f"{other} has no {result.feature_version} model yet: `retrain run{o_flags}` trains one "
                      f"(until then `retrain predict{o_flags} --version {result.bumped_from}` ranks with the old one)")
-    steps.append("Paper trade a new model for a few weeks before it trades real money")
+    steps.append(f"Paper trade a new model for a few weeks before it trades real money: `retrain predict{flags}` "
+                 f"daily, then `retrain monitor{flags}` (README: Paper trading and monitoring)"
+                 + (f"; dashboard: {result.dashboard}" if result.dashboard else ""))
     steps.append(f"Schedule it weekly: `retrain run{flags}` after loading the week's bars "
                  "(README: Scheduling, for cron and systemd)")
     for i, text in enumerate(steps, 1):

@@ -116,9 +116,11 @@ _FACTOR_VOLS = np.array([0.008, 0.005] + [0.005] * len(SECTORS) + [0.003] * len(
 
 
 def _exchange_bars(
-    seed: int, x: int, exchange: str, symbols: list[str], days: int, sess: list[dt.date], signal: bool | float
+    seed: int, x: int, exchange: str, symbols: list[str], days: int, sess: list[dt.date], signal: bool | float,
+    signal_until: dt.date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Bars of exchange number ``x`` on sessions ``sess`` (from its origin on), and its symbols."""
+    """Bars of exchange number ``x`` on sessions ``sess`` (from its origin on), and its symbols.
+    ``signal_until``: the predictable component stops after that day (a regime break)."""
     t_n, n, n_sec = len(sess), len(symbols), len(SECTORS)
     # Static parameters: one stream per exchange, independent of how many sessions follow.
     rng = _stream(seed, 1, x)
@@ -160,7 +162,8 @@ def _exchange_bars(
     h = np.ones(n)
     for t in range(t_n):  # recursions over sessions, vectorized over symbols
         idio = sigma * np.sqrt(h) * e[t]
-        sig = float(signal) * (-REVERSAL * prev_r + ATTENTION * sigma * prev_u) if signal else 0.0
+        on = signal and (signal_until is None or sess[t] <= signal_until)
+        sig = float(signal) * (-REVERSAL * prev_r + ATTENTION * sigma * prev_u) if on else 0.0
         r = np.clip(beta * m_intra[t] + s_intra[t] + idio + sig, -0.5, 1.0)
         g = beta * m_gap[t] + s_gap[t] + 0.5 * sigma * np.sqrt(h) * e_gap[t]
         opens[t] = prev_close * np.exp(g)
@@ -218,21 +221,25 @@ def origins(days: int, end: dt.date) -> dict[str, dt.date]:
 
 
 def generate(
-    symbols: int = 300, days: int = 320, seed: int = 7, end: dt.date | None = None, signal: bool | float = True
+    symbols: int = 300, days: int = 320, seed: int = 7, end: dt.date | None = None, signal: bool | float = True,
+    signal_until: dt.date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Return (bars, symbols) of a sample market of ``symbols`` symbols and ``days`` sessions per
     exchange ending at ``end`` (default: the last complete NYSE session). ``signal``: True plants
     the predictable component, False leaves none, and a number scales it (the calibration tests
-    plant a stronger one)."""
+    plant a stronger one). ``signal_until``: the component stops after that day, a regime break
+    that a model trained before it cannot know about (the monitoring tests use it)."""
     if days < 2:
         raise ValueError("the sample market needs at least 2 sessions")
     if end is None:
         end = AsOf().last_complete_session(REFERENCE)
-    return generate_from(symbols=symbols, days=days, seed=seed, origins=origins(days, end), end=end, signal=signal)
+    return generate_from(symbols=symbols, days=days, seed=seed, origins=origins(days, end), end=end, signal=signal,
+                         signal_until=signal_until)
 
 
 def generate_from(
-    symbols: int, days: int, seed: int, origins: dict[str, dt.date], end: dt.date, signal: bool | float = True
+    symbols: int, days: int, seed: int, origins: dict[str, dt.date], end: dt.date, signal: bool | float = True,
+    signal_until: dt.date | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(bars, symbols) of the sample market that starts at ``origins`` (per exchange) and runs to
     ``end``. ``days`` is the length it was first generated with: it places the late listings
@@ -253,7 +260,7 @@ def generate_from(
         sess = calendar.sessions(exchange, origins[exchange], end)
         if not sess:
             raise ValueError(f"{exchange}: no session from the origin {origins[exchange]} to {end}")
-        bars, syms = _exchange_bars(seed, x, exchange, ex_syms, days, sess, signal)
+        bars, syms = _exchange_bars(seed, x, exchange, ex_syms, days, sess, signal, signal_until)
         bar_frames.append(bars)
         sym_frames.append(syms)
     syms = pl.concat(sym_frames)
@@ -295,28 +302,36 @@ def resolve_end(end: str | dt.date | None, clock: AsOf) -> tuple[dt.date, str | 
     return day, None
 
 
-def record(symbols: int, days: int, seed: int, signal: bool, origins: dict[str, dt.date], end: dt.date) -> dict:
+def record(symbols: int, days: int, seed: int, signal: bool, origins: dict[str, dt.date], end: dt.date,
+           signal_until: dt.date | None = None) -> dict:
     """What ``sample/_state.json`` holds about the sample market in a store."""
     return {
         "generator": GENERATOR, "symbols": symbols, "days": days, "seed": seed, "signal": signal,
+        "signal_until": signal_until.isoformat() if signal_until else None,
         "origins": {ex: d.isoformat() for ex, d in origins.items()}, "end": end.isoformat(),
     }
 
 
+def _until(state: dict) -> dt.date | None:
+    value = state.get("signal_until")
+    return dt.date.fromisoformat(value) if value else None
+
+
 def write(
-    store: Store, symbols: int, days: int, seed: int, end: dt.date, signal: bool
+    store: Store, symbols: int, days: int, seed: int, end: dt.date, signal: bool, signal_until: dt.date | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, UpsertResult, bool]:
     """Generate the sample market and upsert it into ``store``: (bars, symbols, upsert result,
     recorded). It is recorded for later top-ups when the store held no bars before, or held
     the recorded sample (whose record it replaces); added to other bars, it is not the sample."""
     starts = origins(days, end)
-    bars, syms = generate_from(symbols=symbols, days=days, seed=seed, origins=starts, end=end, signal=signal)
+    bars, syms = generate_from(symbols=symbols, days=days, seed=seed, origins=starts, end=end, signal=signal,
+                               signal_until=signal_until)
     with store.lock("retrain sample-data"):
         recorded = not store.has_bars() or bool(store.read_state(STATE_TABLE))
         result = store.upsert_bars(bars)
         store.upsert_symbols(syms)
         if recorded:
-            store.write_state(STATE_TABLE, record(symbols, days, seed, signal, starts, end))
+            store.write_state(STATE_TABLE, record(symbols, days, seed, signal, starts, end, signal_until))
     return bars, syms, result, recorded
 
 
@@ -349,8 +364,9 @@ def top_up(store: Store, end: dt.date, given: dict | None = None) -> TopUp:
                 hint="remove the data and artifacts directories and run `retrain sample-data` again",
             )
         for key, value in (given or {}).items():
-            if value != state[key]:
-                option = "--no-signal" if key == "signal" else f"--{key} {value}"
+            if value != state.get(key):
+                option = ("--no-signal" if key == "signal" else
+                          f"--signal-until {value}" if key == "signal_until" else f"--{key} {value}")
                 recorded = (f"{state['symbols']} symbols, {state['days']} days, seed {state['seed']}, "
                             f"{'with' if state['signal'] else 'no'} signal")
                 raise RetrainError(
@@ -362,7 +378,7 @@ def top_up(store: Store, end: dt.date, given: dict | None = None) -> TopUp:
             return TopUp("up to date", state, previous, previous)
         starts = {ex: dt.date.fromisoformat(d) for ex, d in state["origins"].items()}
         bars, _ = generate_from(symbols=state["symbols"], days=state["days"], seed=state["seed"],
-                                origins=starts, end=end, signal=state["signal"])
+                                origins=starts, end=end, signal=state["signal"], signal_until=_until(state))
         new = bars.filter(pl.col("date") > previous)
         result = store.upsert_bars(new)
         state = {**state, "end": end.isoformat()}

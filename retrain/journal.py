@@ -1,0 +1,96 @@
+"""The prediction journal: every ranking `retrain predict` makes, kept for `retrain monitor`.
+
+    artifacts/daytrading/predictions/
+        session=<YYYY-MM-DD>/<run_id>.parquet   one file per (session ranked, run that ranked it)
+        <session>.parquet, <session>.<run_id>.parquet   the ranking as printed (unchanged)
+
+Hive-partitioned Parquet, readable without retrain (``read_parquet('.../session=*/*.parquet')``
+in DuckDB, ``pl.scan_parquet`` in Polars). Each row is one symbol ranked for one session:
+``trade_date, exchange, symbol, predicted, rank, run_id, feature_version, scope, active,
+predicted_at, as_of, avg_dollar_volume_20, prev_close``. ``active`` says whether the run was
+the scope's own choice then (the active model, or with a past ``--as-of`` the model active
+then or, when none was, the active one trained before the session), as opposed to a run named
+with ``--model``. Predicting the same session again with the same run replaces its file
+(atomically); another run's file stays beside it. An unreadable file is named and skipped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import polars as pl
+
+from retrain.registry import ROOT
+from retrain.store import atomic_write_parquet
+
+PREDICTIONS = "predictions"
+PARTITION = "session"
+
+SCHEMA: dict[str, pl.DataType] = {
+    "trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String, "predicted": pl.Float64,
+    "rank": pl.Int64, "run_id": pl.String, "feature_version": pl.String, "scope": pl.String,
+    "active": pl.Boolean, "predicted_at": pl.Datetime("us", "UTC"), "as_of": pl.String,
+    "avg_dollar_volume_20": pl.Float64, "prev_close": pl.Float64,
+}
+
+
+def folder(artifacts_dir: str | os.PathLike) -> Path:
+    return Path(artifacts_dir) / ROOT / PREDICTIONS
+
+
+def path(artifacts_dir: str | os.PathLike, session: dt.date, run_id: str) -> Path:
+    return folder(artifacts_dir) / f"{PARTITION}={session.isoformat()}" / f"{run_id}.parquet"
+
+
+def write(artifacts_dir: str | os.PathLike, rows: pl.DataFrame) -> Path:
+    """Write one ranking (one session, one run) to the journal, replacing that run's earlier
+    ranking of the session. ``rows`` has the journal's columns (SCHEMA)."""
+    sessions, runs = rows["trade_date"].unique(), rows["run_id"].unique()
+    if len(sessions) != 1 or len(runs) != 1:
+        raise ValueError("a journal file holds one session ranked by one run")
+    out = path(artifacts_dir, sessions[0], runs[0])
+    atomic_write_parquet(rows.select([pl.col(c).cast(t) for c, t in SCHEMA.items()]), out)
+    return out
+
+
+def files(artifacts_dir: str | os.PathLike, since: dt.date | None = None,
+          until: dt.date | None = None) -> list[Path]:
+    """Journal files, oldest session first, of sessions in [since, until]."""
+    root = folder(artifacts_dir)
+    if not root.is_dir():
+        return []
+    out = []
+    for part in sorted(root.glob(f"{PARTITION}=*")):
+        try:
+            day = dt.date.fromisoformat(part.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if (since and day < since) or (until and day > until):
+            continue
+        out.extend(sorted(part.glob("*.parquet")))
+    return out
+
+
+def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.date | None = None,
+         until: dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """(the journal's rows, of ``scope`` and sessions in [since, until]; a warning per
+    unreadable file, which is skipped)."""
+    frames, warnings = [], []
+    for p in files(artifacts_dir, since, until):
+        try:
+            frame = pl.read_parquet(p)
+            missing = [c for c in SCHEMA if c not in frame.columns]
+            if missing:
+                raise ValueError(f"no column {', '.join(missing)}")
+            frame = frame.select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
+        except Exception as exc:  # a torn copy, a bad disk, a foreign file: skip it, say so
+            warnings.append(f"unreadable prediction journal file {p} ({type(exc).__name__}: {exc}); skipped")
+            continue
+        if scope is not None:
+            frame = frame.filter(pl.col("scope") == scope)
+        frames.append(frame)
+    if not frames:
+        return pl.DataFrame(schema=SCHEMA), warnings
+    return pl.concat(frames), warnings

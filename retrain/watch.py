@@ -1,0 +1,270 @@
+"""The monitor step (`retrain monitor`) and the dashboard (`artifacts/daytrading/index.html`).
+
+Reads what the statistics need and nothing else: the prediction journal (``journal``), the
+realized open-to-close return of every complete session from the bars themselves (no labels
+step needed), the active run's metadata and out-of-sample record from its folder, and the
+feature rows of its training window and of the recent sessions. ``monitor.py`` computes the
+figures; this module only loads, joins and assembles. ``dashboard.py`` renders the page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from retrain import calendar, journal, monitor
+from retrain.backtest import BacktestConfig, universe
+from retrain.calendar import AsOf
+from retrain.config import Settings
+from retrain.errors import RetrainError
+from retrain.features import CATEGORICAL
+from retrain.registry import ROOT, Registry
+from retrain.store import Store, atomic_write_text
+
+DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
+STATUS_LEVEL = {"ok": 0, "warning": 1, "alert": 2}
+FAIL_EXIT = 4  # `retrain monitor --fail-on LEVEL` exits with this when the status reaches LEVEL
+DASHBOARD = "index.html"
+
+
+@dataclass
+class MonitorResult:
+    scope: str
+    version: str
+    status: str
+    reasons: list[dict]
+    live: dict
+    expected: dict | None
+    decay: dict | None
+    drift: pl.DataFrame | None
+    model: dict
+    daily: pl.DataFrame  # the active run's live sessions: trade_date, ic, rank_ic, net_return, equity, ...
+    record_daily: pl.DataFrame | None  # its out-of-sample record, the same columns (the expectation)
+    runs: list[dict] = field(default_factory=list)  # live figures per run that ranked the scope
+    warnings: list[str] = field(default_factory=list)
+    as_of: str = "now"
+    since: str | None = None
+
+    def to_dict(self) -> dict:
+        """The `--json` object (NaN figures as null, dates as ISO text)."""
+        return _plain({
+            "status": self.status,
+            "alerts": [r for r in self.reasons if r["level"] in ("alert", "warning")],
+            "reasons": self.reasons,
+            "live": self.live, "expected": self.expected,
+            "decay": {k: v for k, v in (self.decay or {}).items() if k != "path"} or None,
+            "drift": self.drift.to_dicts() if self.drift is not None else [],
+            "model": self.model, "runs": self.runs, "scope": self.scope, "feature_version": self.version,
+            "as_of": self.as_of, "since": self.since, "warnings": self.warnings,
+        })
+
+
+def _plain(value):
+    """``value`` with NaN/inf as None, numpy scalars as Python ones and dates as ISO text."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -> pl.DataFrame:
+    """trade_date, exchange, symbol, actual: the open-to-close return of every bar from ``start``
+    to ``end`` (sessions the caller knows are complete), read from the bars."""
+    frames = []
+    for e in exchanges:
+        months = [m for m in store.months(e) if f"{start:%Y-%m}" <= m <= f"{end:%Y-%m}"]
+        if not months:
+            continue
+        bars = store.read_months(e, months).filter(pl.col("date").is_between(start, end))
+        frames.append(bars.select(pl.col("date").alias("trade_date"), pl.lit(e).alias("exchange"), "symbol",
+                                  (pl.col("close") / pl.col("open") - 1.0).alias("actual")))
+    if not frames:
+        return pl.DataFrame(schema={"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String,
+                                    "actual": pl.Float64})
+    return pl.concat(frames)
+
+
+def _complete(frame: pl.DataFrame, last: dict[str, dt.date]) -> pl.DataFrame:
+    """Rows of sessions complete as of the clock, per exchange (``last``: last complete session)."""
+    cut = pl.DataFrame({"exchange": list(last), "last": list(last.values())})
+    return frame.join(cut, on="exchange", how="inner").filter(pl.col("trade_date") <= pl.col("last")).drop("last")
+
+
+def _scored(rows: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
+    return rows.join(actual, on=["trade_date", "exchange", "symbol"], how="left")
+
+
+def _expected_frame(run_dir: Path, store: Store, exchanges: list[str]) -> tuple[pl.DataFrame | None, str]:
+    """The run's own out-of-sample predictions (its backtest record, or its CV predictions when it
+    was trained without a backtest) as trade_date, exchange, symbol, predicted, actual,
+    avg_dollar_volume_20; and where they come from, in words."""
+    record = run_dir / "record_predictions.parquet"
+    if record.exists():
+        frame = pl.read_parquet(record).select("trade_date", "exchange", "symbol", "predicted", "actual",
+                                               pl.col("avg_dollar_volume_20").cast(pl.Float64))
+        return frame, f"its out-of-sample record ({frame['trade_date'].n_unique()} sessions)"
+    cv = run_dir / "cv_predictions.parquet"
+    if cv.exists():
+        frame = pl.read_parquet(cv).select("trade_date", "exchange", "symbol", pl.col("prediction").alias("predicted"))
+        lo, hi = frame["trade_date"].min(), frame["trade_date"].max()
+        frame = _scored(frame, realized(store, exchanges, lo, hi)).with_columns(
+            pl.lit(None, pl.Float64).alias("avg_dollar_volume_20"))
+        return frame, f"its cross-validation folds ({frame['trade_date'].n_unique()} sessions; trained without a backtest)"
+    return None, "no out-of-sample predictions in its run folder"
+
+
+def _features(store: Store, version: str, exchanges: list[str], start: dt.date, end: dt.date,
+              columns: list[str]) -> pl.DataFrame:
+    frames = [store.scan_table("features", version, e) for e in exchanges]
+    frames = [f for f in frames if f is not None]
+    if not frames:
+        return pl.DataFrame()
+    return (pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date").is_between(start, end))
+            .select("trade_date", *columns).collect())
+
+
+def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -> pl.DataFrame | None:
+    columns = meta["feature_columns"]
+    start, end = (dt.date.fromisoformat(meta["training_window"][k]) for k in ("start", "end"))
+    train = _features(store, meta["feature_version"], exchanges, start, end, columns)
+    recent = _features(store, meta["feature_version"], exchanges, end + dt.timedelta(days=1),
+                       reference, columns)
+    if train.is_empty() or recent.is_empty():
+        return None
+    days = sorted(recent["trade_date"].unique().to_list())[-DRIFT_SESSIONS:]
+    recent = recent.filter(pl.col("trade_date").is_in(days))
+    return monitor.feature_drift(train, recent, columns, set(CATEGORICAL))
+
+
+def _rollback_target(registry: Registry, version: str, scope: str) -> str | None:
+    history = registry.state()["history"].get(version, {}).get(scope, [])
+    return history[-1] if history else None
+
+
+def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | None = None,
+                version: str | None = None) -> MonitorResult:
+    """The live record of the active model of (version, scope), its expectation, decay, drift,
+    staleness and status, as of ``as_of``, over the journal's sessions from ``since`` on."""
+    version = version or settings.feature_version
+    store = Store(settings.data_dir)
+    registry = Registry(settings.artifacts_dir, settings.default_exchange)
+    bcfg = BacktestConfig.from_settings(settings, max_positions=settings.section("training")["top_n"])
+    exchanges = [e for e in (list(calendar.EXCHANGES) if scope == "ALL" else [scope]) if store.bar_files(e)]
+    if not exchanges:
+        raise RetrainError(f"no bars for {scope}", hint="load data with `retrain ingest`")
+    last = {e: as_of.last_complete_session(e) for e in exchanges}
+    reference = min(last.values())
+    limit = settings.section("monitor")["max_model_age_days"]
+    rows, warnings = journal.read(settings.artifacts_dir, scope, since, max(last.values()))
+    rows = _complete(rows.filter(pl.col("feature_version") == version), last)
+    active = registry.active_run(version, scope)
+    flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
+    no_universe = pl.DataFrame(schema={"trade_date": pl.Date, "universe_return": pl.Float64})
+    if active is None:
+        daily, live = monitor.live_record(pl.DataFrame(), no_universe, bcfg)
+        reasons = [{"level": "warning", "reason": f"no active {version} model for {scope}: nothing to judge yet",
+                    "action": f"train one: `retrain run{flag}`"}]
+        return MonitorResult(scope, version, "warning", reasons, live, None, None, None,
+                             {"run_id": None, "age_days": None}, daily, None, [], warnings,
+                             as_of.label(), str(since) if since else None)
+    run_dir = registry.runs_dir / active
+    removed = not (run_dir / "meta.json").exists()
+    meta = None if removed else registry.run_meta(active)
+    if rows.is_empty():
+        scored, uni = rows.with_columns(pl.lit(None, pl.Float64).alias("actual")), no_universe
+    else:
+        actual = realized(store, exchanges, rows["trade_date"].min(), rows["trade_date"].max())
+        scored, uni = _scored(rows, actual), universe(actual.rename({"actual": "intraday_return"}))
+    # the active run's live sessions: after its training data, each scored once
+    mine = scored.filter(pl.col("run_id") == active)
+    if meta is not None:
+        mine = mine.filter(pl.col("trade_date") > dt.date.fromisoformat(meta["training_window"]["end"]))
+    daily, live = monitor.live_record(mine, uni, bcfg)
+    runs = []
+    for run_id in scored["run_id"].unique(maintain_order=True).to_list():
+        _, fig = monitor.live_record(scored.filter(pl.col("run_id") == run_id), uni, bcfg)
+        runs.append({"run_id": run_id, "active": run_id == active,
+                     "removed": not (registry.runs_dir / run_id / "meta.json").exists(),
+                     **{k: fig.get(k) for k in ("sessions", "ic", "rank_ic", "rank_ic_t", "net_return", "hit_rate")}})
+    expected = record_daily = decay = drift = None
+    model = {"run_id": active, "age_days": None, "age_sessions": None, "trained_through": None, "removed": removed}
+    if meta is not None:
+        from retrain.pipeline import model_age
+
+        model.update(model_age(meta, reference, exchanges))
+        model["promoted_at"] = next((when.isoformat() for when, r in reversed(registry.activations(version, scope))
+                                     if r == active), None)
+        frame, source = _expected_frame(run_dir, store, exchanges)
+        if frame is not None and not frame.is_empty():
+            # the record's own symbols are its universe (every labelled symbol had a prediction)
+            rec_uni = universe(frame.select("trade_date", pl.col("actual").alias("intraday_return")).drop_nulls())
+            record_daily, fig = monitor.live_record(frame, rec_uni, bcfg)
+            expected = monitor.expectation_of(record_daily, fig, source)
+            decay = monitor.decay_test(daily["rank_ic"].to_numpy(), expected["rank_ic"], expected["rank_ic_std"],
+                                       mu0_t=expected.get("rank_ic_t"))
+            if decay.get("alarm_index") is not None:
+                decay["alarm_session"] = str(daily["trade_date"][decay["alarm_index"]])
+        drift = _drift(store, meta, exchanges, calendar.next_session(exchanges[0], reference))
+    else:
+        warnings.append(f"the run folder of the active model {active} was removed: its predictions are still "
+                        "scored, without an expectation to compare them with")
+    status, reasons = monitor.judge(live, expected, decay, drift, model if meta is not None else None, limit,
+                                    rollback=_rollback_target(registry, version, scope))
+    if warnings:
+        reasons.append({"level": "info", "reason": "; ".join(warnings), "action": "see the files named"})
+    return MonitorResult(scope, version, status, reasons, live, expected, decay, drift, model, daily, record_daily,
+                         runs, warnings, as_of.label(), str(since) if since else None)
+
+
+def fails(status: str, fail_on: str | None) -> bool:
+    """Whether ``status`` reaches the ``--fail-on`` level."""
+    return fail_on is not None and STATUS_LEVEL[status] >= STATUS_LEVEL[fail_on]
+
+
+# ------------------------------------------------------------------ the dashboard
+def _scope_view(result: MonitorResult) -> dict:
+    daily = None
+    parts = []
+    if result.record_daily is not None and not result.record_daily.is_empty():
+        parts.append(result.record_daily.select("trade_date", "rank_ic", "net_return",
+                                                pl.lit("backtest").alias("phase")))
+    if not result.daily.is_empty():
+        parts.append(result.daily.select("trade_date", "rank_ic", "net_return", pl.lit("live").alias("phase")))
+    if parts:
+        daily = pl.concat(parts).sort("trade_date")
+    return {"scope": result.scope, "version": result.version, "model": result.model, "status": result.status,
+            "reasons": result.reasons, "live": result.live, "expected": result.expected, "daily": daily,
+            "drift": result.drift.to_dicts() if result.drift is not None else []}
+
+
+def write_dashboard(settings: Settings, as_of: AsOf | None = None) -> Path:
+    """Rewrite ``artifacts/daytrading/index.html``: the active model of each scope of the current
+    feature version with its live record and drift, and the recent runs. Atomic."""
+    from retrain import dashboard
+
+    registry = Registry(settings.artifacts_dir, settings.default_exchange)
+    version = settings.feature_version
+    scopes = sorted(registry.state()["active"].get(version, {}))
+    views = [_scope_view(run_monitor(settings, scope, as_of or AsOf(), version=version)) for scope in scopes]
+    runs = []
+    for r in reversed(registry.runs()[-15:]):
+        gate = r.get("gate") or {}
+        runs.append({"run_id": r["run_id"], "scope": r["scope"], "feature_version": r["feature_version"],
+                     "created_at": r.get("created_at"), "status": r.get("status"),
+                     "verdict": (r.get("backtest") or {}).get("verdict"), "gate_outcome": gate.get("outcome"),
+                     "promoted": gate.get("promoted"), "reason": gate.get("reason")})
+    path = Path(settings.artifacts_dir) / ROOT / DASHBOARD
+    atomic_write_text(dashboard.render_index(views, runs, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
+                      path)
+    return path
