@@ -27,7 +27,10 @@ training rows and the recent rows, over ``PSI_BINS`` = 10 bins cut at the traini
 (missing values are an eleventh bin; a categorical feature uses its categories as bins).
 Below 0.10 the feature is stable, from 0.10 (``PSI_MODERATE``) it moved moderately (listed, no
 warning), from 0.25 (``PSI_SIGNIFICANT``) it moved significantly (a warning: the model sees
-inputs unlike those it learned from).
+inputs unlike those it learned from). A band counts only above the PSI that sampling alone
+gives 1% of the time (``psi_noise``: a chi-square bound, or for fewer than 500 observations a
+side the 99th percentile over 200 random splits of the pooled values): a market-wide feature has
+one observation per session, and 20 sessions against 60 give PSIs above 1 when nothing moved.
 
 **Status** (``judge``): "alert" when the decay test alarms; else "warning" when there are fewer
 than 5 live sessions, a feature drifted significantly, the model is older than the allowed age,
@@ -52,6 +55,9 @@ PSI_FLOOR = 1e-4  # proportions are floored here before the log: an empty bin is
 ARL0 = 500  # in-control average run length of the decay test, in sessions (~1 false alarm / 2 years)
 MIN_LIVE_SESSIONS = 5  # fewer complete live sessions: too few to judge yet
 K_BOUNDS = (0.25, 1.0)  # clamp of the CUSUM reference value k (in sigma units)
+NOISE_LEVEL = 0.99  # a PSI below the 99% quantile of its no-drift sampling distribution is noise
+SMALL_SAMPLE = 500  # below this many observations a side, the noise bound comes from permutations
+PERMUTATIONS = 200  # random splits of the pooled values for the small-sample noise bound
 SIEGMUND_OFFSET = 1.166  # b = h + 1.166: Siegmund's correction for the overshoot of a normal walk
 
 _PREDICTION_SCHEMA = {"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String, "predicted": pl.Float64,
@@ -115,24 +121,91 @@ def psi_categorical(expected: np.ndarray, actual: np.ndarray) -> float:
                          for x in (expected, actual)))
 
 
-def psi_band(value: float) -> str:
-    """"significant" (>= 0.25), "moderate" (>= 0.10), "stable", or "unknown" for NaN."""
+def psi_band(value: float, noise: float = 0.0) -> str:
+    """"significant" (>= 0.25), "moderate" (>= 0.10), "stable", or "unknown" for NaN; "within noise"
+    when the PSI reaches a band but not ``noise`` (``psi_noise``): so few observations would give
+    it with no drift at all."""
     if value != value:
         return "unknown"
-    return "significant" if value >= PSI_SIGNIFICANT else "moderate" if value >= PSI_MODERATE else "stable"
+    band = "significant" if value >= PSI_SIGNIFICANT else "moderate" if value >= PSI_MODERATE else "stable"
+    return "within noise" if band != "stable" and value <= noise else band
+
+
+def psi_noise(n_expected: int, n_actual: int, bins: int, level: float = NOISE_LEVEL) -> float:
+    """The PSI that ``level`` (99%) of samples of these sizes stay below when nothing drifted: under
+    no drift, PSI * n*m/(n+m) is asymptotically chi-square with bins - 1 degrees of freedom (the PSI
+    is the symmetric Kullback-Leibler divergence). Wilson-Hilferty's chi-square quantile."""
+    if n_expected < 1 or n_actual < 1 or bins < 2:
+        return math.inf
+    k = bins - 1
+    chi2 = k * (1 - 2 / (9 * k) + metrics.norm_ppf(level) * math.sqrt(2 / (9 * k))) ** 3
+    return chi2 * (1 / n_expected + 1 / n_actual)
+
+
+def psi_noise_permuted(expected: pl.Series, actual: pl.Series, categorical: bool = False,
+                       level: float = NOISE_LEVEL, rounds: int = PERMUTATIONS, seed: int = 0) -> float:
+    """``psi_noise`` for small samples, where the chi-square approximation fails (a few values per
+    bin, empty bins): the ``level`` quantile of the PSI over ``rounds`` random splits of the pooled
+    values into samples of the two sizes (no drift by construction). Fixed seed."""
+    if expected.len() == 0 or actual.len() == 0:
+        return math.inf
+    pooled = pl.concat([expected, actual])
+    if categorical:  # category codes, null (and NaN) one of them, counted with bincount
+        text = (pooled.fill_nan(None) if pooled.dtype.is_float() else pooled).cast(pl.String).fill_null("\0")
+        codes = np.unique(text.to_numpy(), return_inverse=True)[1].ravel()
+        k = int(codes.max()) + 1
+    else:
+        values_ = pooled.cast(pl.Float64).to_numpy()
+    rng = np.random.default_rng(seed)
+    n = expected.len()
+    values = []
+    for _ in range(rounds):
+        idx = rng.permutation(pooled.len())
+        if categorical:
+            values.append(_psi_from_counts(np.bincount(codes[idx[:n]], minlength=k).astype(float),
+                                           np.bincount(codes[idx[n:]], minlength=k).astype(float)))
+        else:
+            values.append(psi(values_[idx[:n]], values_[idx[n:]]))
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.quantile(values, level)) if len(values) else math.inf
+
+
+def _session_wide(train: pl.DataFrame, column: str, session: str | None) -> bool:
+    """Whether ``column`` takes one value per session in ``train`` (a market-wide feature, the day
+    of the week): its observations are the sessions, not the rows."""
+    if session is None or session not in train.columns:
+        return False
+    per = train.group_by(session).agg(pl.col(column).n_unique().alias("n"))["n"]
+    return per.len() > 0 and int(per.max()) <= 1
 
 
 def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
-                  categorical: set[str] | frozenset = frozenset()) -> pl.DataFrame:
+                  categorical: set[str] | frozenset = frozenset(), session: str | None = "trade_date") -> pl.DataFrame:
     """One row per feature of ``columns``: feature, psi (training rows expected, recent rows
-    actual) and band (``psi_band``), the most drifted first and NaN last."""
+    actual), noise (``psi_noise``: the PSI no drift would stay below, 99%) and band
+    (``psi_band``), the most drifted first and NaN last. A feature with one value per session
+    (``session`` column) is compared over its values per session: it has as many observations as
+    sessions, and its noise bound says so."""
     missing = [c for c in columns if c not in train.columns or c not in recent.columns]
     if missing:
         raise ValueError(f"feature column(s) missing from the training or recent rows: {', '.join(missing)}")
-    values = [_psi_series(train[c], recent[c]) if c in categorical else
-              psi(train[c].cast(pl.Float64).to_numpy(), recent[c].cast(pl.Float64).to_numpy()) for c in columns]
-    out = pl.DataFrame({"feature": list(columns), "psi": values, "band": [psi_band(v) for v in values]},
-                       schema={"feature": pl.String, "psi": pl.Float64, "band": pl.String})
+    values, noise = [], []
+    for c in columns:
+        e, a = train, recent
+        if _session_wide(train, c, session):
+            e, a = (x.unique(session, keep="first", maintain_order=True) for x in (train, recent))
+        if c in categorical:
+            values.append(_psi_series(e[c], a[c]))
+            bins = max(2, pl.concat([e[c].cast(pl.String), a[c].cast(pl.String)]).n_unique())
+        else:
+            values.append(psi(e[c].cast(pl.Float64).to_numpy(), a[c].cast(pl.Float64).to_numpy()))
+            bins = PSI_BINS + 1
+        noise.append(psi_noise(e.height, a.height, bins) if min(e.height, a.height) >= SMALL_SAMPLE else
+                     psi_noise_permuted(e[c], a[c], c in categorical))
+    out = pl.DataFrame({"feature": list(columns), "psi": values, "noise": noise,
+                        "band": [psi_band(v, z) for v, z in zip(values, noise)]},
+                       schema={"feature": pl.String, "psi": pl.Float64, "noise": pl.Float64, "band": pl.String})
     return out.sort([pl.col("psi").is_nan(), "psi", "feature"], descending=[False, True, False])
 
 

@@ -131,7 +131,7 @@ def _features(store: Store, version: str, exchanges: list[str], start: dt.date, 
     if not frames:
         return pl.DataFrame()
     return (pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date").is_between(start, end))
-            .select("trade_date", *columns).collect())
+            .select("trade_date", *{"exchange": None, **dict.fromkeys(columns)}).collect())
 
 
 def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -> pl.DataFrame | None:
@@ -144,7 +144,10 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
         return None
     days = sorted(recent["trade_date"].unique().to_list())[-DRIFT_SESSIONS:]
     recent = recent.filter(pl.col("trade_date").is_in(days))
-    return monitor.feature_drift(train, recent, columns, set(CATEGORICAL))
+    # an exchange's session is the unit of a market-wide feature
+    key = pl.concat_str(pl.col("trade_date").cast(pl.String), "exchange", separator="|").alias("_session")
+    return monitor.feature_drift(train.with_columns(key), recent.with_columns(key), columns, set(CATEGORICAL),
+                                 session="_session")
 
 
 def _rollback_target(registry: Registry, version: str, scope: str) -> str | None:

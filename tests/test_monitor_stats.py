@@ -125,7 +125,7 @@ def test_feature_drift_rows_bands_and_order():
     recent = pl.DataFrame({"same": rng.normal(0, 1, m), "far": rng.normal(1.5, 1, m), "near": rng.normal(0.45, 1, m),
                            "empty": np.full(m, NAN), "sector": rng.choice(["x", "y", "z"], m, p=[0.2, 0.2, 0.6])})
     out = mo.feature_drift(train, recent, ["empty", "same", "near", "far", "sector"], categorical={"sector"})
-    assert out.columns == ["feature", "psi", "band"]
+    assert out.columns == ["feature", "psi", "noise", "band"]
     assert out["feature"].to_list() == ["sector", "far", "near", "same", "empty"]  # descending, NaN last
     assert out["band"].to_list() == ["significant", "significant", "moderate", "stable", "unknown"]
     got = dict(out.select("feature", "psi").iter_rows())
@@ -133,6 +133,33 @@ def test_feature_drift_rows_bands_and_order():
     assert got["sector"] == mo.psi_categorical(train["sector"].to_numpy(), recent["sector"].to_numpy())
     with pytest.raises(ValueError, match="missing.*nope"):
         mo.feature_drift(train, recent, ["same", "nope"])
+
+
+def test_psi_noise_is_the_no_drift_99th_percentile():
+    # chi-square(9) 99% quantile is 21.666; Wilson-Hilferty gives it within 0.2%
+    assert mo.psi_noise(100, 100, 10) == pytest.approx(21.666 * 0.02, rel=2e-3)
+    assert mo.psi_noise(0, 5, 10) == float("inf")
+    rng = np.random.default_rng(11)  # no drift: 1% or so of samples exceed the bound
+    over = sum(mo.psi(rng.normal(size=300), rng.normal(size=100)) > mo.psi_noise(300, 100, mo.PSI_BINS + 1)
+               for _ in range(400))
+    assert over <= 12
+
+
+def test_a_market_wide_feature_over_few_sessions_is_within_noise_not_drift():
+    """One value per session: 20 recent sessions against 60 give PSIs above 0.25 with nothing
+    moved; the noise bound keeps them from being called drift, while a real shift is still seen."""
+    rng = np.random.default_rng(3)
+    calls = []
+    for shift in (0.0, 0.0, 0.0, 0.0, 0.0, 3.0):
+        def frame(days, loc):
+            per = pl.DataFrame({"trade_date": np.arange(days), "market": rng.normal(loc, 1, days)})
+            return per.join(pl.DataFrame({"symbol": np.arange(50)}), how="cross")
+        out = mo.feature_drift(frame(60, 0.0), frame(20, shift), ["market"])
+        calls.append(out.row(0, named=True))
+    assert all(c["noise"] > 1.0 for c in calls)  # 20 and 60 observations, not 1,000 and 3,000 rows
+    assert len({c["noise"] for c in calls}) > 1  # a permutation bound of each sample
+    assert all(c["band"] in ("stable", "within noise") for c in calls[:-1])
+    assert calls[-1]["band"] == "significant"
 
 
 # ------------------------------------------------------------------ CUSUM design
