@@ -171,6 +171,58 @@ def whole_run(root: Path, symbols: int, days: int, repeat: int) -> tuple[float, 
             _breakdown(full_runs))
 
 
+def monitor_year(data: Path, root: Path, repeat: int) -> tuple[float, float, int, str]:
+    """`retrain monitor --exchange ALL` over a year of daily journal: a model trained as of a year
+    before the store's end (into its own artifacts folder), whose rankings of each of the 252
+    sessions after it are journaled as `retrain predict` journals them. Returns (median seconds
+    of the whole CLI call, median seconds of the monitor's computation in-process, peak MB,
+    detail)."""
+    from retrain import journal, watch
+    from retrain.calendar import AsOf
+    from retrain.config import load_settings
+    from retrain.features import feature_columns
+    from retrain.registry import Registry
+    from retrain.store import Store
+    from retrain.training import matrix
+
+    art = root / "artifacts"
+    env = {**os.environ, "RETRAIN_DATA_DIR": str(data), "RETRAIN_ARTIFACTS_DIR": str(art)}
+    store = Store(data)
+    days = sorted(store.scan_table("features", "v1").select("trade_date").unique().collect()["trade_date"].to_list())
+    start = days[-253]
+    run(["run", "--exchange", "ALL", "--as-of", start.isoformat(), "--skip-backtest"], env)
+    settings = load_settings(data_dir=data, artifacts_dir=art)
+    registry = Registry(art)
+    model = registry.load_active("v1", "ALL", feature_columns("v1"))
+    columns = model.meta["feature_columns"]
+    feats = store.scan_table("features", "v1").filter(pl.col("trade_date") > start).collect()
+    stamp = dt.datetime.now(dt.UTC)
+    for (day,), rows in feats.partition_by("trade_date", as_dict=True).items():
+        p = model.model.predict(matrix(rows, columns), num_iteration=model.meta.get("num_boost_round"))
+        ranked = rows.select("exchange", "symbol", pl.col("avg_dollar_volume_20").cast(pl.Float64),
+                             pl.col("prev_close").cast(pl.Float64)).with_columns(pl.Series("predicted", p))
+        ranked = ranked.sort("predicted", descending=True).with_row_index("rank", offset=1)
+        journal.write(art, ranked.with_columns(
+            pl.lit(day).alias("trade_date"), pl.lit(model.meta["run_id"]).alias("run_id"),
+            pl.lit("v1").alias("feature_version"), pl.lit("ALL").alias("scope"), pl.lit(True).alias("active"),
+            pl.lit(stamp).alias("predicted_at"), pl.lit(str(day)).alias("as_of")))
+    n_files = len(journal.files(art))
+    cli, peak = [], 0
+    for _ in range(repeat):
+        t, mb = run(["monitor", "--exchange", "ALL"], env)
+        cli.append(t)
+        peak = max(peak, mb)
+    inside = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = watch.run_monitor(settings, "ALL", AsOf())
+        inside.append(time.perf_counter() - t0)
+    detail = (f"{n_files} sessions x {feats['symbol'].n_unique():,} symbols journaled ({feats.height:,} rows), "
+              f"{result.live['sessions']} scored; the monitor's computation in-process "
+              f"{statistics.median(inside):.2f} s, the rest is start-up and the dashboard's plots")
+    return statistics.median(cli), statistics.median(inside), peak, detail
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--symbols", type=int, default=3000)
@@ -244,6 +296,11 @@ def main() -> None:
                      model_peak))
         print(f"bench: train {med['train']:.2f} s, backtest {med['backtest']:.2f} s, predict {med['predict']:.2f} s",
               flush=True)
+
+        # `retrain monitor` over a year of daily journal at every symbol.
+        mon_t, mon_inside, mon_mb, mon_detail = monitor_year(tmp / "rebuild0", tmp / "monitor", a.repeat)
+        rows.append(("`retrain monitor --exchange ALL`, a year of daily journal", mon_t, 2.0, mon_detail, mon_mb))
+        print(f"bench: monitor {mon_t:.2f} s (in-process {mon_inside:.2f} s)", flush=True)
 
         # The same computation in memory, retrain (Polars) next to a straightforward pandas version.
         ours = [compute_polars(bars, syms) for _ in range(a.repeat)]

@@ -837,7 +837,7 @@ def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
     clock = AsOf.parse(as_of)
     result = watch.run_monitor(settings, scope, clock, _date_opt(since, "--since"))
     console.print_monitor(result)
-    _dashboard(settings, clock)
+    _dashboard(settings, clock, result)
     if as_json:
         import json
 
@@ -846,12 +846,13 @@ def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
         sys.exit(watch.FAIL_EXIT)
 
 
-def _dashboard(settings: Settings, clock: AsOf | None = None) -> None:
-    """Rewrite artifacts/daytrading/index.html; a failure to is a warning, never the command's."""
+def _dashboard(settings: Settings, clock: AsOf | None = None, known=None) -> None:
+    """Rewrite artifacts/daytrading/index.html; a failure is a warning, never the command's.
+    ``known``: the monitor's result for its scope, computed already."""
     from retrain import watch
 
     try:
-        path = watch.write_dashboard(settings, clock)
+        path = watch.write_dashboard(settings, clock, known)
     except Exception as exc:  # noqa: BLE001 - the dashboard is a view; the command's work is done
         err = as_retrain_error(exc)
         if err is None and os.environ.get(DEBUG_ENV, "") not in ("", "0"):

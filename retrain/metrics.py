@@ -39,35 +39,27 @@ def _groups(dates: np.ndarray):
     return d, np.split(order, cuts)
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float("nan") if den == 0 else float(a @ b) / den
+def session_ic(dates: np.ndarray, y: np.ndarray, p: np.ndarray, rank: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(sessions in order, correlation of predictions with outcomes in each): Pearson, or
+    Spearman with ``rank`` (average ranks for ties). NaN for a session with fewer than two rows
+    or no spread on a side. Vectorized over sessions."""
+    import polars as pl
 
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as scipy.stats.rankdata."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inv, weights=ranks)
-    return (sums / counts)[inv]
+    frame = pl.DataFrame({"d": np.asarray(dates), "y": np.asarray(y, float), "p": np.asarray(p, float)})
+    if rank:
+        frame = frame.with_columns(pl.col("y", "p").rank("average").over("d"))
+    out = (frame.group_by("d").agg(pl.corr("p", "y").alias("c"), pl.len().alias("n")).sort("d")
+           .with_columns(pl.when(pl.col("n") >= 2).then(pl.col("c")).otherwise(None).fill_null(float("nan"))))
+    return out["d"].to_numpy(), out["c"].to_numpy()
 
 
 def daily_ic(dates: np.ndarray, y: np.ndarray, p: np.ndarray, rank: bool = False) -> np.ndarray:
     """Per-session correlation of predictions with outcomes (Pearson, or Spearman with ``rank``).
-    Returns one value per session that has at least two rows and some spread."""
-    y, p = np.asarray(y, float), np.asarray(p, float)
-    out = []
-    for idx in _groups(dates)[1]:
-        if len(idx) < 2:
-            continue
-        a, b = (_ranks(p[idx]), _ranks(y[idx])) if rank else (p[idx], y[idx])
-        v = _pearson(a, b)
-        if not math.isnan(v):
-            out.append(v)
-    return np.array(out)
+    Returns one value per session that has at least two rows and some spread, in date order."""
+    if len(dates) == 0:
+        return np.array([])
+    values = session_ic(dates, y, p, rank)[1]
+    return values[np.isfinite(values)]
 
 
 def icir(ics: np.ndarray) -> float:

@@ -171,13 +171,13 @@ def psi_noise_permuted(expected: pl.Series, actual: pl.Series, categorical: bool
     return float(np.quantile(values, level)) if len(values) else math.inf
 
 
-def _session_wide(train: pl.DataFrame, column: str, session: str | None) -> bool:
-    """Whether ``column`` takes one value per session in ``train`` (a market-wide feature, the day
-    of the week): its observations are the sessions, not the rows."""
-    if session is None or session not in train.columns:
-        return False
-    per = train.group_by(session).agg(pl.col(column).n_unique().alias("n"))["n"]
-    return per.len() > 0 and int(per.max()) <= 1
+def _session_wide(train: pl.DataFrame, columns: list[str], session: str | None) -> set[str]:
+    """The ``columns`` that take one value per session in ``train`` (a market-wide feature, the
+    day of the week): their observations are the sessions, not the rows."""
+    if session is None or session not in train.columns or train.is_empty():
+        return set()
+    most = train.group_by(session).agg(pl.col(columns).n_unique()).select(pl.col(columns).max()).row(0, named=True)
+    return {c for c, n in most.items() if n is not None and n <= 1}
 
 
 def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
@@ -191,9 +191,10 @@ def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
     if missing:
         raise ValueError(f"feature column(s) missing from the training or recent rows: {', '.join(missing)}")
     values, noise = [], []
+    wide = _session_wide(train, columns, session)
     for c in columns:
         e, a = train, recent
-        if _session_wide(train, c, session):
+        if c in wide:
             e, a = (x.unique(session, keep="first", maintain_order=True) for x in (train, recent))
         if c in categorical:
             values.append(_psi_series(e[c], a[c]))
@@ -213,12 +214,11 @@ def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
 def _session_ic(p: pl.DataFrame) -> pl.DataFrame:
     """trade_date, ic (Pearson), rank_ic (Spearman) per session, with metrics.daily_ic's rules
     (NaN for a session with fewer than two rows or no spread)."""
-    rows = []
-    for (day,), g in p.partition_by("trade_date", as_dict=True, maintain_order=True).items():
-        dates, y, x = g["trade_date"].to_numpy(), g["actual"].to_numpy(), g["predicted"].to_numpy()
-        ic, ric = metrics.daily_ic(dates, y, x), metrics.daily_ic(dates, y, x, rank=True)
-        rows.append((day, float(ic[0]) if len(ic) else _NAN, float(ric[0]) if len(ric) else _NAN))
-    return pl.DataFrame(rows, schema={"trade_date": pl.Date, "ic": pl.Float64, "rank_ic": pl.Float64}, orient="row")
+    args = (p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy())
+    days, ic = metrics.session_ic(*args)
+    _, ric = metrics.session_ic(*args, rank=True)
+    return pl.DataFrame({"trade_date": days, "ic": ic, "rank_ic": ric},
+                        schema={"trade_date": pl.Date, "ic": pl.Float64, "rank_ic": pl.Float64})
 
 
 def live_record(predictions: pl.DataFrame, universe: pl.DataFrame, cfg: BacktestConfig) -> tuple[pl.DataFrame, dict]:

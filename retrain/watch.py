@@ -26,6 +26,7 @@ from retrain.registry import ROOT, Registry
 from retrain.store import Store, atomic_write_text
 
 DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
+DRIFT_TRAIN_ROWS = 50_000  # the training window's rows drift compares with, at most (every k-th row)
 STATUS_LEVEL = {"ok": 0, "warning": 1, "alert": 2}
 FAIL_EXIT = 4  # `retrain monitor --fail-on LEVEL` exits with this when the status reaches LEVEL
 DASHBOARD = "index.html"
@@ -97,8 +98,8 @@ def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -
 
 def _complete(frame: pl.DataFrame, last: dict[str, dt.date]) -> pl.DataFrame:
     """Rows of sessions complete as of the clock, per exchange (``last``: last complete session)."""
-    cut = pl.DataFrame({"exchange": list(last), "last": list(last.values())})
-    return frame.join(cut, on="exchange", how="inner").filter(pl.col("trade_date") <= pl.col("last")).drop("last")
+    cut = pl.col("exchange").replace_strict(last, default=None, return_dtype=pl.Date)
+    return frame.filter(pl.col("trade_date") <= cut)
 
 
 def _scored(rows: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
@@ -138,6 +139,8 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
     columns = meta["feature_columns"]
     start, end = (dt.date.fromisoformat(meta["training_window"][k]) for k in ("start", "end"))
     train = _features(store, meta["feature_version"], exchanges, start, end, columns)
+    if train.height > DRIFT_TRAIN_ROWS:  # an even, deterministic sample: the bins need no more
+        train = train.gather_every(-(-train.height // DRIFT_TRAIN_ROWS))
     recent = _features(store, meta["feature_version"], exchanges, end + dt.timedelta(days=1),
                        reference, columns)
     if train.is_empty() or recent.is_empty():
@@ -196,7 +199,9 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     daily, live = monitor.live_record(mine, uni, bcfg)
     runs = []
     for run_id in scored["run_id"].unique(maintain_order=True).to_list():
-        _, fig = monitor.live_record(scored.filter(pl.col("run_id") == run_id), uni, bcfg)
+        theirs = scored.filter(pl.col("run_id") == run_id)
+        same = theirs.height == mine.height  # the active run's rows are all live: its figures are known
+        fig = live if run_id == active and same else monitor.live_record(theirs, uni, bcfg)[1]
         runs.append({"run_id": run_id, "active": run_id == active,
                      "removed": not (registry.runs_dir / run_id / "meta.json").exists(),
                      **{k: fig.get(k) for k in ("sessions", "ic", "rank_ic", "rank_ic_t", "net_return", "hit_rate")}})
@@ -251,15 +256,17 @@ def _scope_view(result: MonitorResult) -> dict:
             "drift": result.drift.to_dicts() if result.drift is not None else []}
 
 
-def write_dashboard(settings: Settings, as_of: AsOf | None = None) -> Path:
+def write_dashboard(settings: Settings, as_of: AsOf | None = None, known: MonitorResult | None = None) -> Path:
     """Rewrite ``artifacts/daytrading/index.html``: the active model of each scope of the current
-    feature version with its live record and drift, and the recent runs. Atomic."""
+    feature version with its live record and drift, and the recent runs. Atomic. ``known``: a
+    scope's result computed already (`retrain monitor`'s), not computed again."""
     from retrain import dashboard
 
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
     version = settings.feature_version
     scopes = sorted(registry.state()["active"].get(version, {}))
-    views = [_scope_view(run_monitor(settings, scope, as_of or AsOf(), version=version)) for scope in scopes]
+    views = [_scope_view(known if known is not None and (known.scope, known.version) == (scope, version) else
+                         run_monitor(settings, scope, as_of or AsOf(), version=version)) for scope in scopes]
     runs = []
     for r in reversed(registry.runs()[-15:]):
         gate = r.get("gate") or {}
