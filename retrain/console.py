@@ -325,6 +325,8 @@ def print_monitor(m) -> None:
                     f"every {d['false_alarm_arl']:.0f} sessions of a model that still works")
     elif d:
         report.echo(f"Decay test: not applicable ({d.get('reason')})")
+    if m.drift is None and m.model.get("trained_through"):
+        report.echo("Feature drift: not measured yet (it needs 5 sessions of features after the training window)")
     if m.drift is not None and not m.drift.is_empty():
         top = m.drift.head(5)
         report.echo("Feature drift (PSI, training window against the last sessions; 0.10 moderate, 0.25 significant):")

@@ -58,6 +58,7 @@ K_BOUNDS = (0.25, 1.0)  # clamp of the CUSUM reference value k (in sigma units)
 NOISE_LEVEL = 0.99  # a PSI below the 99% quantile of its no-drift sampling distribution is noise
 SMALL_SAMPLE = 500  # below this many observations a side, the noise bound comes from permutations
 PERMUTATIONS = 200  # random splits of the pooled values for the small-sample noise bound
+PERMUTED_MAX = 2_000  # training values a permutation bound draws on, at most
 SIEGMUND_OFFSET = 1.166  # b = h + 1.166: Siegmund's correction for the overshoot of a normal walk
 
 _PREDICTION_SCHEMA = {"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String, "predicted": pl.Float64,
@@ -149,6 +150,8 @@ def psi_noise_permuted(expected: pl.Series, actual: pl.Series, categorical: bool
     values into samples of the two sizes (no drift by construction). Fixed seed."""
     if expected.len() == 0 or actual.len() == 0:
         return math.inf
+    if expected.len() > PERMUTED_MAX:  # the larger side's shape needs no more values (even sample)
+        expected = expected.gather_every(-(-expected.len() // PERMUTED_MAX))
     pooled = pl.concat([expected, actual])
     if categorical:  # category codes, null (and NaN) one of them, counted with bincount
         text = (pooled.fill_nan(None) if pooled.dtype.is_float() else pooled).cast(pl.String).fill_null("\0")

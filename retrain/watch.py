@@ -26,6 +26,7 @@ from retrain.registry import ROOT, Registry
 from retrain.store import Store, atomic_write_text
 
 DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
+DRIFT_MIN_SESSIONS = 5  # fewer recent sessions: drift is not measured yet
 DRIFT_TRAIN_ROWS = 50_000  # the training window's rows drift compares with, at most (every k-th row)
 STATUS_LEVEL = {"ok": 0, "warning": 1, "alert": 2}
 FAIL_EXIT = 4  # `retrain monitor --fail-on LEVEL` exits with this when the status reaches LEVEL
@@ -146,6 +147,8 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
     if train.is_empty() or recent.is_empty():
         return None
     days = sorted(recent["trade_date"].unique().to_list())[-DRIFT_SESSIONS:]
+    if len(days) < DRIFT_MIN_SESSIONS:  # too few sessions to tell drift from a few days' mood
+        return None
     recent = recent.filter(pl.col("trade_date").is_in(days))
     # an exchange's session is the unit of a market-wide feature
     key = pl.concat_str(pl.col("trade_date").cast(pl.String), "exchange", separator="|").alias("_session")

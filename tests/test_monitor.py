@@ -20,8 +20,8 @@ from retrain.config import load_settings
 from retrain.store import Store
 
 END = dt.date(2025, 10, 17)
-TRAIN = dt.date(2025, 9, 5)  # the model is trained as of this Friday
 BREAK = dt.date(2025, 9, 12)  # the planted signal stops after this Friday
+TRAIN = BREAK  # the model is trained as of that day: every live session is after the break
 LIVE = [d for d in calendar.sessions("NYSE", TRAIN + dt.timedelta(days=1), END)]
 AFTER = [d for d in LIVE if d > BREAK]
 CHECK = AFTER[14]  # the 15th session after the break
@@ -68,6 +68,8 @@ def test_a_break_is_caught_within_15_sessions_and_the_figures_are_the_journal_s(
     assert any("nothing to judge yet" in a["reason"] for a in out["alerts"])
     assert cli("monitor", "--exchange", "ALL", "--as-of", str(TRAIN), "--fail-on", "warning").exit_code == 4
 
+    ranked = cli("predict", "--exchange", "ALL", "--as-of", str(TRAIN), "--top", "3")  # the evening of TRAIN
+    assert ranked.exit_code == 0 and f"Predictions for {LIVE[0]}" in ranked.output, ranked.output
     first = _day(tmp_path, cli, bars, LIVE[0])
     assert first.exit_code == 0, first.output
     assert "Brought up to date for" in first.output and "feature row(s)" in first.output
@@ -119,6 +121,7 @@ def test_without_the_break_it_stays_out_of_alert(tmp_path, cli):
     bars, syms = _market(None)
     _start(tmp_path, cli, bars, syms)
     store, settings = Store(tmp_path / "data"), load_settings()
+    pipeline.predict(settings, "ALL", AsOf.parse(str(TRAIN)))
     for day in LIVE:  # the same daily cycle through the library (the CLI's is tested above)
         if day > CHECK:
             break
