@@ -15,6 +15,7 @@ Market and sector context for T come from the exchange's previous session, never
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -151,11 +152,70 @@ FEATURES: list[Feature] = [
 FEATURE_NAMES = [f.name for f in FEATURES]
 CATEGORICAL = [f.name for f in FEATURES if f.categorical]
 
+# Every feature version's definitions, by version. A version that is not listed (a bump that
+# changed no feature) is built by the newest listed set. To change the features: add the new
+# list under the next version (keep the old ones: their rows stay buildable), then
+# `retrain run --bump-version`. See the README, "Feature versions".
+FEATURE_SETS: dict[str, list[Feature]] = {"v1": FEATURES}
 
-def feature_columns(version: str) -> list[str]:
-    """Feature columns of a version. Every version is built by the definitions in this module
-    at the time it is built; the version names the data, `--bump-version` starts a new one."""
-    return FEATURE_NAMES
+
+def _number(version: str) -> int:
+    return int(version.lstrip("v")) if version.lstrip("v").isdigit() else 0
+
+
+def definitions(version: str) -> tuple[str, list[Feature]]:
+    """(the registered version whose set builds ``version``, that set): its own, or the newest
+    one registered before it."""
+    known = sorted((v for v in FEATURE_SETS if _number(v) <= _number(version)), key=_number)
+    name = version if version in FEATURE_SETS else (known[-1] if known else max(FEATURE_SETS, key=_number))
+    return name, FEATURE_SETS[name]
+
+
+def _text(f: Feature) -> str:
+    body = "built from market and sector context" if f.expr is None else str(f.expr)
+    return f"{f.name} | {'categorical' if f.categorical else 'numeric'} | {body}"
+
+
+def definition_fingerprint(version: str) -> str:
+    """sha256 of the definitions that build ``version``: each feature's name, kind and
+    expression as text (windows included), and the constants every row depends on."""
+    _, features = definitions(version)
+    text = "\n".join([f"MIN_HISTORY={MIN_HISTORY}", f"LONGEST_WINDOW={LONGEST_WINDOW}", *map(_text, features)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def feature_columns(version: str, store: Store | None = None) -> list[str]:
+    """Feature columns of a version: the list the store recorded with its rows when ``store`` has
+    one (a version keeps its columns whatever today's code says), else its definitions'."""
+    if store is not None:
+        recorded = store.read_state("features", version).get(DEFINITION, {}).get("columns")
+        if recorded:
+            return list(recorded)
+    return [f.name for f in definitions(version)[1]]
+
+
+DEFINITION = "_definition"  # the key of a version's state that records its definitions
+
+
+def check_definitions(state: dict, version: str, full_rebuild: bool) -> dict:
+    """The definition record for ``version``'s state: refuses an incremental build whose current
+    definitions differ from the ones its rows were built with (rows of two definitions would mix
+    in one version); a state without a record (an older store) adopts the current one."""
+    name, features = definitions(version)
+    now = {"fingerprint": definition_fingerprint(version), "columns": [f.name for f in features], "set": name}
+    stored = state.get(DEFINITION)
+    if stored and stored.get("fingerprint") != now["fingerprint"] and not full_rebuild:
+        added = [c for c in now["columns"] if c not in stored.get("columns", [])]
+        gone = [c for c in stored.get("columns", []) if c not in now["columns"]]
+        what = "; ".join(x for x in (f"added {', '.join(added)}" if added else "",
+                                     f"removed {', '.join(gone)}" if gone else "") if x) or "changed expressions"
+        raise RetrainError(
+            f"the {version} feature definitions in the code differ from those its stored rows were built with "
+            f"({what}): an incremental build would mix two definitions in {version}",
+            hint=f"`retrain run --full-rebuild` rebuilds {version} in place with the new definitions, or "
+                 f"`retrain run --bump-version` keeps {version} as it is and builds the next version (register "
+                 f"the old definitions in FEATURE_SETS to keep {version} buildable)")
+    return now
 
 
 # ---------------------------------------------------------------- pure build
@@ -167,9 +227,9 @@ def sorted_position() -> pl.Expr:
     return row - pl.when(starts.fill_null(True)).then(row).forward_fill()
 
 
-def bar_features(bars: pl.LazyFrame) -> pl.LazyFrame:
+def bar_features(bars: pl.LazyFrame, features: list[Feature] = FEATURES) -> pl.LazyFrame:
     """Per-bar features (as of each bar's close). ``bars`` sorted by exchange, symbol, date."""
-    per_bar = [f.expr.alias(f.name) for f in FEATURES if f.expr is not None and f.name != "exchange"]
+    per_bar = [f.expr.alias(f.name) for f in features if f.expr is not None and f.name != "exchange"]
     vol_first = [e for e in per_bar if e.meta.output_name() in ("volatility_10", "volatility_20")]
     rest = [e for e in per_bar if e.meta.output_name() not in ("volatility_10", "volatility_20")]
     return (
@@ -202,7 +262,10 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     hi = int(np.searchsorted(sess, np.datetime64(end, "D"), "right"))
     ordered = bars if presorted else bars.sort(KEYS + ["date"])
     same_symbol_next = (pl.col("symbol") == pl.col("symbol").shift(-1)) & (pl.col("exchange") == pl.col("exchange").shift(-1))
-    feats = bar_features(ordered.lazy()).with_columns(
+    _, features = definitions(version)
+    names = [f.name for f in features]
+    categorical = {f.name for f in features if f.categorical}
+    feats = bar_features(ordered.lazy(), features).with_columns(
         pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")
     ).collect(engine=ENGINE)
     # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
@@ -213,7 +276,7 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     enough = feats["_n"].to_numpy() >= MIN_HISTORY - 1
     single = enough & (count == 1) & (i0 >= lo) & (i0 < hi)
     multi = enough & (count > 1) & (i0 + count > lo) & (i0 < hi)  # bars followed by a gap
-    needed = list(dict.fromkeys(["symbol", "exchange", "sector", *[n for n in FEATURE_NAMES if n in feats.columns]]))
+    needed = list(dict.fromkeys(["symbol", "exchange", "sector", *[n for n in names if n in feats.columns]]))
     feats = feats.select(needed).with_columns(pl.Series("_si", i0, pl.Int64), pl.Series("_count", count, pl.Int64))
     rows = feats.filter(pl.Series(single))
     if multi.any():  # each such bar serves every session up to the next bar
@@ -238,7 +301,7 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
             pl.lit(version).alias("feature_version"),
         )
         .select("symbol", "exchange", "trade_date", "feature_version",
-                *[pl.col(n).cast(pl.Float32) if n not in CATEGORICAL else pl.col(n) for n in FEATURE_NAMES if n != "exchange"])
+                *[pl.col(n).cast(pl.Float32) if n not in categorical else pl.col(n) for n in names if n != "exchange"])
         .collect(engine=ENGINE)
     )
 
@@ -296,6 +359,7 @@ def build(
                            mode="full rebuild" if full_rebuild else ("range" if start or end else "incremental"))
     with store.lock("retrain features"):
         state = store.read_state("features", version)
+        definition = check_definitions(state, version, full_rebuild)
         plans = []
         for exchange in exchanges:
             given = (bars or {}).get(exchange) if full_rebuild else None
@@ -318,6 +382,9 @@ def build(
                            writer.submit(_write, store, version, exchange, rows, first_t, last_t, progress, n_sessions))
             if pending:
                 _finish(store, version, state, result, full_rebuild, *pending)
+        if state.get(DEFINITION) != definition:  # recorded with the rows (adopted by an older store)
+            state[DEFINITION] = definition
+            store.write_state("features", state, version)
     result.up_to_date = not result.ranges
     return result
 

@@ -83,14 +83,14 @@ def train(store: Store, version: str, scope: str, cfg: training.TrainConfig, end
     from retrain.backtest import BacktestConfig
 
     bcfg = bcfg or BacktestConfig(max_positions=cfg.top_n)
-    columns = feature_columns(version)
+    columns = feature_columns(version, store)
     window = training_window(store, version, scope, cfg.training_days, end)
-    routine, spec = routine_spec(cfg, bcfg, version)
+    routine, spec = routine_spec(cfg, bcfg, version, columns)
     prep = Prepared.of(load_frame(store, version, scope, cfg, window, cv_first_day(window, cfg, bcfg)), columns)
     folds = plan_cv(prep, window, cfg, bcfg, routine)
     fold_metrics, oos, _ = cross_validate(None, prep, version, scope, folds, cfg, bcfg, routine, spec, progress)
     rows = prep.data.filter(pl.col("trade_date") >= window[0])
-    return training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos)
+    return training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, columns=columns)
 
 
 def cv_first_day(window: tuple[dt.date, dt.date], cfg: training.TrainConfig, bcfg) -> dt.date:
@@ -282,13 +282,15 @@ class Prepared:
     hashes: dict[dt.date, str]
     rows: dict[dt.date, int]
 
+    columns: list[str] = field(default_factory=list)  # the feature columns of x
+
     @classmethod
     def of(cls, data: pl.DataFrame, columns: list[str]) -> Prepared:
         x = training.matrix(data, columns)
         counts = data.group_by("trade_date").len().sort("trade_date")
         return cls(data, x, data["target"].to_numpy().astype(np.float64), data["trade_date"].to_numpy(),
                    counts["trade_date"].to_list(), training.session_hashes(data, columns, x=x),
-                   dict(zip(counts["trade_date"].to_list(), counts["len"].to_list())))
+                   dict(zip(counts["trade_date"].to_list(), counts["len"].to_list())), list(columns))
 
     def fingerprint(self, sessions) -> str:
         """sha256 of the rows of ``sessions`` (keys, features, target, return), from the session hashes."""
@@ -355,7 +357,7 @@ def build_record(records: RecordStore | None, prep: Prepared, version: str, scop
     ``on_block(block, frame, status)`` after each block."""
     from retrain import backtest as bt
 
-    columns = feature_columns(version)
+    columns = prep.columns or feature_columns(version)
     earlier = ({b.key: (frame, done.status[b.key]) for b, frame in zip(done.blocks, done.frames) if b in blocks}
                if done else {})
     rest = [b.key for b in blocks if b.key not in earlier]
@@ -398,12 +400,13 @@ def _fuller(stored: pl.DataFrame | None, block) -> bool:
     return stored is not None and set(block.sessions) < set(stored["trade_date"].unique().to_list())
 
 
-def routine_spec(tcfg, bcfg, version: str) -> tuple[str, dict]:
-    """(fingerprint, description) of a routine's record (``backtest.routine_spec``)."""
+def routine_spec(tcfg, bcfg, version: str, columns: list[str] | None = None) -> tuple[str, dict]:
+    """(fingerprint, description) of a routine's record (``backtest.routine_spec``); ``columns``:
+    the version's feature columns (default: its definitions')."""
     from retrain import backtest as bt
     from retrain.registry import library_versions
 
-    return bt.routine_spec(tcfg, bcfg, version, feature_columns(version), library_versions()["lightgbm"])
+    return bt.routine_spec(tcfg, bcfg, version, columns or feature_columns(version), library_versions()["lightgbm"])
 
 
 def session_figures(predictions: pl.DataFrame, bcfg) -> pl.DataFrame:
@@ -517,7 +520,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
     store = store or Store(settings.data_dir)
     bcfg = bcfg or BacktestConfig.from_settings(settings, max_positions=cfg.top_n)
     version = settings.feature_version
-    columns = feature_columns(version)
+    columns = feature_columns(version, store)
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
     records = RecordStore(settings.artifacts_dir)
     if backtest_window and (backtest_window[1] - backtest_window[0]).days + 1 < bcfg.block_days:
@@ -528,7 +531,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
     with store.lock("retrain train"):
         clock = time.perf_counter()
         window = training_window(store, version, scope, cfg.training_days, end)
-        routine, spec = routine_spec(cfg, bcfg, version)
+        routine, spec = routine_spec(cfg, bcfg, version, columns)
         first_day = cv_first_day(window, cfg, bcfg)
         if backtest_window:
             first_day = min(first_day, record_first_day(records, version, scope, routine, backtest_window, bcfg))
@@ -555,7 +558,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                                                    progress)
             seconds["cv"] = round(time.perf_counter() - clock, 3)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
-            result = training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint)
+            result = training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint, columns)
             meta = _run_meta(result, cfg, version, scope)
             meta["cv"].update(blocks_reused=cv.reused + cv.repredicted, blocks_trained=cv.trained,
                               retrain_every=bcfg.retrain_every)
@@ -666,7 +669,7 @@ def compare_with_active(store: Store, records: RecordStore, active: dict, prep: 
     mine = session_figures(record, bcfg)
     champ_cfg = active_routine(active)
     version, scope = active["feature_version"], active["scope"]
-    champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version)
+    champ_routine, champ_spec = routine_spec(champ_cfg, bcfg, version, prep.columns)
     if champ_routine == routine:  # the record's own notion of "same routine"
         out = paired_gate(mine, mine)
         out["same_routine"] = True
@@ -675,7 +678,7 @@ def compare_with_active(store: Store, records: RecordStore, active: dict, prep: 
     champ_prep = prep
     if champ_cfg.target != cfg.target or champ_cfg.training_days > cfg.training_days:  # its own rows
         frame = load_frame(store, version, scope, champ_cfg, (window[0], window[1]), first_day)
-        champ_prep = Prepared.of(frame, feature_columns(version))
+        champ_prep = Prepared.of(frame, prep.columns)
     from retrain import backtest as bts
 
     champ_blocks, _ = bts.plan_blocks(champ_prep.sessions, [b.id for b in blocks], champ_cfg, bcfg, champ_routine,
@@ -737,11 +740,12 @@ def backtest(store: Store, settings: Settings, version: str, scope: str, tcfg: t
     """The routine ``tcfg`` over ``window`` through its record (blocks reused where stored,
     trained and stored where not), evaluated; no run folder, no promotion. Call under the lock."""
     records = RecordStore(settings.artifacts_dir)
-    routine, spec = routine_spec(tcfg, bcfg, version)
+    columns = feature_columns(version, store)
+    routine, spec = routine_spec(tcfg, bcfg, version, columns)
     first_day = record_first_day(records, version, scope, routine, window, bcfg)
     train_window = training_window(store, version, scope, tcfg.training_days, window[1])
     frame = load_frame(store, version, scope, tcfg, train_window, first_day)
-    prep = Prepared.of(frame, feature_columns(version))
+    prep = Prepared.of(frame, columns)
     blocks, _ = plan_record(prep, window, first_day, tcfg, bcfg, routine)
     record = build_record(records, prep, version, scope, blocks, tcfg, bcfg, routine, spec, progress)
     return evaluate_record(store, record, scope, window, bcfg)
@@ -784,16 +788,17 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
     active then, from the registry's dated activations; when none was, the current active model
     only if its training data ends before ``session``, else a refusal (look-ahead). ``official``:
     the model is the one that was active at the time, so its ranking is the record of that session."""
+    store = Store(settings.data_dir)
     if run_id:
         meta = registry.run_meta(run_id)
-        loaded = registry.load_run(run_id, feature_columns(meta["feature_version"]))
+        loaded = registry.load_run(run_id, feature_columns(meta["feature_version"], store))
         end = _trained_through(loaded.meta)
         warning = None if end < session else (
             f"{run_id} was trained on data through {end}, not before the session {session} it ranks: "
             "look-ahead, so this ranking says nothing about how the model would have done")
         return loaded, f"--model {run_id}", warning, False
     version = version or settings.feature_version
-    columns = feature_columns(version)
+    columns = feature_columns(version, store)
     if as_of.is_now:
         return registry.load_active(version, scope, columns), None, None, True
     instant = min(as_of.instant(e) for e in (calendar.EXCHANGES if scope == "ALL" else [scope]))
@@ -893,6 +898,8 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
             built = bring_up_to_date(store, version, exchanges, session)
         except StorageError as exc:  # a read-only store: rank with the rows it has, then say so
             update_error = exc
+        except RetrainError as exc:  # e.g. today's code can no longer build this version's rows
+            built = exc
     frames = [store.scan_table("features", version, e) for e in exchanges]
     frames = [f for f in frames if f is not None]
     if not frames:
@@ -900,6 +907,12 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
                            hint=f"build them: `retrain run{flag}` (or `retrain features`)"
                                 + ("" if update else ", or drop --no-update"))
     rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date") == session).collect()
+    if isinstance(built, RetrainError):
+        if rows.is_empty():
+            raise RetrainError(f"no {version} feature rows for the session {session} ({scope}), and they cannot be "
+                               f"built now: {built.message}", hint=built.hint)
+        built = (f"{version} features were not brought up to date ({built.message}); ranked with the {version} "
+                 f"rows the store holds for {session}")
     if rows.is_empty() and update_error is not None:
         raise update_error
     if rows.is_empty():

@@ -253,14 +253,15 @@ def fold_metrics(fold: int, frame: pl.DataFrame, train: list[dt.date], train_row
 
 
 def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
-                folds: list[dict], oos: pl.DataFrame, rows_fingerprint: str | None = None) -> TrainResult:
+                folds: list[dict], oos: pl.DataFrame, rows_fingerprint: str | None = None,
+                columns: list[str] | None = None) -> TrainResult:
     """Fit the final model with the routine (``fit_window``) on ``df``, the prepared rows of the
     window ``window``, and gather it with its cross-validation: ``folds`` (``fold_metrics`` of
     each) and ``oos`` (their out-of-sample rows: trade_date, exchange, symbol, target,
     prediction, fold). ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller has it."""
     start, last = window
     check_rows(df.height, cfg, scope, version, window)
-    columns = feature_columns(version)
+    columns = columns or feature_columns(version)
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
     dates = df["trade_date"].to_numpy()
     sessions = sorted(set(df["trade_date"].to_list()))
