@@ -807,7 +807,7 @@ def predict(settings: Settings, top, exchange, version, run_id, no_update, stric
     if pred.save_error:
         raise pred.save_error
     click.echo(report.ok(f"Written to {pred.path} (journal: {pred.journal})"))
-    _dashboard(settings)
+    _dashboard(settings, AsOf.parse(as_of))
 
 
 # -------------------------------------------------------------------- monitor
@@ -827,8 +827,9 @@ def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
     top-N net return under the backtest's trading rule, hit rate and paper equity, against the
     model's own out-of-sample record; a one-sided CUSUM on daily rank IC for decay; PSI drift of
     each feature (0.10 moderate, 0.25 significant); and the model's age against [monitor]
-    max_model_age_days. Status: ok, warning (drift, staleness, too few sessions) or alert (decay),
-    each with what to do. Exit status 0, or 4 when the status reaches --fail-on.
+    max_model_age_days. A drift band counts only beyond sampling noise (else "within noise").
+    Status: ok, warning (drift, staleness, too few sessions, a record with no edge to watch) or
+    alert (decay), each with what to do. Exit status 0, or 4 when the status reaches --fail-on.
     """
     from retrain import console, watch
 

@@ -329,7 +329,8 @@ def print_monitor(m) -> None:
         report.echo("Feature drift: not measured yet (it needs 5 sessions of features after the training window)")
     if m.drift is not None and not m.drift.is_empty():
         top = m.drift.head(5)
-        report.echo("Feature drift (PSI, training window against the last sessions; 0.10 moderate, 0.25 significant):")
+        report.echo("Feature drift (PSI, training window against the last sessions; 0.10 moderate, 0.25 significant, "
+                    "counted only beyond sampling noise, else \"within noise\"):")
         report.echo(report.table(["feature", "PSI", "band"],
                                  [(f, f"{p:.3f}", b) for f, p, b in top.select("feature", "psi", "band").iter_rows()],
                                  numeric=[False, True, False]))

@@ -57,7 +57,8 @@ MIN_LIVE_SESSIONS = 5  # fewer complete live sessions: too few to judge yet
 K_BOUNDS = (0.25, 1.0)  # clamp of the CUSUM reference value k (in sigma units)
 NOISE_LEVEL = 0.99  # a PSI below the 99% quantile of its no-drift sampling distribution is noise
 SMALL_SAMPLE = 500  # below this many observations a side, the noise bound comes from permutations
-PERMUTATIONS = 200  # random splits of the pooled values for the small-sample noise bound
+PERMUTATIONS = 1_000  # random splits of the pooled values for the small-sample noise bound
+BAND_ORDER = {"significant": 0, "moderate": 1, "within noise": 2, "stable": 3, "unknown": 4}  # drift table order
 PERMUTED_MAX = 2_000  # training values a permutation bound draws on, at most
 SIEGMUND_OFFSET = 1.166  # b = h + 1.166: Siegmund's correction for the overshoot of a normal walk
 
@@ -186,14 +187,16 @@ def _session_wide(train: pl.DataFrame, columns: list[str], session: str | None) 
 def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
                   categorical: set[str] | frozenset = frozenset(), session: str | None = "trade_date") -> pl.DataFrame:
     """One row per feature of ``columns``: feature, psi (training rows expected, recent rows
-    actual), noise (``psi_noise``: the PSI no drift would stay below, 99%) and band
-    (``psi_band``), the most drifted first and NaN last. A feature with one value per session
+    actual), noise (``psi_noise``: the PSI no drift would stay below, at 99% for the whole table:
+    a Bonferroni share per feature) and band (``psi_band``), by band (significant, moderate,
+    within noise, stable, unknown), then the most drifted first. A feature with one value per session
     (``session`` column) is compared over its values per session: it has as many observations as
     sessions, and its noise bound says so."""
     missing = [c for c in columns if c not in train.columns or c not in recent.columns]
     if missing:
         raise ValueError(f"feature column(s) missing from the training or recent rows: {', '.join(missing)}")
     values, noise = [], []
+    level = 1 - (1 - NOISE_LEVEL) / max(1, len(columns))  # 1% for the whole table, not for each feature
     wide = _session_wide(train, columns, session)
     for c in columns:
         e, a = train, recent
@@ -205,12 +208,13 @@ def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
         else:
             values.append(psi(e[c].cast(pl.Float64).to_numpy(), a[c].cast(pl.Float64).to_numpy()))
             bins = PSI_BINS + 1
-        noise.append(psi_noise(e.height, a.height, bins) if min(e.height, a.height) >= SMALL_SAMPLE else
-                     psi_noise_permuted(e[c], a[c], c in categorical))
+        noise.append(psi_noise(e.height, a.height, bins, level) if min(e.height, a.height) >= SMALL_SAMPLE else
+                     psi_noise_permuted(e[c], a[c], c in categorical, level))
     out = pl.DataFrame({"feature": list(columns), "psi": values, "noise": noise,
                         "band": [psi_band(v, z) for v, z in zip(values, noise)]},
                        schema={"feature": pl.String, "psi": pl.Float64, "noise": pl.Float64, "band": pl.String})
-    return out.sort([pl.col("psi").is_nan(), "psi", "feature"], descending=[False, True, False])
+    rank = pl.col("band").replace_strict(BAND_ORDER, default=len(BAND_ORDER), return_dtype=pl.Int8)
+    return out.sort([rank, pl.col("psi").is_nan(), "psi", "feature"], descending=[False, False, True, False])
 
 
 # ------------------------------------------------------------------ live record
@@ -349,15 +353,15 @@ def _f(v, spec: str) -> str:
 
 
 def judge(live: dict, expected: dict | None, decay: dict | None, drift: pl.DataFrame | None, age: dict | None,
-          max_age_days: int, rollback: str | None = None) -> tuple[str, list[dict]]:
+          max_age_days: int, rollback: str | None = None, flags: str = "") -> tuple[str, list[dict]]:
     """(status, reasons): "alert", "warning" or "ok" by the rule of the module docstring, and one
     {"level", "reason", "action"} per finding (alerts first), ending with an "info" summary of the
     live rank IC against the expected one."""
     reasons: list[dict] = []
-    retrain_ = "retrain the model (`retrain run`)"
+    retrain_ = f"retrain the model (`retrain run{flags}`)"
     n = live.get("sessions", 0) or 0
     if decay and decay.get("alarm"):
-        back = f", or roll back to run {rollback}: `retrain models rollback`" if rollback else ""
+        back = f", or roll back to run {rollback}: `retrain models rollback{flags}`" if rollback else ""
         reasons.append({"level": "alert", "reason": (
             f"the live rank IC has decayed: the CUSUM statistic crossed its threshold {decay['threshold']:.2f} at "
             f"live session {decay['alarm_index'] + 1} and stands at {decay['statistic']:.2f} (live rank IC "
@@ -368,13 +372,14 @@ def judge(live: dict, expected: dict | None, decay: dict | None, drift: pl.DataF
         text = ("nothing to judge yet: no complete live session" if n == 0 else
                 f"too few sessions to judge yet: {n} complete live session(s), at least {MIN_LIVE_SESSIONS} needed")
         reasons.append({"level": "warning", "reason": text,
-                        "action": "keep predicting daily and run `retrain monitor` again"})
+                        "action": f"keep predicting daily (`retrain predict{flags}`) and run `retrain monitor{flags}` again"})
     if drift is not None and drift.height:
         for band, level in (("significant", "warning"), ("moderate", "info")):
             rows = drift.filter(pl.col("band") == band)
             if rows.height == 0:
                 continue
             top = ", ".join(f"{f} (PSI {v:.2f})" for f, v in rows.head(3).select("feature", "psi").iter_rows())
+            top += ", ..." if rows.height > 3 else ""
             bound = f">= {PSI_SIGNIFICANT}" if band == "significant" else f"{PSI_MODERATE} to {PSI_SIGNIFICANT}"
             reasons.append({"level": level, "reason": (
                 f"{rows.height} feature(s) drifted {'significantly' if level == 'warning' else 'moderately'} "
@@ -399,7 +404,8 @@ def judge(live: dict, expected: dict | None, decay: dict | None, drift: pl.DataF
         summary += (f"; decay CUSUM {decay['statistic']:.2f} of threshold {decay['threshold']:.2f} "
                     f"(a lost edge takes ~{decay['expected_detection_sessions']:.0f} sessions to detect)")
     reasons.append({"level": "info", "reason": summary,
-                    "action": "nothing to do" if expected else "retrain (`retrain run`) so the model has a record to compare with"})
+                    "action": ("see above" if len(reasons) else "nothing to do") if expected else
+                              f"retrain (`retrain run{flags}`) so the model has a record to compare with"})
     levels = {r["level"] for r in reasons}
     status = "alert" if "alert" in levels else "warning" if "warning" in levels else "ok"
     order = {"alert": 0, "warning": 1, "info": 2}

@@ -862,7 +862,7 @@ def bring_up_to_date(store: Store, version: str, exchanges: list[str], session: 
     if not res.updated and fres.up_to_date:
         return f"Indicators and {version} features are up to date for {session}"
     return (f"Brought up to date for {session}: indicators of {res.updated:,} bar(s), {fres.rows:,} {version} "
-            f"feature row(s) over {fres.sessions:,} session(s)")
+            f"feature row(s) over {fres.sessions:,} exchange session(s)")
 
 
 def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None, version: str | None = None,
@@ -919,7 +919,8 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
         missing = _missing_for(store, version, exchanges, session)
         raise RetrainError(
             f"no {version} feature rows for the session {session} ({scope}){': ' + missing if missing else ''}",
-            hint=("drop --no-update to build them now, or `retrain features`" if not update else
+            hint=("drop --no-update to build them now, or `retrain indicators` then `retrain features`"
+                  if not update else
                   f"ingest the bars up to the session before {session} (`retrain ingest`), then predict again"),
         )
     columns = loaded.meta["feature_columns"]

@@ -61,7 +61,7 @@ class MonitorResult:
             "decay": {k: v for k, v in (self.decay or {}).items() if k != "path"} or None,
             "drift": self.drift.to_dicts() if self.drift is not None else [],
             "model": self.model, "runs": self.runs, "scope": self.scope, "feature_version": self.version,
-            "as_of": self.as_of, "since": self.since, "warnings": self.warnings,
+            "as_of": self.as_of, "since": self.since, "file_warnings": self.warnings,
         })
 
 
@@ -182,8 +182,11 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     no_universe = pl.DataFrame(schema={"trade_date": pl.Date, "universe_return": pl.Float64})
     if active is None:
         daily, live = monitor.live_record(pl.DataFrame(), no_universe, bcfg)
+        others = sorted(registry.state()["active"].get(version, {}))
+        elsewhere = (f"; active {version} models exist for {', '.join(others)}: `retrain monitor --exchange "
+                     f"{others[0]}`" if others else "")
         reasons = [{"level": "warning", "reason": f"no active {version} model for {scope}: nothing to judge yet",
-                    "action": f"train one: `retrain run{flag}`"}]
+                    "action": f"train one: `retrain run{flag}`{elsewhere}"}]
         return MonitorResult(scope, version, "warning", reasons, live, None, None, None,
                              {"run_id": None, "age_days": None}, daily, None, [], warnings,
                              as_of.label(), str(since) if since else None)
@@ -231,7 +234,7 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
         warnings.append(f"the run folder of the active model {active} was removed: its predictions are still "
                         "scored, without an expectation to compare them with")
     status, reasons = monitor.judge(live, expected, decay, drift, model if meta is not None else None, limit,
-                                    rollback=_rollback_target(registry, version, scope))
+                                    rollback=_rollback_target(registry, version, scope), flags=flag)
     if warnings:
         reasons.append({"level": "info", "reason": "; ".join(warnings), "action": "see the files named"})
     return MonitorResult(scope, version, status, reasons, live, expected, decay, drift, model, daily, record_daily,
@@ -278,6 +281,8 @@ def write_dashboard(settings: Settings, as_of: AsOf | None = None, known: Monito
                      "verdict": (r.get("backtest") or {}).get("verdict"), "gate_outcome": gate.get("outcome"),
                      "promoted": gate.get("promoted"), "reason": gate.get("reason")})
     path = Path(settings.artifacts_dir) / ROOT / DASHBOARD
-    atomic_write_text(dashboard.render_index(views, runs, dt.datetime.now(dt.UTC).isoformat(timespec="seconds")),
-                      path)
+    made = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    label = (as_of or AsOf()).label()
+    stamp = made if label == "now" else f"{made}, as of {label}"
+    atomic_write_text(dashboard.render_index(views, runs, stamp), path)
     return path
