@@ -133,6 +133,15 @@ def test_without_the_break_it_stays_out_of_alert(tmp_path, cli):
     assert out["live"]["sessions"] >= 15 and out["live"]["rank_ic"] > 0.05
     assert not out["decay"]["alarm"]
 
+    # predictions of a run whose folder was removed are still scored, and marked
+    run_dir = tmp_path / "artifacts/daytrading/runs" / out["model"]["run_id"]
+    run_dir.rename(tmp_path / "removed-run")
+    res, gone = _monitor(cli, CHECK)
+    assert res.exit_code == 0, res.output
+    assert gone["live"]["sessions"] == out["live"]["sessions"] and gone["model"]["removed"]
+    assert gone["runs"][0]["removed"] and gone["expected"] is None and "was removed" in res.output
+    (tmp_path / "removed-run").rename(run_dir)
+
     # --no-update refuses, naming what is missing, and changes nothing
     nxt = LIVE[LIVE.index(CHECK) + 1]
     path = tmp_path / f"{nxt}.parquet"
