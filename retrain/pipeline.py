@@ -837,10 +837,12 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
 def model_age(meta: dict, reference: dt.date, exchanges: list[str]) -> dict:
     """How old a model is at ``reference`` (a session): calendar days and sessions since the end
     of its training data."""
+    from retrain import monitor
+
     end = _trained_through(meta)
-    sessions = {d for e in exchanges for d in calendar.sessions(e, end + dt.timedelta(days=1), reference)} \
-        if reference > end else set()
-    return {"age_days": (reference - end).days, "age_sessions": len(sessions), "trained_through": str(end)}
+    sessions = sorted({d for e in exchanges for d in calendar.sessions(e, end + dt.timedelta(days=1), reference)}
+                      if reference > end else set())
+    return {**monitor.age(end, reference, sessions), "trained_through": str(end)}
 
 
 def stale_message(meta: dict, age: dict, limit: int) -> str:
