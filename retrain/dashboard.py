@@ -4,7 +4,7 @@ Show layer: results in, HTML text out. The caller (``retrain run``, ``predict``,
 gathers the figures and writes the file; nothing here reads or writes a file.
 
 One section per scope: the active model, the monitor's status with each reason and its action,
-the live record against its expectation (a table, then two plots split into backtest and live
+the live record against its expectation (a table, then two inline SVG charts split into backtest and live
 as pyfolio does: paper equity, and the rolling rank IC inside its expected band), and the
 feature drift. Then the recent runs of all scopes. A scope without a scored live session gets
 no plots, so a page is cheap to rewrite after every ``predict``.
@@ -12,20 +12,18 @@ no plots, so a page is cheap to rewrite after every ``predict``.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 
 import numpy as np
 import polars as pl
 
-from retrain.html_report import STYLE, _esc, _f, _figure, _finite, _int, _table, _time_plot
+from retrain.html_report import STYLE, _esc, _f, _finite, _int, _table
 
 WINDOW = 20  # sessions of the rolling rank IC (fewer when the record has fewer)
 Z = 1.96  # two-sided 95% normal quantile of the expected band
 TOP_DRIFT = 10
 MAX_RUNS = 15
-HEIGHT = 2.6  # inches; figures are 9 inches wide (html_report._figure), dpi 100
-COLORS = {"backtest": "tab:blue", "live": "tab:orange"}
+COLORS = {"backtest": "#1f77b4", "live": "#ff7f0e"}
 STATUS = ("ok", "warning", "alert")
 
 DASH_STYLE = (".badge{display:inline-block;padding:1px 9px;border-radius:9px;font-size:0.8em;font-weight:700;"
@@ -79,8 +77,8 @@ def _note(text: str) -> str:
     return f"<p class='note'>{_esc(text)}</p>"
 
 
-def _img(alt: str, png: str) -> str:
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{png}">'
+def _img(alt: str, svg: str) -> str:
+    return f"<figure aria-label='{_esc(alt)}'>{svg}</figure>"
 
 
 # ------------------------------------------------------------------ computations
@@ -132,19 +130,83 @@ def _column(d: pl.DataFrame, name: str) -> np.ndarray | None:
 
 
 # ------------------------------------------------------------------ plots
-def _split(ax, dates: list, values: np.ndarray, boundary: int) -> None:
-    """Plot ``values`` as backtest then live in two colours (the live line starts at the last
-    backtest point, so the curve is continuous), with a vertical line at the first live session."""
-    marker = "o" if len(dates) < 20 else None
+# Inline SVG line charts: no matplotlib to import or rasterize, so the page is cheap to rewrite
+# after every `retrain predict` (report.html keeps its matplotlib figures).
+W, H, LEFT, RIGHT, TOP, BOTTOM = 900, 260, 64, 12, 30, 34
+
+
+class _Chart:
+    """One SVG chart over dates (x) and values (y), drawn in the order of the calls."""
+
+    def __init__(self, dates: list, values: list[np.ndarray], title: str):
+        self.x0, self.x1 = dates[0].toordinal(), dates[-1].toordinal()
+        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+        lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+        pad = (hi - lo) * 0.08 or max(abs(hi), 1e-3) * 0.1
+        self.y0, self.y1 = lo - pad, hi + pad
+        self.parts = [f"<text x='{LEFT}' y='18' font-size='13' font-weight='bold'>{_esc(title)}</text>"]
+
+    def x(self, d) -> float:
+        span = max(1, self.x1 - self.x0)
+        return LEFT + (d.toordinal() - self.x0) / span * (W - LEFT - RIGHT)
+
+    def y(self, v: float) -> float:
+        return TOP + (self.y1 - v) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
+
+    def band(self, lo: float, hi: float, label: str) -> None:
+        self.y0, self.y1 = min(self.y0, lo), max(self.y1, hi)
+        top, bottom = self.y(hi), self.y(lo)
+        self.parts.append(f"<rect x='{LEFT}' y='{top:.1f}' width='{W - LEFT - RIGHT}' height='{bottom - top:.1f}' "
+                          f"fill='green' fill-opacity='0.15'><title>{_esc(label)}</title></rect>")
+
+    def hline(self, v: float, colour: str = "gray", dash: str = "3,3") -> None:
+        if self.y0 <= v <= self.y1:
+            self.parts.append(f"<line x1='{LEFT}' x2='{W - RIGHT}' y1='{self.y(v):.1f}' y2='{self.y(v):.1f}' "
+                              f"stroke='{colour}' stroke-dasharray='{dash}'/>")
+
+    def line(self, dates: list, values: np.ndarray, colour: str, label: str) -> None:
+        points, runs = [], []
+        for d, v in zip(dates, values):
+            if np.isfinite(v):
+                points.append(f"{self.x(d):.1f},{self.y(float(v)):.1f}")
+            elif points:
+                runs.append(points)
+                points = []
+        runs.append(points)
+        for run in (r for r in runs if r):
+            self.parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.6' points='{' '.join(run)}'>"
+                              f"<title>{_esc(label)}</title></polyline>")
+
+    def vline(self, d, label: str) -> None:
+        x = self.x(d)
+        self.parts.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{TOP}' y2='{H - BOTTOM}' stroke='black' "
+                          f"stroke-dasharray='5,3'/><text x='{x + 4:.1f}' y='{TOP + 12}' font-size='11'>{_esc(label)}</text>")
+
+    def svg(self, dates: list, fmt: str, legend: list[tuple[str, str]]) -> str:
+        axes = [f"<line x1='{LEFT}' x2='{LEFT}' y1='{TOP}' y2='{H - BOTTOM}' stroke='#444'/>",
+                f"<line x1='{LEFT}' x2='{W - RIGHT}' y1='{H - BOTTOM}' y2='{H - BOTTOM}' stroke='#444'/>"]
+        for v in np.linspace(self.y0, self.y1, 5):
+            axes.append(f"<text x='{LEFT - 6}' y='{self.y(v) + 4:.1f}' font-size='10' text-anchor='end'>"
+                        f"{format(v, fmt)}</text>")
+        for d in (dates[0], dates[len(dates) // 2], dates[-1]):
+            axes.append(f"<text x='{self.x(d):.1f}' y='{H - BOTTOM + 16}' font-size='10' text-anchor='middle'>{d}</text>")
+        x = LEFT + 10
+        for colour, label in legend:
+            axes.append(f"<rect x='{x}' y='{H - 12}' width='14' height='4' fill='{colour}'/>"
+                        f"<text x='{x + 18}' y='{H - 7}' font-size='10'>{_esc(label)}</text>")
+            x += 26 + 6 * len(label)
+        return (f"<svg viewBox='0 0 {W} {H}' width='{W}' height='{H}' "
+                f"role='img' font-family='sans-serif'>{''.join(self.parts + axes)}</svg>")
+
+
+def _split(chart: _Chart, dates: list, values: np.ndarray, boundary: int) -> None:
+    """``values`` as backtest then live in two colours (the live line starts at the last backtest
+    point, so the curve is continuous), with a dashed line at the first live session."""
     if boundary > 0:
-        ax.plot(dates[:boundary], values[:boundary], color=COLORS["backtest"], label="backtest", marker=marker)
+        chart.line(dates[:boundary], values[:boundary], COLORS["backtest"], "backtest")
     start = max(0, boundary - 1)
-    ax.plot(dates[start:], values[start:], color=COLORS["live"], label="live", marker=marker)
-    ax.axvline(dates[boundary], color="black", linestyle="--", linewidth=0.9,
-               label=f"live since {dates[boundary]}")
-    pad = (dates[-1] - dates[0]) * 0.02 or dt.timedelta(days=1)
-    ax.set_xlim(dates[0] - pad, dates[-1] + pad)  # the same span on both plots, NaN ends included
-    ax.legend(loc="upper left", fontsize=7, ncol=4, framealpha=0.85)
+    chart.line(dates[start:], values[start:], COLORS["live"], "live")
+    chart.vline(dates[boundary], f"live since {dates[boundary]}")
 
 
 def _equity_plot(d: pl.DataFrame, dates: list, boundary: int, live: np.ndarray) -> tuple[str | None, str]:
@@ -155,12 +217,12 @@ def _equity_plot(d: pl.DataFrame, dates: list, boundary: int, live: np.ndarray) 
     equity = np.cumprod(1.0 + r)
     bt = float(equity[boundary - 1]) if boundary > 0 else 1.0
     live_ret = float(equity[-1] / bt - 1.0)
-    fig, ax = _figure(HEIGHT)
-    _split(ax, dates, equity, boundary)
-    ax.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
     title = (f"Paper equity (net, start = 1): backtest {_pct(bt - 1.0)}, live {_pct(live_ret)} "
              f"over {int(live.sum())} session(s)")
-    return _time_plot(fig, ax, title, "equity"), ""
+    chart = _Chart(dates, [equity, np.array([1.0])], title)
+    chart.hline(1.0)
+    _split(chart, dates, equity, boundary)
+    return chart.svg(dates, ".3f", [(COLORS["backtest"], "backtest"), (COLORS["live"], "live")]), ""
 
 
 def _ic_plot(d: pl.DataFrame, dates: list, boundary: int, live: np.ndarray,
@@ -170,22 +232,25 @@ def _ic_plot(d: pl.DataFrame, dates: list, boundary: int, live: np.ndarray,
         return None, "No daily rank IC in the record, so no rank IC plot."
     window = max(1, min(WINDOW, len(ic)))
     roll = rolling_mean(ic, window)
-    fig, ax = _figure(HEIGHT)
     band = expected_band(expected, window)
-    if band is not None:
-        mean, lo, hi = band
-        ax.axhspan(lo, hi, color="tab:green", alpha=0.15, label=f"expected {mean:+.4f} ± 1.96·σ/√{window}")
-        ax.axhline(mean, color="tab:green", linewidth=0.9)
-    _split(ax, dates, roll, boundary)
-    ax.axhline(0, color="gray", linewidth=0.8, linestyle=":")
     live_mean = float(np.nanmean(ic[boundary:])) if np.isfinite(ic[boundary:]).any() else float("nan")
     title = f"Rolling rank IC ({window} session{'s' * (window != 1)}): live mean {_ic(live_mean)}"
     title += "" if band is not None else " (no expected band: the expectation lacks its mean or std)"
-    return _time_plot(fig, ax, title, "rank IC"), ""
+    chart = _Chart(dates, [roll, np.array([0.0])], title)
+    legend = [(COLORS["backtest"], "backtest"), (COLORS["live"], "live")]
+    if band is not None:
+        mean, lo, hi = band
+        label = f"expected {mean:+.4f} ± 1.96·σ/√{window}"
+        chart.band(lo, hi, label)
+        chart.hline(mean, "green", "1,0")
+        legend.append(("green", label))
+    chart.hline(0.0)
+    _split(chart, dates, roll, boundary)
+    return chart.svg(dates, "+.3f", legend), ""
 
 
 def scope_plots(daily, expected: dict | None) -> tuple[list[tuple[str, str]], list[str]]:
-    """([(title, base64 PNG)], notes): at most two figures, none without a scored live session."""
+    """([(title, inline SVG)], notes): at most two charts, none without a scored live session."""
     d, why = _daily_frame(daily)
     if d is None:
         return [], [why]
@@ -193,11 +258,11 @@ def scope_plots(daily, expected: dict | None) -> tuple[list[tuple[str, str]], li
     boundary = int(np.argmax(live))  # first live session; backtest rows before it
     dates = d["trade_date"].to_list()
     out, notes = [], []
-    for title, (png, note) in (("Paper equity, backtest then live", _equity_plot(d, dates, boundary, live)),
+    for title, (svg, note) in (("Paper equity, backtest then live", _equity_plot(d, dates, boundary, live)),
                                ("Rolling rank IC against its expected band",
                                 _ic_plot(d, dates, boundary, live, expected))):
-        if png is not None:
-            out.append((title, png))
+        if svg is not None:
+            out.append((title, svg))
         else:
             notes.append(note)
     return out, notes
@@ -289,7 +354,7 @@ def _scope_html(s: dict) -> str:
     version = s.get("version")
     title = f"{_esc(name)}" + (f" <span class='note'>features {_esc(version)}</span>" if version else "")
     plots, notes = scope_plots(s.get("daily"), s.get("expected"))
-    figs = "".join(f"<h4>{_esc(t)}</h4>{_img(t, png)}" for t, png in plots)
+    figs = "".join(f"<h4>{_esc(t)}</h4>{_img(t, svg)}" for t, svg in plots)
     figs += "".join(_note(n) for n in notes)
     return (f"<section id='{_esc(name)}'><h2>{title}{_badge(s.get('status'))}</h2>"
             f"<h3>Active model</h3>{_model_html(s.get('model'))}"

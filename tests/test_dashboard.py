@@ -14,7 +14,7 @@ import pytest
 from retrain import dashboard
 
 NAN = float("nan")
-IMG = "data:image/png;base64,"
+IMG = "<svg "
 
 
 def _daily(backtest: int = 40, live: int = 12, seed: int = 0) -> pl.DataFrame:
