@@ -127,13 +127,19 @@ def _expected_frame(run_dir: Path, store: Store, exchanges: list[str]) -> tuple[
 
 
 def _features(store: Store, version: str, exchanges: list[str], start: dt.date, end: dt.date,
-              columns: list[str]) -> pl.DataFrame:
+              columns: list[str], last: int | None = None) -> pl.DataFrame:
+    """Feature rows of [start, end] (only the ``last`` sessions of it: their dates are read first)."""
     frames = [store.scan_table("features", version, e) for e in exchanges]
     frames = [f for f in frames if f is not None]
     if not frames:
         return pl.DataFrame()
-    return (pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date").is_between(start, end))
-            .select("trade_date", *{"exchange": None, **dict.fromkeys(columns)}).collect())
+    rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date").is_between(start, end))
+    if last:
+        days = rows.select(pl.col("trade_date").unique()).collect()["trade_date"].sort().tail(last)
+        if days.is_empty():
+            return pl.DataFrame()
+        rows = rows.filter(pl.col("trade_date").is_between(days.min(), days.max()))
+    return rows.select("trade_date", *{"exchange": None, **dict.fromkeys(columns)}).collect()
 
 
 def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -> pl.DataFrame | None:
@@ -142,8 +148,8 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
     train = _features(store, meta["feature_version"], exchanges, start, end, columns)
     if train.height > DRIFT_TRAIN_ROWS:  # an even, deterministic sample: the bins need no more
         train = train.gather_every(-(-train.height // DRIFT_TRAIN_ROWS))
-    recent = _features(store, meta["feature_version"], exchanges, end + dt.timedelta(days=1),
-                       reference, columns)
+    recent = _features(store, meta["feature_version"], exchanges, end + dt.timedelta(days=1), reference, columns,
+                       last=DRIFT_SESSIONS)
     if train.is_empty() or recent.is_empty():
         return None
     days = sorted(recent["trade_date"].unique().to_list())[-DRIFT_SESSIONS:]
