@@ -219,7 +219,7 @@ def monitor_year(data: Path, root: Path, repeat: int) -> tuple[float, float, int
         inside.append(time.perf_counter() - t0)
     detail = (f"{n_files} sessions x {feats['symbol'].n_unique():,} symbols journaled ({feats.height:,} rows), "
               f"{result.live['sessions']} scored; the monitor's computation in-process "
-              f"{statistics.median(inside):.2f} s, the rest is start-up and the dashboard's plots")
+              f"{statistics.median(inside):.2f} s, the rest is start-up and rewriting the dashboard")
     return statistics.median(cli), statistics.median(inside), peak, detail
 
 
