@@ -109,18 +109,19 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
     return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage}
 
 
-def _live_line(settings, scope: str, clock: AsOf) -> dict | None:
+def _live_line(settings, scope: str, clock: AsOf):
     """Step 1's line or two on the active model's live record since it went live (`retrain
-    monitor` has the whole report); None when there is no active model."""
+    monitor` has the whole report). Returns (its figures, the monitor's result), or (None, None)
+    when there is no active model."""
     from retrain import watch
 
     try:
         m = watch.run_monitor(settings, scope, clock)
     except RetrainError as exc:
         report.echo(report.warn(f"Live record of the active model: not available ({exc.message})"))
-        return None
+        return None, None
     if not m.model.get("run_id"):
-        return None
+        return None, m
     live = m.live
     if live.get("sessions"):
         vs = f" (expected {m.expected['rank_ic']:+.4f})" if m.expected else ""
@@ -131,15 +132,20 @@ def _live_line(settings, scope: str, clock: AsOf) -> dict | None:
     worst = next((r for r in m.reasons if r["level"] == m.status), None)
     status = f"monitor status {m.status}" + (f": {worst['reason']}" if worst and m.status != "ok" else "")
     report.echo((report.ok if m.status == "ok" else report.warn)(f"{text}; {status}"))
-    return {"status": m.status, **{k: live.get(k) for k in ("sessions", "rank_ic", "rank_ic_t", "net_return")}}
+    return {"status": m.status, **{k: live.get(k) for k in ("sessions", "rank_ic", "rank_ic_t", "net_return")}}, m
 
 
-def _dashboard(settings, clock: AsOf) -> str | None:
-    """Rewrite the dashboard; a failure is a warning (the run's work is done)."""
+def _dashboard(settings, clock: AsOf, before=None) -> str | None:
+    """Rewrite the dashboard; a failure is a warning (the run's work is done). ``before``: step 1's
+    monitor result, used again when the run left the same model active."""
     from retrain import watch
+    from retrain.registry import Registry
 
     try:
-        return str(watch.write_dashboard(settings, clock))
+        if before is not None:
+            active = Registry(settings.artifacts_dir).active_run(before.version, before.scope)
+            before = before if active == before.model.get("run_id") else None
+        return str(watch.write_dashboard(settings, clock, before))
     except RetrainError as exc:
         report.echo(report.warn(f"the dashboard was not rewritten: {exc.message}"))
         return None
@@ -231,7 +237,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
 
         _header("STEP 1: VERIFYING PREREQUISITES")
         result.steps["prerequisites"] = _prerequisites(store, scope, exchanges, clock, skip_indicators, cfg.top_n)
-        result.live = _live_line(settings, scope, clock)
+        result.live, watched = _live_line(settings, scope, clock)
 
         _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
         frames = None
@@ -307,7 +313,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         result.stranded = _stranded(settings, version, scope) if bump_version else []
         result.seconds = round(time.perf_counter() - started, 3)
     if clock.is_now:  # a run as of a past day leaves the present's files as they were
-        result.dashboard = _dashboard(settings, clock)
+        result.dashboard = _dashboard(settings, clock, watched)
 
     _summary(result)
     return result
