@@ -202,10 +202,7 @@ def monitor_year(data: Path, root: Path, repeat: int) -> tuple[float, float, int
         ranked = rows.select("exchange", "symbol", pl.col("avg_dollar_volume_20").cast(pl.Float64),
                              pl.col("prev_close").cast(pl.Float64)).with_columns(pl.Series("predicted", p))
         ranked = ranked.sort("predicted", descending=True).with_row_index("rank", offset=1)
-        journal.write(art, ranked.with_columns(
-            pl.lit(day).alias("trade_date"), pl.lit(model.meta["run_id"]).alias("run_id"),
-            pl.lit("v1").alias("feature_version"), pl.lit("ALL").alias("scope"), pl.lit(True).alias("active"),
-            pl.lit(stamp).alias("predicted_at"), pl.lit(str(day)).alias("as_of")))
+        journal.write(art, journal.entry(ranked, day, model.meta["run_id"], "v1", "ALL", True, str(day), stamp))
     n_files = len(journal.files(art))
     cli, peak = [], 0
     for _ in range(repeat):

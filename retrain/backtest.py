@@ -281,17 +281,18 @@ def verdict_figures(r: np.ndarray, u: np.ndarray, ric: np.ndarray) -> dict:
     }
 
 
-def evidence(daily: pl.DataFrame, predictions: pl.DataFrame, universe_: pl.DataFrame, cfg: BacktestConfig) -> dict:
+def evidence(daily: pl.DataFrame, predictions: pl.DataFrame, universe_: pl.DataFrame, cfg: BacktestConfig,
+             rank_ic: np.ndarray | None = None) -> dict:
     """Every figure of a stretch of out-of-sample sessions with its uncertainty: those of
     ``verdict_figures``, 90% block-bootstrap intervals (by session, fixed seed) of the total
     return and of the excess over the universe, the share of sessions that beat the universe
     with a Wilson interval, and the net return at 0x, 1x and 2x the costs with the break-even
-    cost per side."""
+    cost per side. ``rank_ic``: ``daily_rank_ic(predictions)`` when the caller has it."""
     r = daily["daily_return"].to_numpy()
     u_frame = daily.select("date").join(universe_.rename({"trade_date": "date"}), on="date", how="left")
     u = u_frame["universe_return"].fill_null(0.0).to_numpy()
     n = len(r)
-    out = verdict_figures(r, u, daily_rank_ic(predictions))
+    out = verdict_figures(r, u, daily_rank_ic(predictions) if rank_ic is None else rank_ic)
     gross = daily.filter(pl.col("trades") > 0)["gross_return"].to_numpy()
     beat = int(np.sum(r > u))
     f = cfg.side_charge

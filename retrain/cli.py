@@ -848,19 +848,12 @@ def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
 
 
 def _dashboard(settings: Settings, clock: AsOf | None = None, known=None) -> None:
-    """Rewrite artifacts/daytrading/index.html; a failure is a warning, never the command's.
-    ``known``: the monitor's result for its scope, computed already."""
+    """Rewrite artifacts/daytrading/index.html (``watch.refresh_dashboard``); a failure is a
+    warning, never the command's."""
     from retrain import watch
 
-    try:
-        path = watch.write_dashboard(settings, clock, known)
-    except Exception as exc:  # noqa: BLE001 - the dashboard is a view; the command's work is done
-        err = as_retrain_error(exc)
-        if err is None and os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-            raise
-        click.echo(report.warn(f"the dashboard was not rewritten: {err.message if err else exc}"), err=True)
-        return
-    click.echo(report.ok(f"Dashboard: {path}"))
+    path, problem = watch.refresh_dashboard(settings, clock, known)
+    click.echo(report.ok(f"Dashboard: {path}") if path else report.warn(problem), err=path is None)
 
 
 # ---------------------------------------------------------------------- query

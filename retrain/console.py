@@ -289,7 +289,7 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
 
 
 # ------------------------------------------------------------------ monitor
-def _vs(live: float, expected: dict | None, key: str, pct_: bool = False) -> str:
+def _vs(expected: dict | None, key: str, pct_: bool = False) -> str:
     if not expected:
         return ""
     return f"   (expected {fmt_metric(expected.get(key, float('nan')), pct_=pct_, sign=True)})"
@@ -306,12 +306,12 @@ def print_monitor(m) -> None:
     report.echo(f"As of {m.as_of}" + (f", since {m.since}" if m.since else "") + ": "
                 f"{live.get('sessions', 0)} live session(s) scored against what happened")
     if live.get("sessions"):
-        report.echo(f"   • IC:         {fmt_metric(live['ic'], sign=True)}{_vs(live['ic'], exp, 'ic')}")
+        report.echo(f"   • IC:         {fmt_metric(live['ic'], sign=True)}{_vs(exp, 'ic')}")
         report.echo(f"   • Rank IC:    {fmt_metric(live['rank_ic'], sign=True)} (t {live['rank_ic_t']:.2f})"
-                    f"{_vs(live['rank_ic'], exp, 'rank_ic')}")
+                    f"{_vs(exp, 'rank_ic')}")
         report.echo(f"   • Net return: {fmt_metric(live['net_return'], pct_=True, sign=True)} in total, "
                     f"{fmt_metric(live['net_return_per_session'], pct_=True, sign=True)} per session"
-                    f"{_vs(0, exp, 'net_return_per_session', pct_=True)}")
+                    f"{_vs(exp, 'net_return_per_session', pct_=True)}")
         report.echo(f"   • Hit rate:   {fmt_metric(live['hit_rate'], pct_=True)} of sessions beat the universe"
                     f"{'   (expected ' + fmt_metric(exp['hit_rate'], pct_=True) + ')' if exp else ''}")
     if exp:

@@ -113,19 +113,10 @@ def daily_rank_ic(p: pl.DataFrame) -> pl.DataFrame:
     schema = {"trade_date": pl.Date, "ic": pl.Float64}
     if p.is_empty():
         return pl.DataFrame(schema=schema)
-    ics = metrics.daily_ic(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy(), rank=True)
-    # daily_ic gives one value per session, in date order, for the sessions whose ranks vary on both sides
-    dates = (p.group_by("trade_date")
-             .agg((pl.col("predicted").n_unique() > 1) & (pl.col("actual").n_unique() > 1))
-             .filter(pl.col("predicted")).sort("trade_date")["trade_date"])
-    if len(dates) != len(ics):  # a session whose correlation is still undefined: one session at a time
-        dates, ics = [], []
-        for g in p.partition_by("trade_date", maintain_order=True):
-            v = metrics.daily_ic(np.zeros(g.height), g["actual"].to_numpy(), g["predicted"].to_numpy(), rank=True)
-            if len(v):
-                dates.append(g["trade_date"][0])
-                ics.append(float(v[0]))
-    return pl.DataFrame({"trade_date": dates, "ic": ics}, schema=schema)
+    days, ics = metrics.session_ic(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy(),
+                                   rank=True)
+    kept = np.isfinite(ics)
+    return pl.DataFrame({"trade_date": days[kept], "ic": ics[kept]}, schema=schema)
 
 
 def turnover(trades: pl.DataFrame, sessions: list[dt.date]) -> tuple[list[dt.date], list[float]]:

@@ -44,6 +44,18 @@ def path(artifacts_dir: str | os.PathLike, session: dt.date, run_id: str) -> Pat
     return folder(artifacts_dir) / f"{PARTITION}={session.isoformat()}" / f"{run_id}.parquet"
 
 
+def entry(ranked: pl.DataFrame, session: dt.date, run_id: str, version: str, scope: str, active: bool,
+          as_of: str, at: dt.datetime | None = None) -> pl.DataFrame:
+    """The journal's rows of one ranking: ``ranked`` holds exchange, symbol, predicted, rank,
+    avg_dollar_volume_20 and prev_close; the rest is the same for every row (``at``: when the
+    prediction was made, default now)."""
+    return ranked.with_columns(
+        pl.lit(session).alias("trade_date"), pl.lit(run_id).alias("run_id"), pl.lit(version).alias("feature_version"),
+        pl.lit(scope).alias("scope"), pl.lit(active).alias("active"),
+        pl.lit(at or dt.datetime.now(dt.UTC)).alias("predicted_at"), pl.lit(as_of).alias("as_of"),
+    ).select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
+
+
 def write(artifacts_dir: str | os.PathLike, rows: pl.DataFrame) -> Path:
     """Write one ranking (one session, one run) to the journal, replacing that run's earlier
     ranking of the session. ``rows`` has the journal's columns (SCHEMA)."""

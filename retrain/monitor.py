@@ -240,9 +240,11 @@ def live_record(predictions: pl.DataFrame, universe: pl.DataFrame, cfg: Backtest
     p = (predictions.with_columns(pl.col("actual", "predicted").cast(pl.Float64).fill_nan(None))
          .drop_nulls(["actual", "predicted"]).sort("trade_date", maintain_order=True))
     sim, _ = backtest.simulate(p, cfg)
-    ev = backtest.evidence(sim, p, universe, cfg)
+    ics = _session_ic(p)
+    ric = ics["rank_ic"].to_numpy()
+    ev = backtest.evidence(sim, p, universe, cfg, rank_ic=ric[np.isfinite(ric)])  # the rank ICs computed once
     daily = (sim.rename({"date": "trade_date", "daily_return": "net_return"})
-             .join(_session_ic(p), on="trade_date", how="left")
+             .join(ics, on="trade_date", how="left")
              .join(universe.select("trade_date", pl.col("universe_return").cast(pl.Float64)), on="trade_date", how="left")
              .join(p.group_by("trade_date").len("symbols"), on="trade_date", how="left")
              .select("trade_date", "ic", "rank_ic", "net_return", "equity", "universe_return",

@@ -414,8 +414,10 @@ def session_figures(predictions: pl.DataFrame, bcfg) -> pl.DataFrame:
     from retrain import backtest as bt
 
     daily, _ = bt.simulate(predictions.drop_nulls("actual"), bcfg)
-    ric = (predictions.drop_nulls(["actual", "predicted"])
-           .group_by("trade_date").agg(pl.corr(pl.col("predicted").rank(), pl.col("actual").rank()).alias("rank_ic")))
+    p = predictions.drop_nulls(["actual", "predicted"])
+    days, values = metrics.session_ic(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy(),
+                                      rank=True)
+    ric = pl.DataFrame({"trade_date": days, "rank_ic": values}, schema={"trade_date": pl.Date, "rank_ic": pl.Float64})
     return daily.select(pl.col("date").alias("trade_date"), pl.col("daily_return").alias("net_return")).join(
         ric, on="trade_date", how="left")
 
@@ -894,14 +896,12 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
     if stale and strict:
         raise RetrainError(f"--strict: {stale}", hint=f"retrain it: `retrain run{flag}` (or drop --strict to rank "
                                                         "with it anyway, with a warning)")
-    built = update_error = None
+    built = failed = None
     if update:
         try:
             built = bring_up_to_date(store, version, exchanges, session)
-        except StorageError as exc:  # a read-only store: rank with the rows it has, then say so
-            update_error = exc
-        except RetrainError as exc:  # e.g. today's code can no longer build this version's rows
-            built = exc
+        except RetrainError as exc:  # a read-only store, or code that can no longer build this version
+            failed = exc  # ranked with the rows the store holds, if it holds the session's
     frames = [store.scan_table("features", version, e) for e in exchanges]
     frames = [f for f in frames if f is not None]
     if not frames:
@@ -909,14 +909,17 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
                            hint=f"build them: `retrain run{flag}` (or `retrain features`)"
                                 + ("" if update else ", or drop --no-update"))
     rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date") == session).collect()
-    if isinstance(built, RetrainError):
-        if rows.is_empty():
-            raise RetrainError(f"no {version} feature rows for the session {session} ({scope}), and they cannot be "
-                               f"built now: {built.message}", hint=built.hint)
-        built = (f"{version} features were not brought up to date ({built.message}); ranked with the {version} "
+    if failed is not None and rows.is_empty():
+        if isinstance(failed, StorageError):
+            raise failed
+        raise RetrainError(f"no {version} feature rows for the session {session} ({scope}), and they cannot be "
+                           f"built now: {failed.message}", hint=failed.hint)
+    if isinstance(failed, StorageError):
+        built = (f"Could not bring indicators and features up to date ({failed.message}); ranked with the "
+                 f"{version} feature rows the store holds for {session}")
+    elif failed is not None:
+        built = (f"{version} features were not brought up to date ({failed.message}); ranked with the {version} "
                  f"rows the store holds for {session}")
-    if rows.is_empty() and update_error is not None:
-        raise update_error
     if rows.is_empty():
         missing = _missing_for(store, version, exchanges, session)
         raise RetrainError(
@@ -942,13 +945,8 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
     record = official and version == settings.feature_version and scope == settings.default_exchange
     name = f"{session}.parquet" if record else f"{session}.{loaded.meta['run_id']}.parquet"
     out: Path | None = settings.artifacts_dir / "daytrading" / "predictions" / name
-    entry = ranked.select(
-        pl.lit(session).alias("trade_date"), "exchange", "symbol", pl.col("predicted_return").alias("predicted"),
-        pl.col("rank").cast(pl.Int64), pl.lit(loaded.meta["run_id"]).alias("run_id"),
-        pl.lit(version).alias("feature_version"), pl.lit(scope).alias("scope"),
-        pl.lit(run_id is None).alias("active"),
-        pl.lit(dt.datetime.now(dt.UTC)).alias("predicted_at"), pl.lit(as_of.label()).alias("as_of"),
-        "avg_dollar_volume_20", "prev_close")
+    entry = journal.entry(ranked.rename({"predicted_return": "predicted"}), session, loaded.meta["run_id"], version,
+                          scope, run_id is None, as_of.label())
     save_error = journal_path = None
     try:
         atomic_write_parquet(table, out)
@@ -956,11 +954,9 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
     except StorageError as exc:
         out, save_error = None, StorageError(exc.message, hint=f"The ranking above is complete; only writing it "
                                                                 f"failed. {exc.hint}")
-    if update_error is not None:
-        built = (f"Could not bring indicators and features up to date ({update_error.message}); ranked with the "
-                 f"{version} feature rows the store holds for {session}")
-        save_error = save_error or StorageError(update_error.message, hint=f"The ranking above is complete, from "
-                                                f"the feature rows already stored. {update_error.hint}")
+    if isinstance(failed, StorageError):
+        save_error = save_error or StorageError(failed.message, hint=f"The ranking above is complete, from "
+                                                f"the feature rows already stored. {failed.hint}")
     return Prediction(session, table.head(top) if top else table, out, loaded.meta["run_id"], note, warning, save_error,
                       built=built, stale=stale, age=age, journal=journal_path)
 

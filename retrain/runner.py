@@ -136,19 +136,14 @@ def _live_line(settings, scope: str, clock: AsOf):
 
 
 def _dashboard(settings, clock: AsOf, before=None) -> str | None:
-    """Rewrite the dashboard; a failure is a warning (the run's work is done). ``before``: step 1's
-    monitor result, used again when the run left the same model active."""
+    """Rewrite the dashboard (``watch.refresh_dashboard``; ``before``: step 1's monitor result);
+    a failure is a warning (the run's work is done)."""
     from retrain import watch
-    from retrain.registry import Registry
 
-    try:
-        if before is not None:
-            active = Registry(settings.artifacts_dir).active_run(before.version, before.scope)
-            before = before if active == before.model.get("run_id") else None
-        return str(watch.write_dashboard(settings, clock, before))
-    except RetrainError as exc:
-        report.echo(report.warn(f"the dashboard was not rewritten: {exc.message}"))
-        return None
+    path, problem = watch.refresh_dashboard(settings, clock, before)
+    if problem:
+        report.echo(report.warn(problem))
+    return str(path) if path else None
 
 
 def run(

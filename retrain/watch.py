@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from retrain import calendar, journal, monitor
+from retrain import calendar, journal, labels, monitor
 from retrain.backtest import BacktestConfig, universe
 from retrain.calendar import AsOf
 from retrain.config import Settings
-from retrain.errors import RetrainError
+from retrain.errors import RetrainError, storage_fault
 from retrain.features import CATEGORICAL
 from retrain.registry import ROOT, Registry
 from retrain.store import Store, atomic_write_text
@@ -88,9 +88,10 @@ def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -
         months = [m for m in store.months(e) if f"{start:%Y-%m}" <= m <= f"{end:%Y-%m}"]
         if not months:
             continue
-        bars = store.read_months(e, months).filter(pl.col("date").is_between(start, end))
-        frames.append(bars.select(pl.col("date").alias("trade_date"), pl.lit(e).alias("exchange"), "symbol",
-                                  (pl.col("close") / pl.col("open") - 1.0).alias("actual")))
+        bars = store.read_months(e, months).lazy().filter(pl.col("date") >= start).with_columns(
+            pl.lit(e).alias("exchange"))
+        frames.append(labels.label_rows(bars, end).select("trade_date", "exchange", "symbol",
+                                                          pl.col("intraday_return").alias("actual")).collect())
     if not frames:
         return pl.DataFrame(schema={"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String,
                                     "actual": pl.Float64})
@@ -266,6 +267,24 @@ def _scope_view(result: MonitorResult) -> dict:
     return {"scope": result.scope, "version": result.version, "model": result.model, "status": result.status,
             "reasons": result.reasons, "live": result.live, "expected": result.expected, "daily": daily,
             "drift": result.drift.to_dicts() if result.drift is not None else []}
+
+
+def refresh_dashboard(settings: Settings, as_of: AsOf | None = None,
+                      known: MonitorResult | None = None) -> tuple[Path | None, str | None]:
+    """``write_dashboard`` for the commands that rewrite the page after their own work: (its path,
+    None), or (None, why it was not rewritten) when the store or the disk refused it (the page is
+    a view; the command's work is done). ``known`` is used only while its run is still the
+    scope's active model."""
+    try:
+        if known is not None:
+            active = Registry(settings.artifacts_dir).active_run(known.version, known.scope)
+            known = known if active == known.model.get("run_id") else None
+        return write_dashboard(settings, as_of, known), None
+    except (RetrainError, OSError) as exc:
+        err = exc if isinstance(exc, RetrainError) else storage_fault(exc)
+        if err is None:
+            raise
+        return None, f"the dashboard was not rewritten: {err.message}"
 
 
 def write_dashboard(settings: Settings, as_of: AsOf | None = None, known: MonitorResult | None = None) -> Path:
