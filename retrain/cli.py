@@ -106,7 +106,7 @@ def main(data_dir, artifacts_dir, config):
 def init(directory, force):
     """Write a documented retrain.toml (every setting, its default and meaning) into DIR [default: .]."""
     from retrain.config import default_config_text
-    from retrain.store import atomic_write_text
+    from retrain.files import atomic_write_text
 
     path = Path(directory) / DEFAULT_CONFIG
     if path.exists() and not force:
@@ -314,7 +314,7 @@ def indicators(settings: Settings, exchange, force):
     import time
 
     from retrain import indicators as ind
-    from retrain.status import exchange_status
+    from retrain.status import LOW_RSI_COVERAGE, exchange_status
 
     store = Store(settings.data_dir)
     exchanges = _exchanges(store, exchange)
@@ -324,7 +324,7 @@ def indicators(settings: Settings, exchange, force):
     click.echo(report.ok(f"Updated {report.n(result.updated)} bars across {report.n(result.symbols)} symbols "
                          f"in {took:.1f}s ({result.months_written} month file(s) written)"))
     for st in exchange_status(store, exchange and exchanges[0]):
-        mark = report.ok if st.rsi_coverage >= 0.9 else report.warn
+        mark = report.ok if st.rsi_coverage >= LOW_RSI_COVERAGE else report.warn
         click.echo(mark(f"{st.exchange}: RSI on {report.n(st.bars_with_rsi)}/{report.n(st.bars)} bars "
                         f"({report.pct(st.rsi_coverage)}; the first 14 bars of each symbol have none)"))
 

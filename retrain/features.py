@@ -25,7 +25,8 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import IO_THREADS, Store, fault_point, parallel_map
+from retrain.files import IO_THREADS, fault_point, parallel_map
+from retrain.store import Store
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars

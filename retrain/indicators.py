@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import polars as pl
 
-from retrain.store import INDICATOR_COLUMNS, STATE_COLUMNS, Store, split_by_month
+from retrain.schema import INDICATOR_COLUMNS, STATE_COLUMNS
+from retrain.store import Store, split_by_month
 
 RSI_PERIOD = 14
 ATR_PERIOD = 14

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
+from retrain.files import atomic_write_parquet
 from retrain.registry import ROOT
-from retrain.store import atomic_write_parquet
 
 PREDICTIONS = "predictions"
 PARTITION = "session"

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from retrain import calendar, metrics, queries, training
+from retrain import calendar, catalog, metrics, queries, training
 from retrain.backtest import Z95
 from retrain.calendar import AsOf
 from retrain.config import Settings
 from retrain.errors import RetrainError
 from retrain.features import feature_columns
+from retrain.files import atomic_write_parquet
 from retrain.record import RecordStore
 from retrain.registry import META_SCHEMA, Registry
-from retrain.store import Store, atomic_write_parquet
+from retrain.store import Store
 
 PROMOTE_MODES = ("auto", "always", "never")
 
@@ -44,7 +45,7 @@ class TrainOutcome:
 # ------------------------------------------------------------------ the data
 def last_labelled(store: Store, version: str, scope: str, until: dt.date | None = None) -> dt.date | None:
     """The last session with a labelled feature row of ``version`` in ``scope`` (on or before ``until``)."""
-    con = store.connect()
+    con = catalog.connect(store)
     try:
         return con.execute(queries.load("last_labelled"),
                            {"version": version, "scope": scope, "until": until}).fetchone()[0]
@@ -66,7 +67,7 @@ def training_window(store: Store, version: str, scope: str, days: int, end: dt.d
 
 def load_training_set(store: Store, version: str, scope: str, start: dt.date, end: dt.date) -> pl.DataFrame:
     """features JOIN labels for the scope and window (sql/training_set.sql), ordered by session."""
-    con = store.connect()
+    con = catalog.connect(store)
     try:
         rel = con.sql(queries.load("training_set").rstrip().rstrip(";"),
                       params={"version": version, "scope": scope, "start": start, "end": end})
@@ -718,7 +719,7 @@ def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.d
     preds = record.predictions.drop("block_fingerprint")
     start, end = window
     first = preds["trade_date"].min()
-    labels = store.scan_labels(None if scope == "ALL" else scope, first, end)
+    labels = catalog.scan_labels(store, None if scope == "ALL" else scope, first, end)
     if labels is None:
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
     uni = bt.universe(labels.select("trade_date", "intraday_return").collect())
@@ -944,7 +945,7 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
     # is the session's record; any other model's (another scope, version or run) goes beside it.
     record = official and version == settings.feature_version and scope == settings.default_exchange
     name = f"{session}.parquet" if record else f"{session}.{loaded.meta['run_id']}.parquet"
-    out: Path | None = settings.artifacts_dir / "daytrading" / "predictions" / name
+    out: Path | None = journal.folder(settings.artifacts_dir) / name
     entry = journal.entry(ranked.rename({"predicted_return": "predicted"}), session, loaded.meta["run_id"], version,
                           scope, run_id is None, as_of.label())
     save_error = journal_path = None

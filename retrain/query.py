@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import duckdb
 
-from retrain import report
+from retrain import catalog, report
 from retrain.errors import RetrainError
 from retrain.store import Store
 
@@ -54,7 +54,7 @@ def run_query(store: Store, text: str, runs: list[dict] | None = None,
               predictions=None) -> tuple[list[str], list[tuple]]:
     """Run one or more read-only statements; return the columns and rows of the last one.
     ``predictions``: the prediction journal's rows (``journal.read``), the `predictions` view."""
-    con = store.connect()
+    con = catalog.connect(store)
     runs_df = runs_frame(runs or [])  # noqa: F841 - registered below by name
     con.register("_runs", runs_df)
     con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")

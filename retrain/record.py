@@ -23,8 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
+from retrain.files import atomic_write_parquet, atomic_write_text, machine_faults
 from retrain.registry import ROOT
-from retrain.store import atomic_write_parquet, atomic_write_text, machine_faults
 
 RECORDS = "records"
 

@@ -38,7 +38,7 @@ from typing import Any
 import joblib
 
 from retrain.errors import RetrainError, StorageError
-from retrain.store import atomic_write, atomic_write_text, fault_point
+from retrain.files import atomic_write, atomic_write_text, fault_point
 
 ROOT = "daytrading"
 DEFAULT_SCOPE = "NASDAQ"  # the shipped default scope: its active model keeps the guide's plain name

@@ -36,15 +36,9 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.store import (
-    BAR_SCHEMA,
-    INDICATOR_COLUMNS,
-    STATE_COLUMNS,
-    Store,
-    fault_point,
-    new_batch_id,
-    require_exchange_bars,
-)
+from retrain.files import fault_point
+from retrain.schema import BAR_SCHEMA, INDICATOR_COLUMNS, STATE_COLUMNS
+from retrain.store import Store, new_batch_id, require_exchange_bars
 
 FEATURES = "features"
 CLOSE_MATCHES = 5  # close symbol names suggested for a symbol with no bars

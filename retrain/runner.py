@@ -24,11 +24,12 @@ from retrain.calendar import AsOf
 from retrain.config import Settings, load_settings
 from retrain.config import bump_version as bump
 from retrain.errors import RetrainError
+from retrain.files import atomic_write_text
 from retrain.pipeline import PROMOTE_MODES
-from retrain.store import Store, atomic_write_text
+from retrain.status import LOW_RSI_COVERAGE
+from retrain.store import Store
 
 RECENT_DAYS = 7
-LOW_RSI_COVERAGE = 0.9
 
 
 @dataclass

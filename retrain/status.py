@@ -11,6 +11,8 @@ import polars as pl
 from retrain import calendar
 from retrain.store import Store
 
+LOW_RSI_COVERAGE = 0.9  # below this share of recent bars with RSI, the run and `retrain indicators` warn
+
 
 @dataclass
 class ExchangeStatus:

@@ -1,4 +1,6 @@
-"""The store: the only module that reads or writes files under the data directory.
+"""The store's partition layout: where each table's files are, and their reads and writes.
+With ``files`` (atomic writes) and ``catalog`` (DuckDB views), the only code that touches the
+data directory.
 
 Layout (all Parquet is hive-partitioned and readable without our code)::
 
@@ -22,170 +24,35 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import fcntl
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from retrain import queries
-from retrain.errors import KEPT, LockBusy, RetrainError, storage_fault
+from retrain.catalog import sql_str
+from retrain.errors import LockBusy, RetrainError
+from retrain.files import (
+    TMP_PREFIX,
+    atomic_write,
+    atomic_write_parquet,
+    atomic_write_text,
+    commit,
+    discard,
+    machine_faults,
+    parallel_map,
+    stage,
+    unlink,
+    write_parquet,
+)
+from retrain.schema import BAR_SCHEMA, INDICATOR_COLUMNS, STATE_COLUMNS, SYMBOL_SCHEMA, VALUE_COLUMNS
 
-PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close"]
-INDICATOR_COLUMNS = ["rsi", "macd", "macd_signal", "macd_histogram", "atr", "obv"]
-# Recursion state behind the indicators (not part of the day_symbol view): the bar's position in
-# its symbol's history and the running Wilder/EMA averages. With them an incremental update
-# continues from the last computed bar instead of re-reading all history. Null = not computed.
-STATE_COLUMNS = ["_n", "_avg_gain", "_avg_loss", "_ema_fast", "_ema_slow"]
-BAR_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String,
-    "date": pl.Date,
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "adj_close": pl.Float64,
-    "volume": pl.Int64,
-    **{c: pl.Float64 for c in INDICATOR_COLUMNS},
-    "_n": pl.Int64,
-    **{c: pl.Float64 for c in STATE_COLUMNS[1:]},
-    "ingest_id": pl.Int64,
-}
-SYMBOL_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String,
-    "exchange": pl.String,
-    "name": pl.String,
-    "sector": pl.String,
-}
-VALUE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 PARTITION_FILE = "data.parquet"
-TMP_PREFIX = ".tmp-"
-FAULT_ENV = "RETRAIN_FAULT"
-IO_THREADS = 4
-
-
-def fault_point(name: str) -> None:
-    """Crash-test hook: with RETRAIN_FAULT=<name>:kill the process SIGKILLs itself here, with
-    RETRAIN_FAULT=<name>:raise it raises, with RETRAIN_FAULT=<name>:enospc it fails as a full disk
-    would (OSError ENOSPC). ``<name>@<n>`` fires on the n-th time the point is reached (1 = the
-    first). Inert unless the variable names this point."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    point, _, action = spec.partition(":")
-    point, _, nth = point.partition("@")
-    if point != name:
-        return
-    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
-    if nth and _FAULT_HITS[name] != int(nth):
-        return
-    if action == "raise":
-        raise RuntimeError(f"injected fault at {name}")
-    if action == "enospc":
-        raise OSError(errno.ENOSPC, f"No space left on device (injected at {name})")
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-_FAULT_HITS: dict[str, int] = {}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def machine_faults(path: Path | None, action: str = "writing", kept: str = KEPT) -> Iterator[None]:
-    """Raise a fault of the machine met inside (disk full, read-only store, ...) as a
-    StorageError naming ``path``; any other exception passes as it is."""
-    try:
-        yield
-    except Exception as exc:
-        fault = storage_fault(exc, path, action, kept)
-        if fault is None:
-            raise
-        raise fault from exc
-
-
-def stage(path: Path, write) -> Path:
-    """Fill a temporary file next to ``path`` with ``write(tmp_path)`` and fsync it; returns the
-    temporary path (``commit`` renames it over ``path``). A failure removes the temporary file
-    and raises a StorageError for faults of the machine (disk full, read-only store)."""
-    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{time.monotonic_ns()}"
-    try:
-        with machine_faults(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write(tmp)
-            fault_point("store.write")
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return tmp
-
-
-def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
-    """Rename each staged (temporary, target) pair over its target, then fsync the folders.
-    ``between``: a fault point reached after each rename."""
-    fault_point("store.before_rename")
-    with machine_faults(staged[0][1] if staged else None):
-        for tmp, path in staged:
-            os.replace(tmp, path)
-            if between:
-                fault_point(between)
-        for folder in dict.fromkeys(path.parent for _, path in staged):
-            _fsync_dir(folder)
-
-
-def discard(staged: list[tuple[Path, Path]]) -> None:
-    """Remove staged temporary files that will not be committed."""
-    for tmp, _ in staged:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same
-    directory, which is fsynced and renamed over ``path``."""
-    tmp = stage(path, write)
-    try:
-        commit([(tmp, path)])
-    except BaseException:
-        discard([(tmp, path)])
-        raise
-
-
-# lz4: the features are high-entropy floats that zstd shrinks by ~10% only, at twice the write
-# time and three times the read time.
-COMPRESSION = "lz4"
-
-
-def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    df.write_parquet(path, compression=COMPRESSION, statistics=True)
-
-
-def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: _write_parquet(df, tmp))
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
@@ -193,13 +60,6 @@ def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
     (``presorted``: the caller guarantees they are)."""
     bars = bars.select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
     return bars if presorted else bars.sort(["symbol", "date"])
-
-
-def _unlink(path: Path) -> None:
-    """Delete a file (atomic; a missing file is fine) and make the deletion durable."""
-    with machine_faults(path, action="deleting"), contextlib.suppress(FileNotFoundError):
-        path.unlink()
-        _fsync_dir(path.parent)
 
 
 def new_batch_id() -> int:
@@ -276,7 +136,7 @@ class Store:
         if not files:
             return pl.DataFrame(schema={"month": pl.String, "first": pl.Date, "last": pl.Date,
                                         "max_ingest_id": pl.Int64, "stale": pl.Int64})
-        listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
+        listing = ", ".join(f"'{sql_str(p)}'" for p in files)
         rows = duckdb.sql(
             f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count "
             f"FROM parquet_metadata([{listing}]) WHERE path_in_schema IN ('date', 'ingest_id', '_n')"
@@ -324,10 +184,8 @@ class Store:
         return sorted(p.name.split("=", 1)[1] for p in self.table_dir(table).glob("version=*") if p.is_dir())
 
     def scan_table(self, table: str, version: str | None = None, exchange: str | None = None) -> pl.LazyFrame | None:
-        """A derived table (with ``exchange``), or None when it has no files. ``labels`` is a
-        view over the bars (see scan_labels)."""
-        if table == "labels":
-            return self.scan_labels(exchange)
+        """A derived table (with ``exchange``), or None when it has no files (labels are a view
+        over the bars: ``catalog.scan_labels``)."""
         files = self.table_files(table, version, exchange)
         if not files:
             return None
@@ -350,7 +208,7 @@ class Store:
     def delete_table_partition(self, table: str, exchange: str, month: str, version: str | None = None) -> None:
         """Delete one month file of a derived table (a removal left it without rows)."""
         self._require_lock()
-        _unlink(self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
+        unlink(self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
 
     def read_state(self, table: str, version: str | None = None) -> dict:
         path = self.table_dir(table, version) / "_state.json"
@@ -477,7 +335,7 @@ class Store:
         """Delete one month file of one exchange (a removal left it without bars)."""
         self._require_lock()
         self._stats.pop(exchange, None)
-        _unlink(self.partition_path(exchange, month))
+        unlink(self.partition_path(exchange, month))
 
     def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
         """Insert or replace bars by key (exchange, symbol, date).
@@ -528,7 +386,7 @@ class Store:
                 kept = old.join(changed.select("symbol", "date"), on=["symbol", "date"], how="anti")
                 merged = _bar_file(pl.concat([kept, changed.select(list(BAR_SCHEMA))]))
                 path = self.partition_path(exchange, month)
-                staged.append((stage(path, lambda tmp, df=merged: _write_parquet(df, tmp)), path))
+                staged.append((stage(path, lambda tmp, df=merged: write_parquet(df, tmp)), path))
                 self._stats.pop(exchange, None)
         except BaseException:
             discard(staged)
@@ -583,61 +441,11 @@ class Store:
         return path
 
     # ---------------------------------------------------------------- DuckDB
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with the store's views (symbols, day_symbol)."""
-        con = duckdb.connect(":memory:")
-        files = self.bar_files()
-        if files:
-            source = _parquet_source(files)
-        else:
-            source = _empty_source({**BAR_SCHEMA, "exchange": pl.String})
-        con.execute(queries.load("view_day_symbol").replace("{source}", source))
-        if self.symbols_path.exists():
-            source = f"read_parquet('{_sql_str(self.symbols_path)}')"
-        else:
-            source = _empty_source(SYMBOL_SCHEMA)
-        con.execute(queries.load("view_symbols").replace("{source}", source))
-        files = [f for v in self.table_versions("features") for f in self.table_files("features", v)]
-        if files:
-            source = _parquet_source(files)
-        else:
-            source = _empty_source({"symbol": pl.String, "exchange": pl.String, "trade_date": pl.Date,
-                                    "feature_version": pl.String, "version": pl.String, "month": pl.String})
-        con.execute(queries.load("view_features").replace("{source}", source))
-        complete = self.label_horizon()
-        rows = " UNION ALL ".join(f"SELECT '{_sql_str(e)}' AS exchange, DATE '{d}' AS last_complete"
-                                  for e, d in sorted(complete.items()))
-        con.execute(queries.load("view_labels").replace(
-            "{complete}", rows or "SELECT NULL::VARCHAR AS exchange, NULL::DATE AS last_complete WHERE false"))
-        return con
-
     def label_horizon(self) -> dict[str, dt.date]:
         """Per exchange, the last session labels cover (recorded by `retrain labels`)."""
         state = self.read_state("labels")
         return {e: dt.date.fromisoformat(v["last_complete"]) for e, v in state.items()
                 if isinstance(v, dict) and v.get("last_complete")}
-
-    def scan_labels(self, exchange: str | None = None, start: dt.date | None = None,
-                    end: dt.date | None = None) -> pl.LazyFrame | None:
-        """The labels view (optionally one exchange, trade dates in [start, end]) as a frame;
-        None when nothing is labelled."""
-        if not self.label_horizon() or not self.has_bars():
-            return None
-        con = self.connect()
-        try:
-            rel = con.sql(queries.load("labels_range"), params={"exchange": exchange, "start": start or dt.date(1, 1, 1),
-                                       "end": end or dt.date(9999, 12, 31)})
-            return pl.from_arrow(rel.to_arrow_table()).lazy()
-        finally:
-            con.close()
-
-
-_DUCK_TYPES = {pl.String: "VARCHAR", pl.Date: "DATE", pl.Float64: "DOUBLE", pl.Int64: "BIGINT"}
-
-
-def _sql_str(text: Path | str) -> str:
-    return str(text).replace("'", "''")
-
 
 def split_by_month(df: pl.DataFrame, date_col: str) -> dict[str, pl.DataFrame]:
     """Rows of ``df`` by the "YYYY-MM" month of ``date_col`` (integer keys: no string formatting
@@ -645,26 +453,6 @@ def split_by_month(df: pl.DataFrame, date_col: str) -> dict[str, pl.DataFrame]:
     key = (pl.col(date_col).dt.year().cast(pl.Int32) * 100 + pl.col(date_col).dt.month()).alias("_month_key")
     parts = df.with_columns(key).partition_by("_month_key", as_dict=True, include_key=False)
     return {f"{k // 100:04d}-{k % 100:02d}": v for (k,), v in parts.items()}
-
-
-def parallel_map(fn, items: list) -> list:
-    """``[fn(x) for x in items]`` on a few threads (Parquet I/O releases the GIL), in order;
-    the first exception is raised after all have finished."""
-    if len(items) < 2:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-        futures = [pool.submit(fn, x) for x in items]
-        return [f.result() for f in futures]
-
-
-def _parquet_source(files: list[Path]) -> str:
-    listing = ", ".join(f"'{_sql_str(p)}'" for p in files)
-    return f"read_parquet([{listing}], hive_partitioning = true, union_by_name = true)"
-
-
-def _empty_source(schema: dict[str, pl.DataType]) -> str:
-    cols = ", ".join(f"NULL::{_DUCK_TYPES[t]} AS {name}" for name, t in schema.items())
-    return f"(SELECT {cols} WHERE false)"
 
 
 def require_exchange_bars(store: Store, exchange: str) -> None:

@@ -22,8 +22,9 @@ from retrain.calendar import AsOf
 from retrain.config import Settings
 from retrain.errors import RetrainError, storage_fault
 from retrain.features import CATEGORICAL
+from retrain.files import atomic_write_text
 from retrain.registry import ROOT, Registry
-from retrain.store import Store, atomic_write_text
+from retrain.store import Store
 
 DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
 DRIFT_MIN_SESSIONS = 5  # fewer recent sessions: drift is not measured yet

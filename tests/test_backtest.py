@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from retrain import backtest as bt
-from retrain import pipeline
+from retrain import catalog, pipeline
 from retrain.config import load_settings
 from tests.test_training import _cfg, _market
 
@@ -118,7 +118,7 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
                               bcfg=bt.BacktestConfig(retrain_every=4),
                               bt_progress=lambda i, n, block, train_s: blocks.append((block, train_s)),
                               progress=lambda i, n, m: folds.append(m))
-    labelled = sorted(set(store.scan_table("labels").select("trade_date").collect()["trade_date"].to_list()))
+    labelled = sorted(set(catalog.scan_labels(store).select("trade_date").collect()["trade_date"].to_list()))
     # the CV folds are the record's newest blocks, trained once, in the CV step
     tested = {d for b, _ in blocks for d in b}
     for m in folds:

@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from retrain import calendar as cal
+from retrain import catalog, report, sample
 from retrain import features as feat
 from retrain import indicators as ind
 from retrain import labels as lab
-from retrain import report, sample
 from retrain.calendar import AsOf
 from retrain.config import check_version
 from retrain.errors import RetrainError
@@ -41,7 +41,7 @@ def _build(store, full: bool = False, as_of: AsOf = AS_OF) -> None:
 
 
 def _table(store, table: str, version: str | None = None) -> pl.DataFrame:
-    lf = store.scan_table(table, version)
+    lf = catalog.scan_labels(store) if table == "labels" else store.scan_table(table, version)
     keys = ["exchange", "symbol", "trade_date"]
     return lf.collect().select(*keys, pl.exclude(keys)).sort(keys)
 

@@ -11,7 +11,7 @@ import talib
 
 from retrain import indicators as ind
 from retrain import sample
-from retrain.store import INDICATOR_COLUMNS, STATE_COLUMNS
+from retrain.schema import INDICATOR_COLUMNS, STATE_COLUMNS
 from tests.conftest import bars_of
 
 END = dt.date(2025, 10, 17)

@@ -10,10 +10,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from retrain import catalog, sample
 from retrain import features as feat
 from retrain import indicators as ind
 from retrain import remove as rm
-from retrain import sample
 from retrain.errors import RetrainError
 from retrain.store import Store
 
@@ -101,7 +101,7 @@ def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, 
     assert f"its symbol entry ({sym}, NYSE) went" in r.output and "retrain indicators` then `retrain features" in r.output
     # gone: bars, labels, symbol entry, feature rows of every version
     assert _bars(store, "NYSE").filter(pl.col("symbol") == sym).is_empty()
-    con = store.connect()
+    con = catalog.connect(store)
     assert con.execute(f"SELECT count(*) FROM labels WHERE symbol = '{sym}' AND exchange = 'NYSE'").fetchall()[0][0] == 0
     assert con.execute(f"SELECT count(*) FROM labels WHERE symbol = '{sym}' AND exchange = 'TSE'").fetchall()[0][0] > 0
     con.close()
