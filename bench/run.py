@@ -226,112 +226,131 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=504)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--long-symbols", type=int, default=10_000, help="symbols of the long-history stage")
+    ap.add_argument("--long-days", type=int, default=2_520, help="sessions of the long-history stage")
+    ap.add_argument("--stages", default="main,long", help="comma-separated: main (the 3,000-symbol market), long")
     a = ap.parse_args()
+    stages = set(a.stages.split(","))
 
     rows: list[tuple[str, float, float, str, int]] = []  # stage, median s, target s, detail, peak MB
     with tempfile.TemporaryDirectory(prefix="retrain-bench-") as tmp:
         tmp = Path(tmp)
-        bars, syms = sample.generate(symbols=a.symbols, days=a.days, seed=11, end=END)
-        csv_dirs = write_yahoo_csvs(bars, tmp / "csv")
-        n_files = sum(len(list(d.iterdir())) for d in csv_dirs.values())
-        print(f"bench: {n_files:,} Yahoo CSVs, {bars.height:,} bars", flush=True)
+        growth = main_stages(a, tmp, rows) if "main" in stages else None
+        if "long" in stages:
+            import long_history
 
-        # Ingest: all CSVs into a fresh store, one `retrain ingest` per exchange.
-        times, peak = [], 0
-        for i in range(a.repeat):
-            env = {**os.environ, "RETRAIN_DATA_DIR": str(tmp / f"ingest{i}")}
-            total = 0.0
-            for ex, d in csv_dirs.items():
-                t, mb = run(["ingest", str(d), "--exchange", ex, "--as-of", END.isoformat()], env)
-                total += t
-                peak = max(peak, mb)
-            times.append(total)
-        rows.append(("ingest (3 x `retrain ingest`, Yahoo CSVs)", statistics.median(times), 10.0,
-                     f"{n_files:,} files, {bars.height:,} bars", peak))
-        print(f"bench: ingest {statistics.median(times):.2f} s", flush=True)
+            rows += long_history.stage(tmp, a.long_symbols, a.long_days, END, run)
+    write_report(a, rows, growth)
 
-        env = {**os.environ, "RETRAIN_DATA_DIR": str(tmp / "ingest0")}
-        qt = [run(["query", "SELECT count(*) FROM day_symbol"], env) for _ in range(max(5, a.repeat))]
-        rows.append(("`retrain query` count over the store", statistics.median(t for t, _ in qt), 1.0,
-                     "whole CLI call", max(mb for _, mb in qt)))
 
-        # Full rebuild of indicators, features and labels, in one process, from a freshly ingested
-        # store (a copy per repeat, so no step finds its work already done).
-        times, wall, peak, split = [], [], 0, []
-        for i in range(a.repeat):
-            copy = tmp / f"rebuild{i}"
-            shutil.copytree(tmp / "ingest0", copy)
-            os.sync()  # the copy's write-back is set-up, not part of the timed rebuild
-            (t_steps, t_wall, mb) = steps(copy, full=True)
-            times.append(t_steps.pop("total"))
-            wall.append(t_wall)
-            split.append(t_steps)
+def main_stages(a, tmp: Path, rows: list) -> float:
+    """The stages on the 3,000-symbol x 504-session market; returns the 4-year / 1-year growth
+    of the incremental session."""
+    bars, syms = sample.generate(symbols=a.symbols, days=a.days, seed=11, end=END)
+    csv_dirs = write_yahoo_csvs(bars, tmp / "csv")
+    n_files = sum(len(list(d.iterdir())) for d in csv_dirs.values())
+    print(f"bench: {n_files:,} Yahoo CSVs, {bars.height:,} bars", flush=True)
+
+    # Ingest: all CSVs into a fresh store, one `retrain ingest` per exchange.
+    times, peak = [], 0
+    for i in range(a.repeat):
+        env = {**os.environ, "RETRAIN_DATA_DIR": str(tmp / f"ingest{i}")}
+        total = 0.0
+        for ex, d in csv_dirs.items():
+            t, mb = run(["ingest", str(d), "--exchange", ex, "--as-of", END.isoformat()], env)
+            total += t
             peak = max(peak, mb)
-        med = statistics.median(times)
-        parts = ", ".join(f"{k} {statistics.median(s[k] for s in split):.2f}" for k in split[0])
-        rows.append(("full rebuild: indicators + features + labels (one process)", med, 3.0,
-                     f"{parts}; process wall time incl. start-up {statistics.median(wall):.2f} s", peak))
-        print(f"bench: full rebuild {med:.2f} s ({parts})", flush=True)
+        times.append(total)
+    rows.append(("ingest (3 x `retrain ingest`, Yahoo CSVs)", statistics.median(times), 10.0,
+                 f"{n_files:,} files, {bars.height:,} bars", peak))
+    print(f"bench: ingest {statistics.median(times):.2f} s", flush=True)
 
-        # Training (5-fold walk-forward CV + final model), 30-day backtest and predict, 90-day window, ALL.
-        model_times, model_peak = [], 0
-        for i in range(a.repeat):
-            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "model_steps.py"), str(tmp / "rebuild0"),
-                                   str(tmp / f"artifacts{i}")], capture_output=True)
-            if proc.returncode != 0:
-                raise SystemExit(f"bench: model steps failed:\n{proc.stderr.decode()}")
-            res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
-            model_times.append(res)
-            model_peak = max(model_peak, res["peak_kb"] // 1024)
-        med = {k: statistics.median(r[k] for r in model_times) for k in ("train", "backtest", "predict")}
-        res = model_times[0]
-        rows.append(("training with 5-fold walk-forward CV (90-day window, ALL)", med["train"], 30.0,
-                     f"{res['rows']:,} rows", model_peak))
-        rows.append(("30-day walk-forward backtest (retrain every 5 sessions)", med["backtest"], 30.0,
-                     f"{res['backtest_sessions']} sessions", model_peak))
-        rows.append(("predict the next session", med["predict"], 2.0, f"{res['predict_rows']:,} symbols ranked",
-                     model_peak))
-        print(f"bench: train {med['train']:.2f} s, backtest {med['backtest']:.2f} s, predict {med['predict']:.2f} s",
-              flush=True)
+    env = {**os.environ, "RETRAIN_DATA_DIR": str(tmp / "ingest0")}
+    qt = [run(["query", "SELECT count(*) FROM day_symbol"], env) for _ in range(max(5, a.repeat))]
+    rows.append(("`retrain query` count over the store", statistics.median(t for t, _ in qt), 1.0,
+                 "whole CLI call", max(mb for _, mb in qt)))
 
-        # `retrain monitor` over a year of daily journal at every symbol.
-        mon_t, mon_inside, mon_mb, mon_detail = monitor_year(tmp / "rebuild0", tmp / "monitor", a.repeat)
-        rows.append(("`retrain monitor --exchange ALL`, a year of daily journal", mon_t, 2.0, mon_detail, mon_mb))
-        print(f"bench: monitor {mon_t:.2f} s (in-process {mon_inside:.2f} s)", flush=True)
+    # Full rebuild of indicators, features and labels, in one process, from a freshly ingested
+    # store (a copy per repeat, so no step finds its work already done).
+    times, wall, peak, split = [], [], 0, []
+    for i in range(a.repeat):
+        copy = tmp / f"rebuild{i}"
+        shutil.copytree(tmp / "ingest0", copy)
+        os.sync()  # the copy's write-back is set-up, not part of the timed rebuild
+        (t_steps, t_wall, mb) = steps(copy, full=True)
+        times.append(t_steps.pop("total"))
+        wall.append(t_wall)
+        split.append(t_steps)
+        peak = max(peak, mb)
+    med = statistics.median(times)
+    parts = ", ".join(f"{k} {statistics.median(s[k] for s in split):.2f}" for k in split[0])
+    rows.append(("full rebuild: indicators + features + labels (one process)", med, 3.0,
+                 f"{parts}; process wall time incl. start-up {statistics.median(wall):.2f} s", peak))
+    print(f"bench: full rebuild {med:.2f} s ({parts})", flush=True)
 
-        # The same computation in memory, retrain (Polars) next to a straightforward pandas version.
-        ours = [compute_polars(bars, syms) for _ in range(a.repeat)]
-        theirs = compute_pandas(bars, syms)
-        ratio = theirs / statistics.median(ours)
-        rows.append(("compute only: retrain (Polars) vs pandas groupby reference", statistics.median(ours), 0.0,
-                     f"pandas {theirs:.2f} s (1 run): {ratio:.1f}x faster (target >= 10x: {'met' if ratio >= 10 else '**not met**'})", 0))
-        print(f"bench: polars {statistics.median(ours):.2f} s vs pandas {theirs:.2f} s", flush=True)
+    # Training (5-fold walk-forward CV + final model), 30-day backtest and predict, 90-day window, ALL.
+    model_times, model_peak = [], 0
+    for i in range(a.repeat):
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / "model_steps.py"), str(tmp / "rebuild0"),
+                               str(tmp / f"artifacts{i}")], capture_output=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: model steps failed:\n{proc.stderr.decode()}")
+        res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+        model_times.append(res)
+        model_peak = max(model_peak, res["peak_kb"] // 1024)
+    med = {k: statistics.median(r[k] for r in model_times) for k in ("train", "backtest", "predict")}
+    res = model_times[0]
+    rows.append(("training with 5-fold walk-forward CV (90-day window, ALL)", med["train"], 30.0,
+                 f"{res['rows']:,} rows", model_peak))
+    rows.append(("30-day walk-forward backtest (retrain every 5 sessions)", med["backtest"], 30.0,
+                 f"{res['backtest_sessions']} sessions", model_peak))
+    rows.append(("predict the next session", med["predict"], 2.0, f"{res['predict_rows']:,} symbols ranked",
+                 model_peak))
+    print(f"bench: train {med['train']:.2f} s, backtest {med['backtest']:.2f} s, predict {med['predict']:.2f} s",
+          flush=True)
 
-        # One new session, incrementally, at 1 and 4 years of history.
-        inc = {}
-        for years in (1, 4):
-            t, w, mb = incremental_session(tmp / f"inc{years}", a.symbols, 252 * years, a.repeat)
-            inc[years] = t
-            rows.append((f"one new session, incremental ({years} year{'s' if years > 1 else ''} of history)", t, 1.0,
-                         f"indicators + features + labels, one process; wall incl. start-up {w:.2f} s", mb))
-            print(f"bench: incremental at {years}y {t:.2f} s", flush=True)
-        growth = inc[4] / inc[1]
+    # `retrain monitor` over a year of daily journal at every symbol.
+    mon_t, mon_inside, mon_mb, mon_detail = monitor_year(tmp / "rebuild0", tmp / "monitor", a.repeat)
+    rows.append(("`retrain monitor --exchange ALL`, a year of daily journal", mon_t, 2.0, mon_detail, mon_mb))
+    print(f"bench: monitor {mon_t:.2f} s (in-process {mon_inside:.2f} s)", flush=True)
 
-        # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
-        inc_t, same_t, full_t, mb, inc_parts, full_parts = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
-        rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 6.0,
-                     "indicators, features, labels, training with CV, 30-day backtest through the out-of-sample "
-                     "record, automatic promotion (same routine as the active model: no replay needed); whole CLI "
-                     f"call. Steps 6-7 (s): {inc_parts}", mb))
-        rows.append(("whole `retrain run --exchange ALL` again, nothing new", same_t, 0.0,
-                     "same bars and routine as an existing run: checked, not retrained; whole CLI call", mb))
-        rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 15.0,
-                     "every indicator, feature and label rebuilt, then as above, into an empty artifacts folder (no "
-                     f"record to reuse); whole CLI call. Steps 6-7 (s): {full_parts}", mb))
-        print(f"bench: retrain run incremental {inc_t:.2f} s, unchanged {same_t:.2f} s, full rebuild {full_t:.2f} s",
-              flush=True)
+    # The same computation in memory, retrain (Polars) next to a straightforward pandas version.
+    ours = [compute_polars(bars, syms) for _ in range(a.repeat)]
+    theirs = compute_pandas(bars, syms)
+    ratio = theirs / statistics.median(ours)
+    rows.append(("compute only: retrain (Polars) vs pandas groupby reference", statistics.median(ours), 0.0,
+                 f"pandas {theirs:.2f} s (1 run): {ratio:.1f}x faster (target >= 10x: {'met' if ratio >= 10 else '**not met**'})", 0))
+    print(f"bench: polars {statistics.median(ours):.2f} s vs pandas {theirs:.2f} s", flush=True)
 
-    peak_all = max(r[4] for r in rows)
+    # One new session, incrementally, at 1 and 4 years of history.
+    inc = {}
+    for years in (1, 4):
+        t, w, mb = incremental_session(tmp / f"inc{years}", a.symbols, 252 * years, a.repeat)
+        inc[years] = t
+        rows.append((f"one new session, incremental ({years} year{'s' if years > 1 else ''} of history)", t, 1.0,
+                     f"indicators + features + labels, one process; wall incl. start-up {w:.2f} s", mb))
+        print(f"bench: incremental at {years}y {t:.2f} s", flush=True)
+    growth = inc[4] / inc[1]
+
+    # The whole `retrain run`, as cron runs it: one new session (incremental), then full rebuilds.
+    inc_t, same_t, full_t, mb, inc_parts, full_parts = whole_run(tmp / "run", a.symbols, a.days, a.repeat)
+    rows.append(("whole `retrain run --exchange ALL`, one new session (incremental)", inc_t, 6.0,
+                 "indicators, features, labels, training with CV, 30-day backtest through the out-of-sample "
+                 "record, automatic promotion (same routine as the active model: no replay needed); whole CLI "
+                 f"call. Steps 6-7 (s): {inc_parts}", mb))
+    rows.append(("whole `retrain run --exchange ALL` again, nothing new", same_t, 0.0,
+                 "same bars and routine as an existing run: checked, not retrained; whole CLI call", mb))
+    rows.append(("whole `retrain run --exchange ALL --full-rebuild`", full_t, 15.0,
+                 "every indicator, feature and label rebuilt, then as above, into an empty artifacts folder (no "
+                 f"record to reuse); whole CLI call. Steps 6-7 (s): {full_parts}", mb))
+    print(f"bench: retrain run incremental {inc_t:.2f} s, unchanged {same_t:.2f} s, full rebuild {full_t:.2f} s",
+          flush=True)
+    return growth
+
+
+def write_report(a, rows: list, growth: float | None) -> None:
+    main_peak = max((r[4] for r in rows if not r[0].startswith("long history")), default=None)
+    long_peak = max((r[4] for r in rows if r[0].startswith("long history")), default=None)
     lines = [
         "# Benchmarks",
         "",
@@ -346,10 +365,17 @@ def main() -> None:
     for stage, med, target, detail, mb in rows:
         met = "-" if not target else ("yes" if med <= target else "**no**")
         lines.append(f"| {stage} | {med:.2f} | {target or '-'} | {met} | {detail} | {mb or '-'} |")
-    lines += ["", f"Peak memory of any stage: {peak_all:,} MB (target 2,048 MB: "
-              f"{'met' if peak_all <= 2048 else '**not met**'}).",
-              f"Incremental session, 4 years vs 1 year of history: {growth:.2f}x (target <= 1.5x: "
-              f"{'met' if growth <= 1.5 else '**not met**'}).", ""]
+    lines.append("")
+    if main_peak is not None:
+        lines.append(f"Peak memory of any stage of the {a.symbols:,}-symbol market: {main_peak:,} MB (target 2,048 MB: "
+                     f"{'met' if main_peak <= 2048 else '**not met**'}).")
+    if growth is not None:
+        lines.append(f"Incremental session, 4 years vs 1 year of history: {growth:.2f}x (target <= 1.5x: "
+                     f"{'met' if growth <= 1.5 else '**not met**'}).")
+    if long_peak is not None:
+        lines.append(f"Peak memory of any long-history step ({a.long_symbols:,} symbols x {a.long_days:,} sessions): "
+                     f"{long_peak:,} MB (target 2,560 MB: {'met' if long_peak <= 2560 else '**not met**'}).")
+    lines.append("")
     a.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

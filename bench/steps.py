@@ -10,7 +10,7 @@ import time
 
 from peak import vm_hwm_kb
 
-from retrain import features, indicators, labels
+from retrain import steps
 from retrain.calendar import AsOf
 from retrain.store import Store
 
@@ -30,13 +30,13 @@ def main() -> None:
 
 def run_steps(store, exchanges, as_of, full, out) -> None:
     t = time.perf_counter()
-    computed = indicators.update(store, exchanges, force=full, keep_frames=full).frames
+    steps.indicators(store, exchanges, force=full)
     out["indicators"] = time.perf_counter() - t
     t = time.perf_counter()
-    features.build(store, "v1", exchanges, full_rebuild=full, bars=computed)
+    steps.features(store, "v1", exchanges, full_rebuild=full)
     out["features"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels.update(store, exchanges, AsOf(as_of), start=dt.date(1970, 1, 2) if full else None)
+    steps.labels(store, exchanges, AsOf(as_of), start=dt.date(1970, 1, 2) if full else None)
     out["labels"] = time.perf_counter() - t
 
 

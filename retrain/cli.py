@@ -313,13 +313,13 @@ def indicators(settings: Settings, exchange, force):
     """Compute RSI(14), MACD(12,26,9), ATR(14) and OBV where missing or stale."""
     import time
 
-    from retrain import indicators as ind
+    from retrain import steps
     from retrain.status import LOW_RSI_COVERAGE, exchange_status
 
     store = Store(settings.data_dir)
     exchanges = _exchanges(store, exchange)
     started = time.perf_counter()
-    result = ind.update(store, exchanges, force=force)
+    result = steps.indicators(store, exchanges, force=force)
     took = time.perf_counter() - started
     click.echo(report.ok(f"Updated {report.n(result.updated)} bars across {report.n(result.symbols)} symbols "
                          f"in {took:.1f}s ({result.months_written} month file(s) written)"))

@@ -12,11 +12,11 @@ from retrain.config import Settings
 from retrain.store import Store
 
 
-def build_features(store: Store, version: str, exchanges, start=None, end=None, full_rebuild=False, bars=None):
+def build_features(store: Store, version: str, exchanges, start=None, end=None, full_rebuild=False):
     """Run the feature build with a progress line; print the summary. Shared with `retrain run`."""
     import time
 
-    from retrain import features as feat
+    from retrain import steps
 
     bar = {}
 
@@ -27,7 +27,7 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
         bar[exchange].update(done, rows, f"{exchange} {day}")
 
     started = time.perf_counter()
-    result = feat.build(store, version, exchanges, start, end, full_rebuild, progress=progress, bars=bars)
+    result = steps.features(store, version, exchanges, start, end, full_rebuild, progress=progress)
     for b in bar.values():
         b.close()
     took = time.perf_counter() - started
@@ -41,10 +41,10 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
 
 def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None, end=None):
     """Run the label update and print counts and coverage. Shared with `retrain run`."""
-    from retrain import labels as lab
     from retrain import query as q
+    from retrain import steps
 
-    result = lab.update(store, exchanges, clock, start, end)
+    result = steps.labels(store, exchanges, clock, start, end)
     for ex in exchanges:
         lc, horizon = result.last_complete.get(ex), result.horizon.get(ex)
         if ex in result.ranges:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +24,6 @@ import polars as pl
 
 from retrain import calendar
 from retrain.errors import RetrainError
-from retrain.files import IO_THREADS, fault_point, parallel_map
-from retrain.store import Store
 
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
@@ -185,14 +182,12 @@ def definition_fingerprint(version: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def feature_columns(version: str, store: Store | None = None) -> list[str]:
-    """Feature columns of a version: the list the store recorded with its rows when ``store`` has
-    one (a version keeps its columns whatever today's code says), else its definitions'."""
-    if store is not None:
-        recorded = store.read_state("features", version).get(DEFINITION, {}).get("columns")
-        if recorded:
-            return list(recorded)
-    return [f.name for f in definitions(version)[1]]
+def feature_columns(version: str, state: dict | None = None) -> list[str]:
+    """Feature columns of a version: the list recorded with its rows in its ``state`` (the
+    features table's state of that version) when there is one (a version keeps its columns
+    whatever today's code says), else its definitions'."""
+    recorded = (state or {}).get(DEFINITION, {}).get("columns")
+    return list(recorded) if recorded else [f.name for f in definitions(version)[1]]
 
 
 DEFINITION = "_definition"  # the key of a version's state that records its definitions
@@ -307,34 +302,20 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     )
 
 
-# ---------------------------------------------------------------- the step
-@dataclass
-class FeatureResult:
-    version: str
-    rows: int = 0
-    sessions: int = 0
-    by_exchange: dict | None = None
-    mode: str = "incremental"
-    ranges: dict | None = None  # exchange -> (first, last) trade date built
-    up_to_date: bool = False
-
-
-def _with_sector(store: Store, bars: pl.DataFrame) -> pl.DataFrame:
-    syms = store.read_symbols().select("exchange", "symbol", "sector")
-    return bars.join(syms, on=["exchange", "symbol"], how="left", maintain_order="left")
-
-
-def _window(store: Store, exchange: str, first_needed: dt.date, margin: int) -> pl.DataFrame:
+# ---------------------------------------------------------------- planning (pure)
+def window_start(exchange: str, first_needed: dt.date, margin: int) -> str:
+    """The first month (YYYY-MM) of bars to read to build rows from ``first_needed`` on, with
+    ``margin`` sessions of history before it."""
     sess = calendar.session_array(exchange)
     i = int(np.searchsorted(sess, np.datetime64(first_needed, "D"), "left"))
-    start = sess[max(i - margin, 0)].astype(dt.date)
-    return store.read_bars_since(exchange, start.strftime("%Y-%m"))
+    return sess[max(i - margin, 0)].astype(dt.date).strftime("%Y-%m")
 
 
-def _truncated(bars: pl.DataFrame, first_t: dt.date, exchange: str) -> bool:
+def truncated(bars: pl.DataFrame, first_t: dt.date, exchange: str) -> bool:
     """True when a symbol that still gets rows from ``first_t`` on (its last bar is at or after the
     session before it) has its history in ``bars`` start after its real first bar (``_n`` > 0)
-    with no more than LONGEST_WINDOW bars before ``first_t``: its windows would be cut short."""
+    with no more than LONGEST_WINDOW bars before ``first_t``: its windows would be cut short, and
+    the window of bars read must widen."""
     before_first = calendar.previous_session(exchange, first_t) or first_t
     per = bars.group_by("symbol").agg(
         pl.col("_n").min().alias("n0"), (pl.col("date") < first_t).sum().alias("before"),
@@ -343,130 +324,58 @@ def _truncated(bars: pl.DataFrame, first_t: dt.date, exchange: str) -> bool:
                       & (pl.col("before") <= LONGEST_WINDOW)).height > 0
 
 
-def build(
-    store: Store,
-    version: str,
-    exchanges: list[str],
-    start: dt.date | None = None,
-    end: dt.date | None = None,
-    full_rebuild: bool = False,
-    progress=None,
-    bars: dict[str, pl.DataFrame] | None = None,
-) -> FeatureResult:
-    """Build feature rows for the current version: incremental by default (new sessions plus
-    whatever depends on bars changed since the last build), everything with ``full_rebuild``,
-    or exactly the trade dates in [start, end]."""
-    result = FeatureResult(version=version, by_exchange={}, ranges={},
-                           mode="full rebuild" if full_rebuild else ("range" if start or end else "incremental"))
-    with store.lock("retrain features"):
-        state = store.read_state("features", version)
-        definition = check_definitions(state, version, full_rebuild)
-        plans = []
-        for exchange in exchanges:
-            given = (bars or {}).get(exchange) if full_rebuild else None
-            plan = _plan(store, exchange, state.get(exchange, {}), start, end, full_rebuild, given)
-            plans.append((exchange, plan))
-        # Each exchange's files are written on a background thread while the next one computes.
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            pending = None
-            for exchange, plan in plans:
-                if plan is None:
-                    result.by_exchange[exchange] = 0
-                    continue
-                first_t, last_t, frame, built_id = plan
-                handed = full_rebuild and (bars or {}).get(exchange) is not None  # sorted by the indicators step
-                rows = snapshots(frame, exchange, first_t, last_t, version, presorted=handed)
-                n_sessions = len(calendar.sessions(exchange, first_t, last_t))
-                if pending:
-                    _finish(store, version, state, result, full_rebuild, *pending)
-                pending = (exchange, first_t, last_t, built_id, rows.height, n_sessions,
-                           writer.submit(_write, store, version, exchange, rows, first_t, last_t, progress, n_sessions))
-            if pending:
-                _finish(store, version, state, result, full_rebuild, *pending)
-        if state.get(DEFINITION) != definition:  # recorded with the rows (adopted by an older store)
-            state[DEFINITION] = definition
-            store.write_state("features", state, version)
-    result.up_to_date = not result.ranges
-    return result
-
-
-def _finish(store: Store, version: str, state: dict, result: FeatureResult, full_rebuild: bool,
-            exchange: str, first_t, last_t, built_id, n_rows: int, n_sessions: int, written) -> None:
-    """Wait for an exchange's files, then count it and record its state."""
-    written.result()
-    result.rows += n_rows
-    result.sessions += n_sessions
-    result.by_exchange[exchange] = n_rows
-    result.ranges[exchange] = (first_t, last_t)
-    # first_trade_date: the first session any build covered (`retrain run` extends from it)
-    before = state.get(exchange, {})
-    first = before.get("first_trade_date")
-    if full_rebuild or not before:
-        first = first_t.isoformat()
-    elif first:
-        first = min(first, first_t.isoformat())
-    if built_id is not None:
-        state[exchange] = {"built_ingest_id": built_id, "last_trade_date": last_t.isoformat()}
-    if first and exchange in state:
-        state[exchange]["first_trade_date"] = first
-    if exchange in state:
-        store.write_state("features", state, version)
-
-
-def _plan(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool, given: pl.DataFrame | None = None):
-    """Decide which trade dates to build and load the bars for them. Returns None when
-    nothing is to be done, else (first trade date, last trade date, bars, new built id or None)."""
-    if given is not None:  # a full rebuild with the bars in hand: no need to look at the files
-        built_id = int(given["ingest_id"].max() or 0)
-        all_first, all_last = given["date"].min(), given["date"].max()
-    else:
-        built_id = store.max_ingest_id(exchange)
-        all_first, all_last = store.date_span(exchange)
+def plan_span(exchange: str, state: dict, span: tuple[dt.date, dt.date], start: dt.date | None,
+              end: dt.date | None, full_rebuild: bool, first_changed: dt.date | None) -> tuple[dt.date, dt.date] | None:
+    """The trade dates to build for one exchange, (first, last), or None when nothing is to be
+    done. ``span``: first and last bar date; ``state``: the exchange's build state;
+    ``first_changed``: the first date of the bars changed since the last build (None: none)."""
+    all_first, all_last = span
     horizon = calendar.next_session(exchange, all_last)  # the session after the last bar
     if start or end:
         first_t, last_t = start or all_first, min(end or horizon, horizon)
         if not calendar.sessions(exchange, first_t, last_t):
             raise RetrainError(f"no sessions of {exchange} with bars to build between {first_t} and {last_t}",
                                hint=f"{exchange} bars run from {all_first} to {all_last}; pick dates in that span")
-        new_id = None
-    elif full_rebuild or not st:
-        first_t, last_t, new_id = all_first, horizon, built_id
-    else:
-        changed = store.changed_bars(exchange, int(st.get("built_ingest_id", 0)))
-        if changed.is_empty():
-            return None
-        first_t, last_t, new_id = changed["date"].min(), horizon, built_id
-    if given is not None:  # a full rebuild handed the bars just computed by the indicators step
-        bars = given
-    elif full_rebuild or first_t <= all_first:
-        bars = store.read_bars_since(exchange, "0000-00")
-    else:
-        margin = MARGIN_SESSIONS
-        while True:
-            bars = _window(store, exchange, first_t, margin)
-            if not _truncated(bars, first_t, exchange) or margin > 100_000:
-                break
-            margin *= 4
-        if not (start or end):
-            # rows served by the bar before each changed bar may change too (gaps, new last bars)
-            prev = (bars.sort("symbol", "date").with_columns(pl.col("date").shift(1).over("symbol").alias("_prev"))
-                    .join(changed, on=["symbol", "date"], how="semi")["_prev"].drop_nulls())
-            if prev.len():
-                first_t = min(first_t, calendar.next_session(exchange, prev.min()))
-    stale = bars.filter(pl.col("_n").is_null())
-    if stale.height:
-        raise RetrainError(
-            f"indicators are missing for {stale.height:,} {exchange} bars (first: {stale['symbol'][0]} {stale['date'].min()})",
-            hint="run `retrain indicators` first (`retrain run` does it for you)",
-        )
-    return first_t, last_t, _with_sector(store, bars), new_id
+        return first_t, last_t
+    if full_rebuild or not state:
+        return all_first, horizon
+    if first_changed is None:
+        return None
+    return first_changed, horizon
 
 
-def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_t, last_t, progress, n_sessions) -> None:
-    """Replace the rows with trade dates in [first_t, last_t], one month file at a time."""
+def served_earlier(bars: pl.DataFrame, changed: pl.DataFrame, exchange: str) -> dt.date | None:
+    """The first trade date served by a bar just before a changed one (its rows may change too:
+    gaps, new last bars), or None."""
+    prev = (bars.sort("symbol", "date").with_columns(pl.col("date").shift(1).over("symbol").alias("_prev"))
+            .join(changed, on=["symbol", "date"], how="semi")["_prev"].drop_nulls())
+    return calendar.next_session(exchange, prev.min()) if prev.len() else None
+
+
+def month_chunks(exchange: str, first_t: dt.date, last_t: dt.date, bars_per_month: dict[str, int],
+                 chunk_bars: int) -> list[tuple[dt.date, dt.date]]:
+    """[first_t, last_t] cut at month starts into pieces of about ``chunk_bars`` bars (at least
+    one month each), by the bars each month holds."""
     span = calendar.sessions(exchange, first_t, last_t)
-    per_month: dict[str, list] = {}  # month -> [sessions in it, its last session]
-    for d in span:
+    pieces: list[tuple[dt.date, dt.date]] = []
+    size, lo = 0, None
+    for i, d in enumerate(span):
+        month = d.strftime("%Y-%m")
+        if lo is None:
+            lo = d
+        if i + 1 == len(span) or span[i + 1].strftime("%Y-%m") != month:
+            size += bars_per_month.get(month, 0)
+            if size >= chunk_bars or i + 1 == len(span):
+                pieces.append((lo, d))
+                size, lo = 0, None
+    return pieces
+
+
+def by_month(rows: pl.DataFrame, exchange: str, first_t: dt.date, last_t: dt.date) -> tuple[dict, dict]:
+    """Rows of trade dates [first_t, last_t] cut into month files: ({month: rows sorted by
+    trade_date, symbol}, {month: (sessions in it, its last session)})."""
+    per_month: dict[str, list] = {}
+    for d in calendar.sessions(exchange, first_t, last_t):
         entry = per_month.setdefault(d.strftime("%Y-%m"), [0, d])
         entry[0] += 1
         entry[1] = d
@@ -476,34 +385,10 @@ def _write(store: Store, version: str, exchange: str, rows: pl.DataFrame, first_
     dates = rows["trade_date"].to_numpy().astype("datetime64[D]")
     bounds = np.searchsorted(dates, np.array([f"{m}-01" for m in months] + [_next_month(months[-1])],
                                              dtype="datetime64[D]"))
-    by_month = {m: rows.slice(int(a), int(b - a)) for m, a, b in zip(months, bounds[:-1], bounds[1:])}
-    # Only months the range covers partly hold rows to keep: the first and the last.
-    edges = [m for m in months if m in (first_t.strftime("%Y-%m"), last_t.strftime("%Y-%m"))]
-    for month, old in zip(edges, _parallel_read(store, version, exchange, edges)):
-        if old is not None:
-            old = old.filter((pl.col("trade_date") < first_t) | (pl.col("trade_date") > last_t))
-            by_month[month] = pl.concat([old, by_month[month].drop("exchange")],
-                                        how="diagonal_relaxed").sort("trade_date", "symbol")
-    # All months go to the I/O threads at once; progress follows them in month order.
-    done_sessions = written = 0
-    with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-        futures = [pool.submit(store.write_table_partition, "features", exchange, m, by_month[m], version)
-                   for m in months]
-        for i, (month, future) in enumerate(zip(months, futures), 1):
-            future.result()
-            sessions_in_month, last_session = per_month[month]
-            done_sessions += sessions_in_month
-            written += int(bounds[i] - bounds[i - 1])
-            if progress and (i % PROGRESS_MONTHS == 0 or i == len(months)):
-                progress(exchange, last_session, done_sessions, n_sessions, written)
-            if i % PROGRESS_MONTHS == 0:
-                fault_point("features.between_batches")
+    parts = {m: rows.slice(int(a), int(b - a)) for m, a, b in zip(months, bounds[:-1], bounds[1:])}
+    return parts, {m: tuple(v) for m, v in per_month.items()}
 
 
 def _next_month(month: str) -> str:
     y, m = int(month[:4]), int(month[5:7])
     return f"{y + m // 12:04d}-{m % 12 + 1:02d}-01"
-
-
-def _parallel_read(store: Store, version: str, exchange: str, months: list[str]) -> list[pl.DataFrame | None]:
-    return parallel_map(lambda m: store.read_table_partition("features", exchange, m, version), months)

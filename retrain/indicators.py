@@ -10,7 +10,7 @@
 * ``obv``: on-balance volume starting at the first bar's volume.
 
 Values are null exactly where TA-Lib returns NaN. Smoothing is recursive, so each bar also
-stores the recursion state (see ``store.STATE_COLUMNS``); an incremental update continues from
+stores the recursion state (see ``schema.STATE_COLUMNS``); an incremental update continues from
 the last computed bar (the *anchor*) and gives bit-for-bit the values of a full recomputation.
 
 Frames handed to ``compute`` are sorted by (exchange, symbol, date) and carry ``_anchor``: true
@@ -19,13 +19,10 @@ on a symbol's first row when that row is an already-computed bar whose state see
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import polars as pl
 
 from retrain.schema import INDICATOR_COLUMNS, STATE_COLUMNS
-from retrain.store import Store, split_by_month
 
 RSI_PERIOD = 14
 ATR_PERIOD = 14
@@ -138,86 +135,79 @@ def compute(frame: pl.DataFrame) -> pl.DataFrame:
 
 def compute_full(bars: pl.DataFrame) -> pl.DataFrame:
     """Indicators over complete histories (no anchors). ``bars`` needs exchange, symbol, date, OHLCV."""
-    frame = bars.lazy().sort(["exchange", "symbol", "date"]).with_columns(
+    return compute(_fresh(bars.sort(["exchange", "symbol", "date"])))
+
+
+# ------------------------------------------------------------ chunks of history
+def _fresh(bars: pl.DataFrame) -> pl.DataFrame:
+    """Bars to compute: indicators and state cleared, no anchor."""
+    return bars.with_columns(
         pl.lit(False).alias("_anchor"),
         *[pl.lit(None, pl.Float64).alias(c) for c in INDICATOR_COLUMNS + STATE_COLUMNS[1:]],
         pl.lit(None, pl.Int64).alias("_n"),
-    ).collect(engine=ENGINE)
-    return compute(frame)
+    )
 
 
-# ------------------------------------------------------------------ the step
-class IndicatorResult:
-    def __init__(self) -> None:
-        self.updated = 0  # bars whose indicators were (re)computed
-        self.symbols = 0
-        self.months_written = 0
-        self.by_exchange: dict[str, int] = {}
-        self.frames: dict[str, pl.DataFrame] = {}  # with keep_frames and force: every bar, computed
+def compute_chunk(bars: pl.DataFrame, carry: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Indicators of ``bars`` (whole months of one exchange, exchange, symbol, date, OHLCV), the
+    history before them given by ``carry`` (from the previous chunk; None for the first). Returns
+    (the bars of ``bars`` computed, sorted by exchange, symbol, date; the carry for the next chunk).
+
+    The carry holds, per symbol seen so far, its last computed bar as an anchor (its state seeds
+    the next chunk exactly as an incremental update's anchor does), or, for a symbol with fewer
+    than ``MIN_ANCHOR`` bars so far, all its bars, computed again from the first. So a rebuild
+    in chunks equals a rebuild in one piece bit for bit, and holds one chunk plus one row per
+    symbol (at most ``MIN_ANCHOR`` for young symbols) in memory."""
+    fresh = _fresh(bars).with_columns(pl.lit(False).alias("_carried"))
+    frame = fresh if carry is None else pl.concat(
+        [carry.with_columns(pl.lit(True).alias("_carried")).select(fresh.columns), fresh])
+    out = compute(frame.sort(["exchange", "symbol", "date"]))
+    done = out.filter(~pl.col("_carried")).drop("_anchor", "_carried")
+    last = ((pl.col("symbol") != pl.col("symbol").shift(-1)) | (pl.col("exchange") != pl.col("exchange").shift(-1))
+            ).fill_null(True)
+    young = (pl.when(last).then(pl.col("_n")).otherwise(None).max().over(KEYS) < MIN_ANCHOR)
+    flagged = out.with_columns(last.alias("_last"), young.alias("_young"))
+    anchors = flagged.filter(pl.col("_last") & ~pl.col("_young")).with_columns(pl.lit(True).alias("_anchor"))
+    again = _fresh(flagged.filter(pl.col("_young")))
+    columns = [c for c in fresh.columns if c != "_carried"]
+    carry = pl.concat([anchors.select(columns), again.select(columns)]).sort(["exchange", "symbol", "date"])
+    return done, carry
 
 
-def update(store: Store, exchanges: list[str], force: bool = False, progress=None,
-           keep_frames: bool = False) -> IndicatorResult:
-    """Compute indicators that are missing or stale (bars changed since the last computation,
-    and every later bar of those symbols). ``force`` recomputes everything; with ``keep_frames``
-    the computed bars are also returned, so that a full rebuild need not read them again."""
-    result = IndicatorResult()
-    # Each exchange's files are written on a background thread while the next one computes.
-    with store.lock("retrain indicators"), ThreadPoolExecutor(max_workers=1) as writer:
-        pending = None
-        for exchange in exchanges:
-            months = store.months(exchange)
-            stale = months if force else store.stale_months(exchange)
-            if not stale:
-                result.by_exchange[exchange] = 0
-                continue
-            if force:  # everything, from each symbol's first bar: no anchors to look for
-                done = compute_full(store.read_months(exchange, months)).drop("_anchor")
-                if keep_frames:
-                    result.frames[exchange] = done
-                done = done.drop("exchange").with_columns(pl.lit(True).alias("_recomputed"))
-                n_symbols = done["symbol"].n_unique()
-                first_month = months[0]
-            else:
-                first = months.index(stale[0])
-                window = months[max(0, first - 2):]  # two months before: room for each symbol's anchor
-                done, n_symbols = _update_window(store, exchange, store.read_months(exchange, window),
-                                                 months[:max(0, first - 2)])
-                first_month = stale[0]
-            # Rewrite only months from the first stale one on; earlier months are unchanged.
-            todo = {m: part for m, part in split_by_month(done, "date").items() if m >= first_month}
-            if pending:
-                pending.result()
-            pending = writer.submit(store.write_partitions, exchange, todo, force)  # force: sorted by compute_full
-            result.months_written += len(todo)
-            updated = int(done.filter(pl.col("_recomputed")).height)
-            result.updated += updated
-            result.symbols += n_symbols
-            result.by_exchange[exchange] = updated
-            if progress:
-                progress(exchange, updated, n_symbols)
-        if pending:
-            pending.result()
-    return result
-
-
-def _update_window(store: Store, exchange: str, bars: pl.DataFrame, earlier_months: list[str]):
-    """Recompute stale symbols in ``bars`` (a window of months); returns (all window bars with a
-    ``_recomputed`` flag, number of symbols recomputed)."""
-    bars = bars.sort(["symbol", "date"])
-    # First stale row per symbol; the row before it is the anchor when it is a computed bar far
-    # enough in (otherwise the symbol is recomputed from its first bar).
-    flagged = bars.with_columns(
+# ------------------------------------------------------------ incremental window
+def _flags(bars: pl.DataFrame) -> pl.DataFrame:
+    """``bars`` (one exchange, a window of months) sorted by symbol, date, with: ``_stale`` (the
+    bar or an earlier one in the window lacks indicators), ``_anchor`` (the computed bar just
+    before a symbol's first stale one), ``_has_anchor`` (that bar can seed the rest: its state
+    is complete) and ``_touched`` (the symbol has stale bars)."""
+    flagged = bars.sort(["symbol", "date"]).with_columns(
         pl.col("_n").is_null().cum_max().over("symbol").alias("_stale"),
     ).with_columns(
         pl.col("_stale").shift(-1).over("symbol").fill_null(False).alias("_before_stale"),
     )
     anchor_ok = pl.col("_before_stale") & ~pl.col("_stale") & (pl.col("_n") >= MIN_ANCHOR)
-    flagged = flagged.with_columns(
+    return flagged.with_columns(
         (pl.col("_before_stale") & ~pl.col("_stale")).alias("_anchor"),
         anchor_ok.any().over("symbol").alias("_has_anchor"),
         pl.col("_stale").any().over("symbol").alias("_touched"),
     )
+
+
+def without_anchor(bars: pl.DataFrame) -> list[str]:
+    """Symbols of ``bars`` (a window of months) with stale bars and no anchor in the window:
+    ``update_window`` needs their whole earlier history."""
+    flagged = _flags(bars)
+    return flagged.filter(pl.col("_touched") & ~pl.col("_has_anchor"))["symbol"].unique().sort().to_list()
+
+
+def update_window(bars: pl.DataFrame, history: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
+    """Recompute the stale symbols of ``bars`` (a window of months of one exchange): from the
+    anchor before each one's first stale bar, or, for the symbols ``without_anchor`` names, from
+    their first bar, with ``history`` holding their bars before the window. Returns (every bar of
+    the window, without ``exchange``, with a ``_recomputed`` flag; the number of symbols
+    recomputed)."""
+    flagged = _flags(bars)
+    bars = bars.sort(["symbol", "date"])
     stale_symbols = flagged.filter(pl.col("_touched")).select("symbol").unique()
     anchored = flagged.filter(pl.col("_touched") & pl.col("_has_anchor") & (pl.col("_stale") | pl.col("_anchor")))
     no_anchor = flagged.filter(pl.col("_touched") & ~pl.col("_has_anchor")).select("symbol").unique()
@@ -227,8 +217,9 @@ def _update_window(store: Store, exchange: str, bars: pl.DataFrame, earlier_mont
         pieces.append(compute(anchored.drop("_stale", "_before_stale", "_has_anchor", "_touched"))
                       .filter(~pl.col("_anchor")))
     if no_anchor.height:  # whole history of these symbols, including months before the window
-        history = store.read_months(exchange, earlier_months).join(no_anchor, on="symbol", how="semi")
-        whole = pl.concat([history, bars.join(no_anchor, on="symbol", how="semi")])
+        earlier = (history.select(bars.columns).join(no_anchor, on="symbol", how="semi")
+                   if history is not None else bars.clear())
+        whole = pl.concat([earlier, bars.join(no_anchor, on="symbol", how="semi")])
         pieces.append(compute_full(whole).drop("_anchor"))
     recomputed = pl.concat([p.select(bars.columns) for p in pieces]) if pieces else bars.clear()
     kept = bars.join(recomputed.select("symbol", "date"), on=["symbol", "date"], how="anti")

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from retrain import calendar, catalog, metrics, queries, training
+from retrain import calendar, catalog, metrics, queries, steps, training
 from retrain.backtest import Z95
 from retrain.calendar import AsOf
 from retrain.config import Settings
 from retrain.errors import RetrainError
-from retrain.features import feature_columns
+from retrain.features import CATEGORICAL, feature_columns
 from retrain.files import atomic_write_parquet
 from retrain.record import RecordStore
 from retrain.registry import META_SCHEMA, Registry
@@ -84,7 +84,7 @@ def train(store: Store, version: str, scope: str, cfg: training.TrainConfig, end
     from retrain.backtest import BacktestConfig
 
     bcfg = bcfg or BacktestConfig(max_positions=cfg.top_n)
-    columns = feature_columns(version, store)
+    columns = steps.feature_columns(store, version)
     window = training_window(store, version, scope, cfg.training_days, end)
     routine, spec = routine_spec(cfg, bcfg, version, columns)
     prep = Prepared.of(load_frame(store, version, scope, cfg, window, cv_first_day(window, cfg, bcfg)), columns)
@@ -473,7 +473,7 @@ def _run_meta(result: training.TrainResult, cfg: training.TrainConfig, version: 
         "feature_version": version,
         "scope": scope,
         "feature_columns": result.feature_columns,
-        "categorical_features": [c for c in result.feature_columns if c in ("exchange", "day_of_week")],
+        "categorical_features": [c for c in result.feature_columns if c in CATEGORICAL],
         "target": cfg.target,
         "training_config": {k: v for k, v in vars(cfg).items() if k != "params"},
         "training_window": {"start": str(result.window[0]), "end": str(result.window[1]),
@@ -523,7 +523,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
     store = store or Store(settings.data_dir)
     bcfg = bcfg or BacktestConfig.from_settings(settings, max_positions=cfg.top_n)
     version = settings.feature_version
-    columns = feature_columns(version, store)
+    columns = steps.feature_columns(store, version)
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
     records = RecordStore(settings.artifacts_dir)
     if backtest_window and (backtest_window[1] - backtest_window[0]).days + 1 < bcfg.block_days:
@@ -743,7 +743,7 @@ def backtest(store: Store, settings: Settings, version: str, scope: str, tcfg: t
     """The routine ``tcfg`` over ``window`` through its record (blocks reused where stored,
     trained and stored where not), evaluated; no run folder, no promotion. Call under the lock."""
     records = RecordStore(settings.artifacts_dir)
-    columns = feature_columns(version, store)
+    columns = steps.feature_columns(store, version)
     routine, spec = routine_spec(tcfg, bcfg, version, columns)
     first_day = record_first_day(records, version, scope, routine, window, bcfg)
     train_window = training_window(store, version, scope, tcfg.training_days, window[1])
@@ -794,14 +794,14 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
     store = Store(settings.data_dir)
     if run_id:
         meta = registry.run_meta(run_id)
-        loaded = registry.load_run(run_id, feature_columns(meta["feature_version"], store))
+        loaded = registry.load_run(run_id, steps.feature_columns(store, meta["feature_version"]))
         end = _trained_through(loaded.meta)
         warning = None if end < session else (
             f"{run_id} was trained on data through {end}, not before the session {session} it ranks: "
             "look-ahead, so this ranking says nothing about how the model would have done")
         return loaded, f"--model {run_id}", warning, False
     version = version or settings.feature_version
-    columns = feature_columns(version, store)
+    columns = steps.feature_columns(store, version)
     if as_of.is_now:
         return registry.load_active(version, scope, columns), None, None, True
     instant = min(as_of.instant(e) for e in (calendar.EXCHANGES if scope == "ALL" else [scope]))
@@ -858,12 +858,11 @@ def bring_up_to_date(store: Store, version: str, exchanges: list[str], session: 
     """Indicators and the feature rows of ``version`` up to ``session``, incrementally, under the
     store's lock (what `retrain indicators` and `retrain features` would do). Returns what was
     built, in words."""
-    from retrain import features as feat
-    from retrain import indicators as ind
+    from retrain import steps
 
     with store.lock("retrain predict"):
-        res = ind.update(store, exchanges)
-        fres = feat.build(store, version, exchanges)
+        res = steps.indicators(store, exchanges)
+        fres = steps.features(store, version, exchanges)
     if not res.updated and fres.up_to_date:
         return f"Indicators and {version} features are up to date for {session}"
     return (f"Brought up to date for {session}: indicators of {res.updated:,} bar(s), {fres.rows:,} {version} "

@@ -181,8 +181,7 @@ def run(
 
 def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, skip_indicators, skip_backtest,
          min_rows, as_of, promote, data_dir, artifacts_dir, config, settings) -> RunResult:
-    from retrain import indicators as ind
-    from retrain import pipeline, training
+    from retrain import pipeline, steps, training
     from retrain.backtest import BacktestConfig
     from retrain.console import build_features, train_and_report, update_labels
 
@@ -236,14 +235,12 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         result.live, watched = _live_line(settings, scope, clock)
 
         _header("STEP 2: CALCULATING TECHNICAL INDICATORS")
-        frames = None
         if skip_indicators:
             report.echo("Skipped (--skip-indicators)")
             result.steps["indicators"] = {"skipped": True}
         else:
             t = time.perf_counter()
-            res = ind.update(store, exchanges, force=full_rebuild, keep_frames=full_rebuild)
-            frames = res.frames or None
+            res = steps.indicators(store, exchanges, force=full_rebuild)
             report.echo(report.ok(f"Updated {report.n(res.updated)} records across {report.n(res.symbols)} symbols "
                                  f"in {time.perf_counter() - t:.1f}s"))
             result.steps["indicators"] = {"updated": res.updated, "symbols": res.symbols}
@@ -259,7 +256,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         if extend:
             ext = build_features(store, version, exchanges, *extend)
             rows, sessions = ext.rows, ext.sessions
-        fres = build_features(store, version, exchanges, full_rebuild=rebuild_features, bars=frames)
+        fres = build_features(store, version, exchanges, full_rebuild=rebuild_features)
         if fres.up_to_date and not extend:
             report.echo(report.ok(f"Features {version} are up to date: no new session and no changed bar"))
         result.steps["features"] = {"rows": rows + fres.rows, "sessions": sessions + fres.sessions,

@@ -53,6 +53,8 @@ from retrain.files import (
 from retrain.schema import BAR_SCHEMA, INDICATOR_COLUMNS, STATE_COLUMNS, SYMBOL_SCHEMA, VALUE_COLUMNS
 
 PARTITION_FILE = "data.parquet"
+_STATS_SCHEMA = {"month": pl.String, "first": pl.Date, "last": pl.Date, "max_ingest_id": pl.Int64, "stale": pl.Int64,
+                 "rows": pl.Int64}
 
 
 def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
@@ -125,7 +127,7 @@ class Store:
 
     def file_stats(self, exchange: str) -> pl.DataFrame:
         """Per month file of ``exchange``, from Parquet footers only (no data read): month,
-        min/max date, max ingest_id, and how many bars lack indicators (``_n`` null).
+        min/max date, max ingest_id, how many bars lack indicators (``_n`` null), and bars (rows).
         Remembered until this Store writes bars again."""
         if exchange not in self._stats:
             self._stats[exchange] = self._read_file_stats(exchange)
@@ -134,17 +136,17 @@ class Store:
     def _read_file_stats(self, exchange: str) -> pl.DataFrame:
         files = self.bar_files(exchange)
         if not files:
-            return pl.DataFrame(schema={"month": pl.String, "first": pl.Date, "last": pl.Date,
-                                        "max_ingest_id": pl.Int64, "stale": pl.Int64})
+            return pl.DataFrame(schema=_STATS_SCHEMA)
         listing = ", ".join(f"'{sql_str(p)}'" for p in files)
         rows = duckdb.sql(
-            f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count "
+            f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count, row_group_num_rows "
             f"FROM parquet_metadata([{listing}]) WHERE path_in_schema IN ('date', 'ingest_id', '_n')"
         ).fetchall()
         per: dict[str, dict] = {}
-        for name, col, lo, hi, nulls in rows:
-            d = per.setdefault(name, {"first": None, "last": None, "max_ingest_id": 0, "stale": 0})
+        for name, col, lo, hi, nulls, n in rows:
+            d = per.setdefault(name, {"first": None, "last": None, "max_ingest_id": 0, "stale": 0, "rows": 0})
             if col == "date":
+                d["rows"] += int(n or 0)
                 first, last = dt.date.fromisoformat(lo), dt.date.fromisoformat(hi)
                 d["first"] = first if d["first"] is None else min(d["first"], first)
                 d["last"] = last if d["last"] is None else max(d["last"], last)
@@ -153,17 +155,21 @@ class Store:
             elif col == "_n":
                 d["stale"] += int(nulls or 0)
         out = [{"month": Path(f).parent.name.split("=", 1)[1], **per.get(str(f), per.get(f, {}))} for f in map(str, files)]
-        return pl.DataFrame(out, schema={"month": pl.String, "first": pl.Date, "last": pl.Date,
-                                         "max_ingest_id": pl.Int64, "stale": pl.Int64})
+        return pl.DataFrame(out, schema=_STATS_SCHEMA)
 
     def stale_months(self, exchange: str) -> list[str]:
         """Months of ``exchange`` holding bars whose indicators are not computed (``_n`` null)."""
         stats = self.file_stats(exchange)
         return stats.filter(pl.col("stale") > 0)["month"].to_list()
 
-    def read_months(self, exchange: str, months: list[str]) -> pl.DataFrame:
-        """Bars of the given months of one exchange, with ``exchange``, in one frame."""
-        frames = parallel_map(lambda m: self.read_partition(exchange, m), months)
+    def read_months(self, exchange: str, months: list[str], symbols: list[str] | None = None) -> pl.DataFrame:
+        """Bars of the given months of one exchange, with ``exchange``, in one frame (only those
+        of ``symbols`` when given: one month file at a time is held whole)."""
+        if symbols is not None:
+            frames = parallel_map(lambda m: self.read_partition(exchange, m).filter(pl.col("symbol").is_in(symbols)),
+                                  months)
+        else:
+            frames = parallel_map(lambda m: self.read_partition(exchange, m), months)
         frames = [f for f in frames if f.height]
         out = pl.concat(frames) if frames else empty_bars()
         return out.with_columns(pl.lit(exchange).alias("exchange"))

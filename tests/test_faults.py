@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from retrain import indicators, sample
+from retrain import sample, steps
 from retrain.errors import StorageError, storage_fault
 from retrain.store import Store
 from tests.conftest import run_cli, tree_hashes
@@ -135,7 +135,7 @@ def test_a_full_disk_during_ingest_changes_nothing_and_the_rerun_completes(tmp_p
 
 def test_a_fault_while_writing_features_is_a_message_and_the_rerun_is_undisturbed(tmp_path, market):
     a = _seed(tmp_path / "a" / "data", market, until=END)
-    indicators.update(a, a.exchanges())
+    steps.indicators(a, a.exchanges())
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     failed = run_cli(["features"], a.root, {"RETRAIN_FAULT": "store.write@3:enospc"})
     assert failed.returncode == 4, failed.stderr

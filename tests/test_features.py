@@ -9,10 +9,9 @@ import polars as pl
 import pytest
 
 from retrain import calendar as cal
-from retrain import catalog, report, sample
+from retrain import catalog, report, sample, steps
 from retrain import features as feat
 from retrain import indicators as ind
-from retrain import labels as lab
 from retrain.calendar import AsOf
 from retrain.config import check_version
 from retrain.errors import RetrainError
@@ -35,9 +34,9 @@ def _load(store, bars: pl.DataFrame, syms: pl.DataFrame | None = None) -> None:
 
 
 def _build(store, full: bool = False, as_of: AsOf = AS_OF) -> None:
-    ind.update(store, store.exchanges())
-    feat.build(store, "v1", store.exchanges(), full_rebuild=full)
-    lab.update(store, store.exchanges(), as_of)
+    steps.indicators(store, store.exchanges())
+    steps.features(store, "v1", store.exchanges(), full_rebuild=full)
+    steps.labels(store, store.exchanges(), as_of)
 
 
 def _table(store, table: str, version: str | None = None) -> pl.DataFrame:
@@ -89,7 +88,7 @@ def test_incremental_equals_full_session_by_session(store, market):
     _build(store)
     incremental_f, incremental_l = _table(store, "features", "v1"), _table(store, "labels")
     _build(store, full=True)
-    lab.update(store, store.exchanges(), AS_OF, start=dates[0], end=END)
+    steps.labels(store, store.exchanges(), AS_OF, start=dates[0], end=END)
     assert incremental_f.equals(_table(store, "features", "v1"))
     assert incremental_l.equals(_table(store, "labels"))
     pure = pl.concat([_pure(bars, syms, ex) for ex in ("NASDAQ", "NYSE", "TSE")])
@@ -153,11 +152,11 @@ def test_labels_come_from_the_sessions_own_bar(store, market):
 def test_incomplete_session_gets_no_label(store, market):
     bars, syms = market
     _load(store, bars, syms)
-    ind.update(store, store.exchanges())
-    lab.update(store, ["NYSE"], AsOf(dt.datetime(2025, 10, 17, 11, 0)))  # NYSE still open
+    steps.indicators(store, store.exchanges())
+    steps.labels(store, ["NYSE"], AsOf(dt.datetime(2025, 10, 17, 11, 0)))  # NYSE still open
     last = _table(store, "labels")["trade_date"].max()
     assert last == dt.date(2025, 10, 16)
-    lab.update(store, ["NYSE"], AsOf(dt.datetime(2025, 10, 17, 16, 30)))  # after the close
+    steps.labels(store, ["NYSE"], AsOf(dt.datetime(2025, 10, 17, 16, 30)))  # after the close
     assert _table(store, "labels")["trade_date"].max() == END
 
 
@@ -191,7 +190,7 @@ def test_features_refuse_stale_indicators(store, market):
     bars, syms = market
     _load(store, bars, syms)
     with pytest.raises(RetrainError, match="retrain indicators"):
-        feat.build(store, "v1", ["NYSE"])
+        steps.features(store, "v1", ["NYSE"])
 
 
 def test_progress_is_plain_in_logs():
@@ -203,3 +202,32 @@ def test_progress_is_plain_in_logs():
     out = buf.getvalue()
     assert "\r" not in out and "\x1b" not in out and len(out.splitlines()) == 3
     assert "[3/3]" in out and "Rows: 300" in out and "ETA: 0s" in out and "Progress: 100.0%" in out
+
+
+def test_rebuild_in_many_small_chunks_equals_one_chunk_bit_for_bit(tmp_path):
+    """A full rebuild of indicators and features one month at a time (each chunk carrying the
+    indicator state, and reading its own margin of bars) writes the same files as one chunk,
+    including a symbol listed mid-history (young across a chunk boundary) and one with a gap
+    longer than the margin."""
+    from retrain.store import Store
+
+    bars, syms = sample.generate(symbols=12, days=230, seed=5, end=END)
+    dates = sorted(bars["date"].unique())
+    young, gap = bars["symbol"].unique().sort()[:2].to_list()
+    bars = bars.filter(~((pl.col("symbol") == young) & (pl.col("date") < dates[95]))
+                       & ~((pl.col("symbol") == gap) & pl.col("date").is_between(dates[100], dates[175])))
+    out = {}
+    for name, chunk in (("one", 10**9), ("many", 1)):
+        store = Store(tmp_path / name)
+        _load(store, bars, syms)
+        steps.indicators(store, store.exchanges(), force=True, chunk_bars=chunk)
+        steps.features(store, "v1", store.exchanges(), full_rebuild=True, chunk_bars=chunk)
+        b = store.scan_bars().collect().drop("ingest_id").sort("exchange", "symbol", "date")
+        out[name] = (b, _table(store, "features", "v1"), len(store.months("NYSE")))
+    assert out["many"][2] >= 8  # many chunks indeed
+    assert out["many"][0].equals(out["one"][0])
+    assert out["many"][1].equals(out["one"][1])
+    assert out["one"][1].filter(pl.col("symbol") == gap).height > 0
+    pure = pl.concat([_pure(bars, syms, ex) for ex in ("NASDAQ", "NYSE", "TSE")])
+    keys = ["exchange", "symbol", "trade_date"]
+    assert out["many"][1].equals(pure.select(*keys, pl.exclude(keys)).sort(keys))

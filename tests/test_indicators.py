@@ -10,7 +10,7 @@ import pytest
 import talib
 
 from retrain import indicators as ind
-from retrain import sample
+from retrain import sample, steps
 from retrain.schema import INDICATOR_COLUMNS, STATE_COLUMNS
 from tests.conftest import bars_of
 
@@ -73,17 +73,17 @@ def test_incremental_equals_full_session_by_session(store, market):
     dates = sorted(market["date"].unique())
     cut = dates[80]
     _ingest(store, market.filter(pl.col("date") <= cut))
-    ind.update(store, store.exchanges())
+    steps.indicators(store, store.exchanges())
     for day in dates[81:86]:  # one session at a time
         _ingest(store, market.filter(pl.col("date") == day))
-        res = ind.update(store, store.exchanges())
+        res = steps.indicators(store, store.exchanges())
         new = market.filter(pl.col("date") == day).height
         # only the new bars, plus the whole (short) history of symbols too young to have an anchor
         assert new <= res.updated <= new + 2 * ind.MIN_ANCHOR
     _ingest(store, market.filter(pl.col("date") > dates[85]))
-    ind.update(store, store.exchanges())
+    steps.indicators(store, store.exchanges())
     incremental = _indicator_frame(store)
-    ind.update(store, store.exchanges(), force=True)
+    steps.indicators(store, store.exchanges(), force=True)
     full = _indicator_frame(store)
     assert incremental.equals(full)  # bit for bit, nulls included
     expected = ind.compute_full(market).sort("exchange", "symbol", "date")
@@ -92,16 +92,16 @@ def test_incremental_equals_full_session_by_session(store, market):
 
 def test_changed_past_bar_recomputes_that_symbol_onwards(store, market):
     _ingest(store, market)
-    ind.update(store, store.exchanges())
+    steps.indicators(store, store.exchanges())
     before = _indicator_frame(store)
     sym = market.filter(pl.col("exchange") == "NYSE")["symbol"][0]
     day = sorted(market["date"].unique())[60]
     changed = market.filter((pl.col("symbol") == sym) & (pl.col("date") == day) & (pl.col("exchange") == "NYSE"))
     changed = changed.with_columns((pl.col("close") * 1.03).alias("close"), (pl.col("high") * 1.03).alias("high"))
     _ingest(store, changed)
-    ind.update(store, store.exchanges())
+    steps.indicators(store, store.exchanges())
     incremental = _indicator_frame(store)
-    ind.update(store, store.exchanges(), force=True)
+    steps.indicators(store, store.exchanges(), force=True)
     assert incremental.equals(_indicator_frame(store))
     diff = incremental.join(before, on=["exchange", "symbol", "date"], suffix="_b").filter(
         pl.col("rsi").ne_missing(pl.col("rsi_b")))

@@ -10,9 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from retrain import catalog, sample
-from retrain import features as feat
-from retrain import indicators as ind
+from retrain import catalog, sample, steps
 from retrain import remove as rm
 from retrain.errors import RetrainError
 from retrain.store import Store
@@ -54,8 +52,8 @@ def _bars(store: Store, exchange: str | None = None, ids: bool = False) -> pl.Da
 def _fresh(root: Path, market, version: str = "v1") -> Store:
     """A store that never had the wrong ingest, built from scratch."""
     store = _seed(root, market)
-    ind.update(store, store.exchanges())
-    feat.build(store, version, store.exchanges())
+    steps.indicators(store, store.exchanges())
+    steps.features(store, version, store.exchanges())
     return store
 
 
@@ -75,7 +73,7 @@ def wrong(tmp_path, market, cli):
     _ok(cli("indicators"))
     _ok(cli("features"))
     _ok(cli("labels", "--as-of", str(END)))
-    feat.build(store, "v2", store.exchanges())  # an older/other version on disk loses its rows too
+    steps.features(store, "v2", store.exchanges())  # an older/other version on disk loses its rows too
     assert _bars(store, "NYSE").filter(pl.col("symbol") == sym).height > 60
     return store, sym
 
@@ -116,9 +114,9 @@ def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, 
     _ok(cli("indicators"))
     _ok(cli("features"))
     store = Store(store.root)  # a Store remembers file footers until it writes itself: a new one sees the CLI's
-    feat.build(store, "v2", store.exchanges())
+    steps.features(store, "v2", store.exchanges())
     fresh = _fresh(tmp_path / "fresh", market)
-    feat.build(fresh, "v2", fresh.exchanges())
+    steps.features(fresh, "v2", fresh.exchanges())
     assert _bars(store).equals(_bars(fresh))
     for version in ("v1", "v2"):
         assert _features(store, version, "NYSE").equals(_features(fresh, version, "NYSE"))
@@ -150,8 +148,8 @@ def test_partial_removal_then_incremental_equals_full_rebuild(tmp_path, market, 
     copy = tmp_path / "copy"
     shutil.copytree(tmp_path / "data", copy)
     full = Store(copy)
-    ind.update(full, full.exchanges(), force=True)
-    feat.build(full, "v1", full.exchanges(), full_rebuild=True)
+    steps.indicators(full, full.exchanges(), force=True)
+    steps.features(full, "v1", full.exchanges(), full_rebuild=True)
     assert incremental_bars.equals(_bars(full))
     assert incremental.equals(_features(full))
     # the rows the removed bars served now come from the bar before them (when it has enough history)
@@ -172,12 +170,12 @@ def test_a_crashed_removal_finishes_on_rerun(tmp_path, market, monkeypatch, poin
     done = rm.remove(Store(tmp_path / "data"), "NYSE", [sym], start, end)
     assert done.done
     store = Store(tmp_path / "data")
-    ind.update(store, store.exchanges())
-    feat.build(store, "v1", store.exchanges())
+    steps.indicators(store, store.exchanges())
+    steps.features(store, "v1", store.exchanges())
     clean = _fresh(tmp_path / "clean", market)
     rm.remove(clean, "NYSE", [sym], start, end)
-    ind.update(clean, clean.exchanges())
-    feat.build(clean, "v1", clean.exchanges())
+    steps.indicators(clean, clean.exchanges())
+    steps.features(clean, "v1", clean.exchanges())
     assert _bars(store).equals(_bars(clean))
     assert _features(store).equals(_features(clean))
     assert _bars(store, "NYSE").filter((pl.col("symbol") == sym) & pl.col("date").is_between(start, end)).is_empty()

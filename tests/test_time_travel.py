@@ -140,7 +140,7 @@ def test_predict_as_of_uses_the_model_active_then(tmp_path, monkeypatch):
     reg._save(state)
     settings = dataclasses.replace(load_settings(artifacts_dir=tmp_path / "artifacts", data_dir=tmp_path / "d"),
                                    default_exchange="NYSE")
-    monkeypatch.setattr(pipeline, "feature_columns", lambda version, store=None: None)  # fake runs: no feature set
+    monkeypatch.setattr(pipeline.steps, "feature_columns", lambda store, version: None)  # fake runs: no feature set
 
     def pick(day: dt.date, session: dt.date):
         loaded, note, warning, official = pipeline.choose_model(reg, settings, "NYSE", AsOf(day), session)

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from retrain import features, indicators, labels, metrics, pipeline, sample, training
+from retrain import features, metrics, pipeline, sample, steps, training
 from retrain.calendar import AsOf
 from retrain.config import load_settings
 from retrain.errors import RetrainError
@@ -29,9 +29,9 @@ def _market(root, signal: bool = True, symbols: int = 150, days: int = 140, seed
     with store.lock("test"):
         store.upsert_bars(bars)
         store.upsert_symbols(syms)
-    indicators.update(store, store.exchanges())
-    features.build(store, "v1", store.exchanges())
-    labels.update(store, store.exchanges(), AsOf(END))
+    steps.indicators(store, store.exchanges())
+    steps.features(store, "v1", store.exchanges())
+    steps.labels(store, store.exchanges(), AsOf(END))
     return store
 
 
