@@ -29,10 +29,12 @@ from retrain.errors import RetrainError
 from retrain.files import IO_THREADS, fault_point, parallel_map
 from retrain.store import Store, split_by_month
 
-# Bars per chunk of a full rebuild (whole months; at least one month a chunk). About 1 GB of
-# peak memory for the indicators and the feature rows of one chunk, at any length of history.
+# Bars per chunk of a full rebuild (whole months; at least one month a chunk), at any length of
+# history: about 0.7 GB of peak memory for the indicators, 0.9 GB for the feature rows (whose
+# chunk also reads MARGIN_SESSIONS of bars before it).
 CHUNK_BARS = 1_000_000
-MARGIN_SESSIONS = 60  # sessions of history read before the first session of feature rows to build
+FEATURE_CHUNK_BARS = 400_000
+MARGIN_SESSIONS = 40  # sessions of history read before the first session of feature rows to build (wider when needed)
 PROGRESS_MONTHS = 6  # a progress line every this many feature month files written
 
 
@@ -161,7 +163,7 @@ def features(
     end: dt.date | None = None,
     full_rebuild: bool = False,
     progress=None,
-    chunk_bars: int = CHUNK_BARS,
+    chunk_bars: int = FEATURE_CHUNK_BARS,
 ) -> FeatureResult:
     """Build feature rows for ``version``: incremental by default (new sessions plus whatever
     depends on bars changed since the last build), everything with ``full_rebuild``, or exactly
