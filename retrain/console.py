@@ -54,14 +54,20 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
             report.echo(f"   {ex}: labels already cover sessions through {horizon}; as of {clock.label()} the last "
                         f"complete session is {lc}, so this reads up to {lc} and leaves the later labels as they are")
     report.echo(report.ok(f"Updated {report.n(result.rows)} labels"))
-    listing = ", ".join(f"'{e}'" for e in exchanges)
+    # Coverage of the sessions this update labelled (the whole store's is in `retrain status`):
+    # a join over every feature row of a long history would cost more than the step itself.
+    spans = " OR ".join(f"(f.exchange = '{e}' AND f.trade_date BETWEEN DATE '{lo}' AND DATE '{hi}')"
+                        for e, (lo, hi) in sorted(result.ranges.items()))
+    if not spans:
+        return result
     _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
                                  f"USING (exchange, symbol, trade_date) WHERE f.feature_version = '{version}' "
-                                 f"AND f.exchange IN ({listing})")
+                                 f"AND ({spans})")
     total, labelled = rows[0]
     if total:
-        report.echo(report.ok(f"Label coverage ({version}): {report.n(labelled)}/{report.n(total)} feature rows "
-                             f"({report.pct(labelled / total)}; rows of sessions not yet complete have none)"))
+        report.echo(report.ok(f"Label coverage ({version}) of the sessions labelled now: {report.n(labelled)}/"
+                             f"{report.n(total)} feature rows ({report.pct(labelled / total)}; rows of sessions "
+                             f"not yet complete have none)"))
     return result
 
 
