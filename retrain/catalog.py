@@ -18,9 +18,14 @@ if TYPE_CHECKING:
 
 
 def connect(store: Store) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the store's views (symbols, day_symbol)."""
+    """An in-memory DuckDB connection with the store's views (symbols, day_symbol, features,
+    labels). Every file a view reads is verified against its checksum first (once per process)."""
+    bars = store.bar_files()
+    features = [f for v in store.table_versions("features") for f in store.table_files("features", v)]
+    symbols = [store.symbols_path] if store.symbols_path.exists() else []
+    store.verify_files(bars + features + symbols)
     con = duckdb.connect(":memory:")
-    files = store.bar_files()
+    files = bars
     if files:
         source = parquet_source(files)
     else:
@@ -31,7 +36,7 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     else:
         source = empty_source(SYMBOL_SCHEMA)
     con.execute(queries.load("view_symbols").replace("{source}", source))
-    files = [f for v in store.table_versions("features") for f in store.table_files("features", v)]
+    files = features
     if files:
         source = parquet_source(files)
     else:

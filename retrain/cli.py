@@ -15,6 +15,7 @@ from retrain.calendar import AsOf
 from retrain.config import DEFAULT_CONFIG, Settings, load_settings
 from retrain.console import build_features, fmt_metric, train_and_report, update_labels
 from retrain.errors import RetrainError, storage_fault
+from retrain.integrity import healing
 from retrain.store import Store
 
 DEBUG_ENV = "RETRAIN_DEBUG"
@@ -112,7 +113,7 @@ def init(directory, force):
     if path.exists() and not force:
         raise RetrainError(f"{path} already exists; not overwritten",
                            hint="edit it, or pass --force to replace it with the documented defaults")
-    atomic_write_text(default_config_text(), path)
+    atomic_write_text(default_config_text(), path, checksum=False)  # edited by hand
     click.echo(report.ok(f"Wrote {path.resolve()}: every setting with its default and what it does."))
     go = "" if Path(directory).resolve() == Path.cwd().resolve() else f"`cd {directory}`, then "
     click.echo(f"Next: {go}`retrain sample-data` (a synthetic market to try) or `retrain ingest PATH --exchange EX` "
@@ -458,7 +459,8 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
     cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
-    end = _date_opt(end_date, "--end-date") or pipeline.last_labelled(store, settings.feature_version, scope)
+    end = _date_opt(end_date, "--end-date") or healing(
+        store, lambda: pipeline.last_labelled(store, settings.feature_version, scope))
     if end is None:
         raise RetrainError(f"no labelled {settings.feature_version} feature rows for {scope}",
                            hint="run `retrain indicators`, `retrain features` and `retrain labels` first")
@@ -788,8 +790,9 @@ def predict(settings: Settings, top, exchange, version, run_id, no_update, stric
         raise click.UsageError("--version and --model are exclusive: a run already has its version")
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
-    pred = pipeline.predict(settings, scope, AsOf.parse(as_of), top, check_version(version) if version else None,
-                            run_id, update=not no_update, strict=strict)
+    pred = healing(store, lambda: pipeline.predict(settings, scope, AsOf.parse(as_of), top,
+                                                   check_version(version) if version else None, run_id,
+                                                   update=not no_update, strict=strict))
     if pred.built:
         click.echo(report.ok(pred.built))
     if pred.note:
@@ -836,7 +839,7 @@ def monitor(settings: Settings, exchange, since, as_json, fail_on, as_of):
     store = Store(settings.data_dir)
     scope = _scope(store, exchange, settings)
     clock = AsOf.parse(as_of)
-    result = watch.run_monitor(settings, scope, clock, _date_opt(since, "--since"))
+    result = healing(store, lambda: watch.run_monitor(settings, scope, clock, _date_opt(since, "--since")))
     console.print_monitor(result)
     _dashboard(settings, clock, result)
     if as_json:
@@ -880,6 +883,52 @@ def query(settings: Settings, sql, fmt):
         click.echo(report.warn(w), err=True)
     columns, rows = q.run_query(Store(settings.data_dir), sql, runs=_registry(settings).runs(), predictions=found)
     click.echo(q.render(columns, rows, fmt))
+
+
+# --------------------------------------------------------------------- verify
+@main.command()
+@click.option("--repair", is_flag=True,
+              help="Rebuild what can be rebuilt: feature rows, their build state and the label horizon from the "
+                   "bars; the active model's copies from its run folder; record files and the dashboard are "
+                   "deleted (the next run writes them); an unreadable checksum file is recorded again from its "
+                   "file when that reads whole. Says what it could not repair.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a machine-readable summary as the last line (one JSON object).")
+@store_options
+def verify(settings: Settings, repair, as_json):
+    """Check every file of the store and the artifacts against the checksum recorded when it was written.
+
+    Exit status 0 when every file matches (or --repair repaired everything found), 1 when
+    something is left, each finding with the file, what it holds and what to do. Files without
+    a checksum (a store written by an earlier release) get one recorded, as they are: not a
+    finding. Bars cannot be rebuilt: the finding names the input files to ingest again.
+    """
+    from retrain import integrity
+
+    result = integrity.verify(settings, repair=repair)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    for text in result.repaired:
+        click.echo(report.ok(f"Repaired: {text}"))
+    for f in result.findings:
+        click.echo(report.warn(f"{f.kind}: {f.file}"))
+        click.echo(f"   holds: {f.holds}")
+        click.echo(f"   problem: {f.problem}")
+        click.echo(f"   -> {f.action}")
+    where = f"{settings.data_dir} and {settings.artifacts_dir}"
+    if result.findings:
+        click.echo(report.warn(f"{len(result.findings)} of {report.n(result.checked)} file(s) in {where} "
+                               f"{'could not be repaired' if repair else 'failed verification'}"
+                               + ("" if repair else "; `retrain verify --repair` rebuilds the derived ones")))
+    else:
+        click.echo(report.ok(f"{report.n(result.checked)} file(s) in {where} match their checksums"
+                             + (" after the repairs above" if result.repaired else "")))
+    if as_json:
+        import json
+
+        click.echo(json.dumps(result.to_dict()))
+    if result.exit_code:
+        sys.exit(result.exit_code)
 
 
 # --------------------------------------------------------------------- status

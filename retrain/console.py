@@ -26,8 +26,11 @@ def build_features(store: Store, version: str, exchanges, start=None, end=None, 
             bar[exchange] = report.Progress(total, started=started)
         bar[exchange].update(done, rows, f"{exchange} {day}")
 
+    from retrain.integrity import healing
+
     started = time.perf_counter()
-    result = steps.features(store, version, exchanges, start, end, full_rebuild, progress=progress)
+    result = healing(store, lambda: steps.features(store, version, exchanges, start, end, full_rebuild,
+                                                   progress=progress))
     for b in bar.values():
         b.close()
     took = time.perf_counter() - started
@@ -43,8 +46,9 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
     """Run the label update and print counts and coverage. Shared with `retrain run`."""
     from retrain import query as q
     from retrain import steps
+    from retrain.integrity import healing
 
-    result = steps.labels(store, exchanges, clock, start, end)
+    result = healing(store, lambda: steps.labels(store, exchanges, clock, start, end))
     for ex in exchanges:
         lc, horizon = result.last_complete.get(ex), result.horizon.get(ex)
         if ex in result.ranges:
@@ -60,9 +64,9 @@ def update_labels(store: Store, version: str, exchanges, clock: AsOf, start=None
                         for e, (lo, hi) in sorted(result.ranges.items()))
     if not spans:
         return result
-    _, rows = q.run_query(store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l "
-                                 f"USING (exchange, symbol, trade_date) WHERE f.feature_version = '{version}' "
-                                 f"AND ({spans})")
+    _, rows = healing(store, lambda: q.run_query(
+        store, f"SELECT count(*), count(l.trade_date) FROM features f LEFT JOIN labels l USING (exchange, symbol, "
+               f"trade_date) WHERE f.feature_version = '{version}' AND ({spans})"))
     total, labelled = rows[0]
     if total:
         report.echo(report.ok(f"Label coverage ({version}) of the sessions labelled now: {report.n(labelled)}/"
@@ -230,9 +234,11 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     the backtest results). Shared with `retrain run` (``on_backtest`` is called once before the
     backtest starts)."""
     from retrain import pipeline
+    from retrain.integrity import healing
 
     store = store or Store(settings.data_dir)
-    start, last = pipeline.training_window(store, settings.feature_version, scope, cfg.training_days, end)
+    start, last = healing(store, lambda: pipeline.training_window(store, settings.feature_version, scope,
+                                                                  cfg.training_days, end))
     report.echo(f"Loading dataset from {start} to {last} ({scope}, features {settings.feature_version})...")
 
     def progress(i, n, m):
@@ -267,9 +273,9 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
                              "the same model, so no new run is trained; its figures:"))
         print_metrics(meta)
 
-    out = pipeline.train_step(settings, scope, cfg, promote, end=end, progress=progress,
-                              backtest_window=backtest_window, bcfg=bcfg, bt_progress=bt_progress, store=store,
-                              on_trained=print_metrics, on_unchanged=unchanged, on_record=on_record)
+    out = healing(store, lambda: pipeline.train_step(
+        settings, scope, cfg, promote, end=end, progress=progress, backtest_window=backtest_window, bcfg=bcfg,
+        bt_progress=bt_progress, store=store, on_trained=print_metrics, on_unchanged=unchanged, on_record=on_record))
     if out.meta.get("backtest") is not None and backtest_window:
         if out.unchanged and on_backtest:
             on_backtest()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 
 class RetrainError(Exception):
@@ -35,6 +37,35 @@ class StorageError(RetrainError):
     a failing disk. Not a bug and not bad input: the message says where and what to do."""
 
     exit_code = 4
+
+
+@dataclass(frozen=True)
+class Holds:
+    """What a file of the store or the registry holds, for messages: its kind ("bars",
+    "features", ...), in words what is in it (exchange, month, version, run), whether retrain can
+    rebuild it from the bars (``derived``), and what to do when it is corrupted."""
+
+    kind: str
+    what: str
+    derived: bool
+    action: str
+
+
+class CorruptFile(RetrainError):
+    """A file does not match the checksum recorded when it was written (a failing disk, a bad
+    copy, a sync tool, an edit by hand), or its checksum file is unreadable. Never read: the
+    message names the file and what it holds, the hint how to recover."""
+
+    def __init__(self, path: str | os.PathLike, holds: Holds, detail: str, checksum_file: bool = False):
+        self.path = Path(path)
+        self.holds = holds
+        self.detail = detail
+        self.checksum_file = checksum_file
+        super().__init__(f"{self.path} is corrupted: {detail}. It holds {holds.what}", hint=holds.action)
+
+    @property
+    def derived(self) -> bool:
+        return self.holds.derived
 
 
 _CAUSES = {

@@ -1,7 +1,9 @@
 """File primitives of the store and the registry: atomic writes (temporary file, fsync, rename),
 durable deletes, the crash-test fault points and the I/O thread pool. Every file retrain writes
 goes through ``stage``/``commit`` (or ``atomic_write``), so a process killed at any instant
-leaves the old or the new file, never a torn one."""
+leaves the old or the new file, never a torn one; and each gets its checksum, recorded before
+the rename so that a kill anywhere leaves a checksum that accepts the file on disk
+(``checksums``)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from pathlib import Path
 
 import polars as pl
 
+from retrain import checksums
 from retrain.errors import KEPT, storage_fault
 
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = checksums.TMP_PREFIX
 FAULT_ENV = "RETRAIN_FAULT"
 IO_THREADS = 4
 
@@ -69,10 +72,15 @@ def machine_faults(path: Path | None, action: str = "writing", kept: str = KEPT)
         raise fault from exc
 
 
-def stage(path: Path, write) -> Path:
+_DIGESTS: dict[Path, checksums.Digest] = {}  # staged temporary file -> its checksum, until committed
+
+
+def stage(path: Path, write, checksum: bool = True) -> Path:
     """Fill a temporary file next to ``path`` with ``write(tmp_path)`` and fsync it; returns the
-    temporary path (``commit`` renames it over ``path``). A failure removes the temporary file
-    and raises a StorageError for faults of the machine (disk full, read-only store)."""
+    temporary path (``commit`` renames it over ``path``). Its checksum is computed here, from
+    the bytes written (``checksum=False``: a file outside the store, such as retrain.toml,
+    that people edit by hand). A failure removes the temporary file and raises a StorageError
+    for faults of the machine (disk full, read-only store)."""
     tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}.{time.monotonic_ns()}"
     try:
         with machine_faults(path):
@@ -84,6 +92,8 @@ def stage(path: Path, write) -> Path:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if checksum:
+                _DIGESTS[tmp] = checksums.digest(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -93,28 +103,43 @@ def stage(path: Path, write) -> Path:
 
 def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
     """Rename each staged (temporary, target) pair over its target, then fsync the folders.
-    ``between``: a fault point reached after each rename."""
+    Before the first rename, each target's checksum file is replaced by one that accepts both
+    the staged file and the file now at the target (and the folders are fsynced), so a kill
+    at any point leaves a checksum that accepts what is on disk. The folders are locked
+    (``checksums.folder_locks``) from the checksums to the last rename. ``between``: a fault
+    point reached after each rename."""
     fault_point("store.before_rename")
-    with machine_faults(staged[0][1] if staged else None):
+    folders = list(dict.fromkeys(path.parent for _, path in staged))
+    with machine_faults(staged[0][1] if staged else None), checksums.folder_locks(folders):
+        sums = [(tmp, path, _DIGESTS.pop(tmp, None)) for tmp, path in staged]
+        for tmp, path, digest in sums:
+            if digest is not None:
+                checksums.intend(tmp, path, digest)
+        if any(d is not None for *_, d in sums):
+            for folder in folders:
+                _fsync_dir(folder)
+            fault_point("store.checksums_written")
         for tmp, path in staged:
             os.replace(tmp, path)
             if between:
                 fault_point(between)
-        for folder in dict.fromkeys(path.parent for _, path in staged):
+        for folder in folders:
             _fsync_dir(folder)
 
 
 def discard(staged: list[tuple[Path, Path]]) -> None:
     """Remove staged temporary files that will not be committed."""
     for tmp, _ in staged:
+        _DIGESTS.pop(tmp, None)
         with contextlib.suppress(OSError):
             tmp.unlink()
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, checksum: bool = True) -> None:
     """Write ``path`` atomically: ``write(tmp_path)`` fills a temporary file in the same
-    directory, which is fsynced and renamed over ``path``."""
-    tmp = stage(path, write)
+    directory, which is fsynced and renamed over ``path`` (with its checksum, unless
+    ``checksum=False``)."""
+    tmp = stage(path, write, checksum)
     try:
         commit([(tmp, path)])
     except BaseException:
@@ -135,15 +160,21 @@ def atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: write_parquet(df, tmp))
 
 
-def atomic_write_text(text: str, path: Path) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def atomic_write_text(text: str, path: Path, checksum: bool = True) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), checksum)
 
 
 def unlink(path: Path) -> None:
-    """Delete a file (atomic; a missing file is fine) and make the deletion durable."""
-    with machine_faults(path, action="deleting"), contextlib.suppress(FileNotFoundError):
-        path.unlink()
-        _fsync_dir(path.parent)
+    """Delete a file and then its checksum (atomic; a missing file is fine) and make the
+    deletion durable."""
+    with machine_faults(path, action="deleting"):
+        if not path.parent.is_dir():
+            return
+        with checksums.folder_locks([path.parent]):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            checksums.remove(path)
+            _fsync_dir(path.parent)
 
 
 def parallel_map(fn, items: list) -> list:

@@ -227,9 +227,11 @@ def _num(name: str) -> pl.Expr:
     return pl.col(name).str.strip_chars().cast(pl.Float64, strict=False)
 
 
-def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tuple[pl.DataFrame, pl.DataFrame]:
+def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf,
+             with_source: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split raw rows into (bars, rejects). Bars have exchange, symbol, date, OHLC, adj_close,
-    volume; rejects keep the raw strings plus ``reason``."""
+    volume (and ``source``, the input file, ``with_source``); rejects keep the raw strings plus
+    ``reason``."""
     typed = raw.with_columns(
         pl.col("exchange").str.strip_chars().str.to_uppercase().fill_null(pl.lit(default_exchange)).alias("_exchange"),
         _date_expr(pl.col("date")).alias("_date"),
@@ -296,7 +298,7 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf) -> tu
         ]
     )
     rejects = rejects.with_columns(pl.col("exchange").fill_null(pl.lit(default_exchange)))
-    return good.drop("source", "line").sort(key), rejects.sort(["source", "line"])
+    return good.drop(*(["line"] if with_source else ["source", "line"])).sort(key), rejects.sort(["source", "line"])
 
 
 def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
@@ -368,7 +370,7 @@ def ingest(
     raw = pl.concat(frames) if frames else pl.DataFrame(schema={c: pl.String for c in RAW_COLUMNS})
     raw = raw.with_columns(pl.col("line").cast(pl.Int64))
     report.rows_read = raw.height
-    bars, rejects = validate(raw, default_exchange, as_of)
+    bars, rejects = validate(raw, default_exchange, as_of, with_source=True)  # the store records the sources
     report.accepted = bars.height
     # most frequent first; ties in the order the checks run, so the listing is the same every run
     report.rejects = dict(sorted(rejects.group_by("reason").len().iter_rows(),

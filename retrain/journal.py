@@ -11,7 +11,8 @@ predicted_at, as_of, avg_dollar_volume_20, prev_close``. ``active`` says whether
 the scope's own choice then (the active model, or with a past ``--as-of`` the model active
 then or, when none was, the active one trained before the session), as opposed to a run named
 with ``--model``. Predicting the same session again with the same run replaces its file
-(atomically); another run's file stays beside it. An unreadable file is named and skipped.
+(atomically); another run's file stays beside it. An unreadable file, or one that does not
+match its checksum, is named and skipped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from retrain.files import atomic_write_parquet
-from retrain.registry import ROOT
+from retrain.registry import ROOT, verified
 
 PREDICTIONS = "predictions"
 PARTITION = "session"
@@ -91,6 +92,8 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
     unreadable file, which is skipped)."""
     paths = files(artifacts_dir, since, until)
     try:  # one parallel read; a file that cannot be read sends it down the careful path below
+        for p in paths:
+            verified(p)
         rows = pl.read_parquet(paths, hive_partitioning=False).select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
         return (rows.filter(pl.col("scope") == scope) if scope is not None else rows), []
     except Exception:  # noqa: BLE001 - any failure: read file by file, naming the bad ones
@@ -98,7 +101,7 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
     frames, warnings = [], []
     for p in paths:
         try:
-            frame = pl.read_parquet(p)
+            frame = pl.read_parquet(verified(p))
             missing = [c for c in SCHEMA if c not in frame.columns]
             if missing:
                 raise ValueError(f"no column {', '.join(missing)}")

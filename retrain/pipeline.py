@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from retrain import calendar, catalog, metrics, queries, steps, training
+from retrain import calendar, catalog, metrics, queries, report, steps, training
 from retrain.backtest import Z95
 from retrain.calendar import AsOf
 from retrain.config import Settings
-from retrain.errors import RetrainError
+from retrain.errors import CorruptFile, RetrainError
 from retrain.features import CATEGORICAL, feature_columns
 from retrain.files import atomic_write_parquet
 from retrain.record import RecordStore
-from retrain.registry import META_SCHEMA, Registry
+from retrain.registry import META_SCHEMA, Registry, verified
 from retrain.store import Store
 
 PROMOTE_MODES = ("auto", "always", "never")
@@ -151,6 +151,8 @@ def cross_validate(records: RecordStore | None, prep: Prepared, version: str, sc
             progress(len(out), len(folds), m)
 
     record = build_record(records, prep, version, scope, folds, cfg, bcfg, routine, spec, on_block=on_block)
+    for warning in record.warnings:  # a corrupted or torn fold file, rebuilt: said, never silent
+        report.echo(report.warn(warning))
     return out, pl.concat(oos), record
 
 
@@ -655,7 +657,7 @@ def _decide(registry: Registry, promote: str, meta: dict, same: dict | None, rec
 def _stored_record(run_dir: Path) -> pl.DataFrame | None:
     """The record predictions a run found again keeps in its folder (None without a backtest)."""
     path = run_dir / "record_predictions.parquet"
-    return pl.read_parquet(path) if path.exists() else None
+    return pl.read_parquet(verified(path)) if path.exists() else None
 
 
 def mode_outcome(promote: str, ok: bool) -> str:
@@ -901,14 +903,16 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
         try:
             built = bring_up_to_date(store, version, exchanges, session)
         except RetrainError as exc:  # a read-only store, or code that can no longer build this version
+            if isinstance(exc, CorruptFile) and exc.derived:
+                raise  # rebuilt from the bars by the caller (``integrity.healing``), then ranked again
             failed = exc  # ranked with the rows the store holds, if it holds the session's
-    frames = [store.scan_table("features", version, e) for e in exchanges]
-    frames = [f for f in frames if f is not None]
-    if not frames:
+    if not any(store.table_files("features", version, e) for e in exchanges):
         raise RetrainError(f"no {version} features built for {scope}",
                            hint=f"build them: `retrain run{flag}` (or `retrain features`)"
                                 + ("" if update else ", or drop --no-update"))
-    rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date") == session).collect()
+    frames = [store.scan_table("features", version, e, between=(session, session)) for e in exchanges]
+    frames = [f for f in frames if f is not None]  # only the session's month is read (and verified)
+    rows = (pl.concat(frames, how="diagonal_relaxed").collect() if frames else pl.DataFrame(schema={"trade_date": pl.Date}))
     if failed is not None and rows.is_empty():
         if isinstance(failed, StorageError):
             raise failed

@@ -11,7 +11,8 @@ A routine's folder is named by the first 16 hex digits of its fingerprint
 (``backtest.routine_spec``), so a record of another routine or feature column list is
 never mixed in. Each file carries its block's fingerprint in a column, so a file is
 self-describing: a reader keeps a block only when the fingerprint the current rows give is the
-one stored. Files are written atomically; an unreadable file is reported and rebuilt.
+one stored. Files are written atomically with their checksums; an unreadable file, or one that
+does not match its checksum, is reported and rebuilt.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import polars as pl
 
+from retrain.errors import RetrainError
 from retrain.files import atomic_write_parquet, atomic_write_text, machine_faults
-from retrain.registry import ROOT
+from retrain.registry import ROOT, verified
 
 RECORDS = "records"
 
@@ -54,7 +56,7 @@ class RecordStore:
             if not path.exists():
                 continue
             try:
-                frame = pl.read_parquet(path)
+                frame = pl.read_parquet(verified(path))
                 if "block_fingerprint" not in frame.columns or frame.is_empty():
                     raise ValueError("no block fingerprint")
             except Exception as exc:  # a torn copy, a bad disk, a foreign file: rebuild the block
@@ -90,8 +92,8 @@ class RecordStore:
         """The stored model of that fingerprint (LightGBM text), or None (absent or unreadable)."""
         path = self.model_path(version, scope, routine, model_fingerprint)
         try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
+            text = verified(path).read_text()
+        except (OSError, UnicodeDecodeError, RetrainError):  # a corrupted one is trained again
             return None
         return text if text.startswith("tree") and "end of trees" in text else None  # whole, not torn
 

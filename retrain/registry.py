@@ -17,7 +17,9 @@ Active file names are a function of (version, scope) only. Stores written when t
 model rewrites its copies under the new name from the run folder registry.json names.
 
 A run folder is written under a temporary name and renamed into place, so it is complete or
-absent. Loading reads the file once, checks its sha256 against the metadata, its feature
+absent; each of its files gets its checksum inside it, and every file here is verified against
+its checksum before it is read (``checksums``; ``describe`` says what a file holds and how to
+recover it). Loading reads the file once, checks its sha256 against the metadata, its feature
 version and scope against what was asked and its feature columns against the features, and
 only then unpickles those same bytes.
 """
@@ -37,7 +39,8 @@ from typing import Any
 
 import joblib
 
-from retrain.errors import RetrainError, StorageError
+from retrain import checksums
+from retrain.errors import Holds, RetrainError, StorageError
 from retrain.files import atomic_write, atomic_write_text, fault_point
 
 ROOT = "daytrading"
@@ -115,8 +118,58 @@ class RunMeta:
         return {**out, **self.extra}
 
 
+def describe(path: Path) -> Holds:
+    """What a file under artifacts/daytrading holds, and how to recover it when it is corrupted."""
+    parts = Path(path).parts
+    rel = parts[len(parts) - parts[::-1].index(ROOT):] if ROOT in parts else parts[-1:]
+    name = rel[-1]
+    if rel == ("registry.json",):
+        return Holds("registry", "the active model of each version and exchange, the rollback history and the log "
+                     "of activations", False,
+                     f"restore {path} from a backup; or move it aside (`mv {path} {path}.corrupt`) and activate each "
+                     "model again with `retrain models promote RUN_ID` (`retrain models list` shows the runs; the "
+                     "rollback history is lost)")
+    if len(rel) == 1 and name.startswith("intraday_model_"):
+        what = "metadata" if name.endswith("_meta.json") else "model"
+        return Holds("active model copy", f"the copy of an active model's {what} ({name}); its run folder holds the "
+                     "original", True, "`retrain verify --repair` copies it again from the run folder that "
+                     "registry.json names (so does `retrain models promote RUN_ID`)")
+    if rel[0] == "runs" and len(rel) >= 3:
+        run = rel[1]
+        what = {"model.joblib": f"the model of run {run}", "meta.json": f"the metadata of run {run} (what it was "
+                "trained on, its CV, record and gate)"}.get(name, f"{name} of run {run}")
+        kind = {"model.joblib": "model", "meta.json": "run metadata"}.get(name, "run file")
+        return Holds(kind, what, False,
+                     f"runs never change and cannot be rebuilt: restore {path.parent} from a backup, or use another "
+                     "run: `retrain models rollback` (when it is the active one) or `retrain models promote RUN_ID`, "
+                     "or train a new one with `retrain run`")
+    if rel[0] == "records":
+        return Holds("record", f"a block of the out-of-sample record ({'/'.join(rel[1:])})", True,
+                     "`retrain verify --repair` deletes it; the next `retrain run` (or `retrain train`) rebuilds "
+                     "that block (a run meeting it first rebuilds it by itself)")
+    if rel[0] == "predictions":
+        if len(rel) == 3:
+            return Holds("journal", f"the prediction journal's ranking of {rel[1].split('=', 1)[-1]} by run "
+                         f"{Path(name).stem}", False,
+                         f"a prediction cannot be made again as it was: restore {path} from a backup, or delete it "
+                         f"(`rm {path}`) and `retrain monitor` goes on without it")
+        return Holds("ranking", f"a ranking as `retrain predict` printed it ({name}; nothing reads it)", False,
+                     f"delete it (`rm {path}`), or run `retrain predict` again")
+    if name == "index.html":
+        return Holds("dashboard", "the dashboard (index.html)", True,
+                     "`retrain verify --repair` deletes it; the next `retrain run`, `predict` or `monitor` writes it")
+    return Holds("other", "a file retrain wrote", False, f"restore {path} from a backup")
+
+
+def verified(path: Path) -> Path:
+    """``path``, once it matches its recorded checksum (else CorruptFile)."""
+    checksums.verify(Path(path), describe)
+    return path
+
+
 def read_meta(path: Path) -> dict:
-    """A meta.json, checked against ``RunMeta``."""
+    """A meta.json, verified and checked against ``RunMeta``."""
+    verified(path)
     try:
         data = json.loads(Path(path).read_text())
     except ValueError:
@@ -175,6 +228,7 @@ class Registry:
     def state(self) -> dict:
         if not self.registry_path.exists():
             return {"active": {}, "history": {}, "events": []}
+        verified(self.registry_path)
         state = json.loads(self.registry_path.read_text())
         state.setdefault("events", [])
         return state
@@ -253,6 +307,8 @@ class Registry:
             (tmp / "meta.json").write_text(meta_text(meta))
             for name, content in (extra_files or {}).items():
                 (tmp / name).write_bytes(content)
+            for f in list(tmp.iterdir()):
+                checksums.record_new(f)
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -408,7 +464,7 @@ class Registry:
             raise RetrainError(f"model file missing: {model_path if not model_path.exists() else meta_path}",
                                hint="train one with `retrain train` (or `retrain run`)")
         meta = read_meta(meta_path)
-        data = model_path.read_bytes()
+        data = model_path.read_bytes()  # verified by its sha256 (stronger than its checksum file, same answer)
         if sha256(data) != meta.get("model_sha256"):
             raise RetrainError(
                 f"{model_path}: contents do not match the sha256 recorded in {meta_path.name} "

@@ -25,6 +25,7 @@ from retrain.config import Settings, load_settings
 from retrain.config import bump_version as bump
 from retrain.errors import RetrainError
 from retrain.files import atomic_write_text
+from retrain.integrity import healing
 from retrain.pipeline import PROMOTE_MODES
 from retrain.status import LOW_RSI_COVERAGE
 from retrain.store import Store
@@ -88,7 +89,7 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
     report.echo(report.ok(f"Found {report.n(symbols.height)} symbols for {', '.join(exchanges)}"))
     today = max(clock.today(e) for e in exchanges)
     since = today - dt.timedelta(days=RECENT_DAYS)
-    recent = pl.concat([store.scan_bars(e).filter(pl.col("date").is_between(since, today, closed="right")).select("date", "rsi").collect()
+    recent = pl.concat([store.scan_bars(e, between=(since, today)).filter(pl.col("date").is_between(since, today, closed="right")).select("date", "rsi").collect()
                         for e in exchanges])
     if recent.is_empty():
         last = max(store.date_span(e)[1] for e in exchanges)
@@ -246,8 +247,8 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
             result.steps["indicators"] = {"updated": res.updated, "symbols": res.symbols}
 
         _header("STEP 3: DETERMINING FEATURE GENERATION RANGE")
-        extend = _feature_range(store, version, exchanges, clock, cfg.training_days, backtest_days,
-                                rebuild_features, skip_backtest)
+        extend = healing(store, lambda: _feature_range(store, version, exchanges, clock, cfg.training_days,
+                                                       backtest_days, rebuild_features, skip_backtest))
         result.steps["feature_range"] = {"mode": "full rebuild" if rebuild_features else "incremental",
                                          "extended_from": str(extend[0]) if extend else None}
 
@@ -270,7 +271,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         # A past --as-of reads the past: the window ends at the last session complete as of then,
         # whatever later sessions the labels cover now.
         until = max((d for d in lres.last_complete.values() if d is not None), default=None)
-        end = pipeline.last_labelled(store, version, scope, until=until) if until else None
+        end = healing(store, lambda: pipeline.last_labelled(store, version, scope, until=until)) if until else None
         if end is None:
             raise RetrainError(f"no labelled {version} feature rows for {scope} as of {clock.label()}",
                                hint="no session with features was complete by then: pass a later --as-of, "
@@ -283,7 +284,8 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
             _header("STEP 7: RUNNING BACKTEST VALIDATION")
             report.echo("Skipped (--skip-backtest)")
         if bump_version:
-            atomic_write_text(bump(settings.config_path, dt.date.today().isoformat())[2], settings.config_path)
+            atomic_write_text(bump(settings.config_path, dt.date.today().isoformat())[2], settings.config_path,
+                              checksum=False)  # edited by hand: no checksum
             report.echo(report.ok(f"Feature version bumped: {old_version} -> {version} in {settings.config_path} "
                                  f"({old_version}'s features and models stay on disk: "
                                  f"`retrain predict --version {old_version}`)"))

@@ -6,12 +6,15 @@ Layout (all Parquet is hive-partitioned and readable without our code)::
 
     data/
       day_symbol/exchange=NYSE/month=2025-10/data.parquet   bars + indicators, one file a month
+      day_symbol/exchange=NYSE/_sources.json                the input files ingested, with their months
       symbols.parquet                                       symbol, exchange, name, sector
       quarantine/<timestamp>.csv                            rejected input rows with reasons
       .retrain.lock                                         one writer at a time
 
 Every write goes to a temporary file in the target directory, is fsynced, then renamed over
 the target: a process killed at any instant leaves the old or the new file, never a torn one.
+Every file has its checksum beside it (``.data.parquet.xxh3``, see ``checksums``), and every
+read verifies it first; ``describe`` says what a file holds and how to recover it.
 
 Change tracking: each bar carries ``ingest_id``, the id of the batch that last changed the bar
 *or what depends on it*: its values (an ingest), or the bars its indicators and feature rows
@@ -35,8 +38,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from retrain import checksums
 from retrain.catalog import sql_str
-from retrain.errors import LockBusy, RetrainError
+from retrain.errors import Holds, LockBusy, RetrainError
 from retrain.files import (
     TMP_PREFIX,
     atomic_write,
@@ -55,6 +59,9 @@ from retrain.schema import BAR_SCHEMA, INDICATOR_COLUMNS, STATE_COLUMNS, SYMBOL_
 PARTITION_FILE = "data.parquet"
 _STATS_SCHEMA = {"month": pl.String, "first": pl.Date, "last": pl.Date, "max_ingest_id": pl.Int64, "stale": pl.Int64,
                  "rows": pl.Int64}
+SOURCES_FILE = "_sources.json"  # per exchange: the input files ingested, each with its first and last month
+STATE_FILE = "_state.json"
+REPAIR = "`retrain verify --repair` rebuilds it from the bars (so does the next `retrain run`)"
 
 
 def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
@@ -137,6 +144,7 @@ class Store:
         files = self.bar_files(exchange)
         if not files:
             return pl.DataFrame(schema=_STATS_SCHEMA)
+        self.verify_files(files, footer_only=True)  # only the footers are read here
         listing = ", ".join(f"'{sql_str(p)}'" for p in files)
         rows = duckdb.sql(
             f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count, row_group_num_rows "
@@ -189,21 +197,29 @@ class Store:
     def table_versions(self, table: str) -> list[str]:
         return sorted(p.name.split("=", 1)[1] for p in self.table_dir(table).glob("version=*") if p.is_dir())
 
-    def scan_table(self, table: str, version: str | None = None, exchange: str | None = None) -> pl.LazyFrame | None:
+    def scan_table(self, table: str, version: str | None = None, exchange: str | None = None,
+                   between: tuple[dt.date, dt.date] | None = None) -> pl.LazyFrame | None:
         """A derived table (with ``exchange``), or None when it has no files (labels are a view
-        over the bars: ``catalog.scan_labels``)."""
-        files = self.table_files(table, version, exchange)
+        over the bars: ``catalog.scan_labels``). ``between``: only the rows of trade dates in
+        [first, last], from the files of their months alone (only those are read, so only
+        those are verified)."""
+        files = _in_months(self.table_files(table, version, exchange), between)
         if not files:
             return None
-        return pl.concat(
+        self.verify_files(files)
+        frame = pl.concat(
             [pl.scan_parquet(f).with_columns(pl.lit(f.parent.parent.name.split("=", 1)[1]).alias("exchange"))
              for f in files],
             how="diagonal_relaxed",
         )
+        return frame if between is None else frame.filter(pl.col("trade_date").is_between(*between))
 
     def read_table_partition(self, table: str, exchange: str, month: str, version: str | None = None) -> pl.DataFrame | None:
         path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
-        return pl.read_parquet(path) if path.exists() else None
+        if not path.exists():
+            return None
+        self.verify(path)
+        return pl.read_parquet(path)
 
     def write_table_partition(self, table: str, exchange: str, month: str, df: pl.DataFrame,
                               version: str | None = None) -> None:
@@ -217,13 +233,16 @@ class Store:
         unlink(self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
 
     def read_state(self, table: str, version: str | None = None) -> dict:
-        path = self.table_dir(table, version) / "_state.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        path = self.table_dir(table, version) / STATE_FILE
+        if not path.exists():
+            return {}
+        self.verify(path)
+        return json.loads(path.read_text())
 
     def write_state(self, table: str, state: dict, version: str | None = None) -> None:
         self._require_lock()
         atomic_write_text(json.dumps(state, indent=1, sort_keys=True, default=str),
-                          self.table_dir(table, version) / "_state.json")
+                          self.table_dir(table, version) / STATE_FILE)
 
     def max_ingest_id(self, exchange: str) -> int:
         stats = self.file_stats(exchange)
@@ -247,6 +266,74 @@ class Store:
     def read_bars_since(self, exchange: str, month: str) -> pl.DataFrame:
         """Bars of ``exchange`` from ``month`` (YYYY-MM) on, with ``exchange``."""
         return self.read_months(exchange, [m for m in self.months(exchange) if m >= month])
+
+    # ------------------------------------------------------------- integrity
+    def verify(self, path: Path, footer_only: bool = False) -> None:
+        """Raise CorruptFile unless ``path`` matches the checksum recorded when it was written."""
+        checksums.verify(path, self.describe, footer_only)
+
+    def verify_files(self, paths: list[Path], footer_only: bool = False) -> None:
+        checksums.verify_all(paths, self.describe, footer_only)
+
+    def describe(self, path: Path) -> Holds:
+        """What a file of the data directory holds, and how to recover it when it is corrupted."""
+        try:
+            parts = Path(path).absolute().relative_to(self.root.absolute()).parts
+        except ValueError:  # not under this store (a symlink, a copy): by its name alone
+            parts = Path(path).parts[-4:]
+        keys = dict(p.split("=", 1) for p in parts[:-1] if "=" in p)
+        name = parts[-1]
+        if parts[0] == "day_symbol" and name == PARTITION_FILE:
+            ex, month = keys.get("exchange", "?"), keys.get("month", "?")
+            return Holds("bars", f"the {ex} bars of {month} (prices, volumes, indicators and their recursion state)",
+                         False, self._bars_action(Path(path), ex, month))
+        if parts[0] == "day_symbol" and name == SOURCES_FILE:
+            ex = keys.get("exchange", "?")
+            return Holds("sources", f"the list of input files ingested for {ex} (for recovery hints only)", False,
+                         f"nothing reads it but recovery hints: delete it (`rm {path}`); the next ingest of {ex} "
+                         "starts a new list")
+        if parts == ("symbols.parquet",):
+            return Holds("symbols", "every symbol's exchange, name and sector", False,
+                         f"restore {path} from a backup, or move it aside (`mv {path} {path}.corrupt`) and ingest "
+                         "again: every ingest adds the symbols it loads, and --symbols-file FILE their names and "
+                         "sectors (features use the sectors)")
+        if parts[0] == "features":
+            version = keys.get("version", "?")
+            if name == STATE_FILE:
+                return Holds("features state", f"the build state of the {version} features (per exchange: the "
+                             "bars built from, the sessions covered) and its definition fingerprint", True, REPAIR)
+            return Holds("features", f"the {version} feature rows of {keys.get('exchange', '?')} for "
+                         f"{keys.get('month', '?')}", True, REPAIR)
+        if parts == ("labels", STATE_FILE):
+            return Holds("labels state", "the label horizon (per exchange, the last complete session labelled)",
+                         True, REPAIR)
+        if parts[0] == "sample" and name == STATE_FILE:
+            return Holds("sample record", "the sample market's record (seed, origins; for `sample-data --top-up`)",
+                         False, f"restore it from a backup; without it `retrain sample-data --top-up` cannot extend "
+                                f"the sample (delete it, `rm {path}`, and top-ups stop)")
+        if parts[0] == "quarantine":
+            return Holds("quarantine", "input rows an ingest rejected, with their reasons (a report only)", False,
+                         f"nothing reads it: delete it (`rm {path}`) once you no longer need it")
+        return Holds("other", "a file retrain wrote", False, f"restore {path} from a backup")
+
+    def _bars_action(self, path: Path, exchange: str, month: str) -> str:
+        try:
+            files = self.sources_of(exchange, month)
+        except (RetrainError, OSError, ValueError):
+            files = []
+        fix = (f"bars cannot be rebuilt from anything else: restore {path} from a backup, or move it aside "
+               f"(`mv {path} {path}.corrupt`) and ingest again the input that held {exchange}'s bars of {month}")
+        if files:
+            dirs = sorted({str(Path(f).parent) for f in files})
+            listing = (" ".join(files) if len(files) <= 5 else " ".join(dirs) if len(dirs) <= 3 else
+                       f"{' '.join(files[:5])} ... ({len(files)} files, all listed in {self.sources_path(exchange)})")
+            fix += f": `retrain ingest {listing} --exchange {exchange}`"
+        elif (self.root / "sample" / STATE_FILE).exists():
+            fix += (": this store holds the sample market, which has no input files: write it afresh into a new "
+                    "store (`retrain sample-data`)")
+        else:
+            fix += " (no input files are recorded for it: it was ingested by a retrain that did not record them)"
+        return fix + "; the next `retrain run` recomputes its indicators and features"
 
     # ------------------------------------------------------------------ lock
     @contextlib.contextmanager
@@ -306,21 +393,27 @@ class Store:
             raise RuntimeError("store writes must happen inside Store.lock()")
 
     # ------------------------------------------------------------------ bars
-    def scan_bars(self, exchange: str | None = None) -> pl.LazyFrame:
-        """All bars (with ``exchange``), as a LazyFrame in no particular order."""
-        files = self.bar_files(exchange)
+    def scan_bars(self, exchange: str | None = None, between: tuple[dt.date, dt.date] | None = None) -> pl.LazyFrame:
+        """All bars (with ``exchange``), as a LazyFrame in no particular order. ``between``: only
+        the bars dated in [first, last], from the files of their months alone (only those are
+        read, so only those are verified: a scan of a few days stays as cheap at ten years of
+        history as at one)."""
+        files = _in_months(self.bar_files(exchange), between)
         if not files:
             return empty_bars().with_columns(pl.lit(None, pl.String).alias("exchange")).lazy()
+        self.verify_files(files)
         frames = [
             pl.scan_parquet(f).with_columns(pl.lit(f.parent.parent.name.split("=", 1)[1]).alias("exchange"))
             for f in files
         ]
-        return pl.concat(frames, how="vertical_relaxed")
+        frame = pl.concat(frames, how="vertical_relaxed")
+        return frame if between is None else frame.filter(pl.col("date").is_between(*between))
 
     def read_partition(self, exchange: str, month: str) -> pl.DataFrame:
         path = self.partition_path(exchange, month)
         if not path.exists():
             return empty_bars()
+        self.verify(path)
         df = pl.read_parquet(path)
         missing = [c for c in BAR_SCHEMA if c not in df.columns]  # files from before a column existed
         return df.with_columns(pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in missing).select(list(BAR_SCHEMA))
@@ -346,7 +439,9 @@ class Store:
     def upsert_bars(self, bars: pl.DataFrame, batch_id: int | None = None) -> UpsertResult:
         """Insert or replace bars by key (exchange, symbol, date).
 
-        ``bars`` has exchange, symbol, date and the value columns. A bar whose values differ
+        ``bars`` has exchange, symbol, date and the value columns, and optionally ``source``
+        (the input file of each row), which is recorded per exchange with the first and last
+        month it held (``sources``), in the same commit. A bar whose values differ
         from the stored one (or that is new) gets ``ingest_id = batch_id`` and null indicators;
         an identical bar is left as it is, indicators included. The changed month files are
         all written to temporary files first, then renamed into place: a full disk or a
@@ -394,6 +489,11 @@ class Store:
                 path = self.partition_path(exchange, month)
                 staged.append((stage(path, lambda tmp, df=merged: write_parquet(df, tmp)), path))
                 self._stats.pop(exchange, None)
+            if "source" in bars.columns:  # recorded whenever new (a rerun after a kill records them too)
+                for exchange in sorted(incoming["exchange"].unique()):
+                    sources = self._stage_sources(exchange, bars.filter(pl.col("exchange") == exchange))
+                    if sources:
+                        staged.append(sources)
         except BaseException:
             discard(staged)
             raise
@@ -401,10 +501,44 @@ class Store:
         result.partitions_written = len(staged)
         return result
 
+    # --------------------------------------------------------------- sources
+    def sources_path(self, exchange: str) -> Path:
+        return self.bars_dir / f"exchange={exchange}" / SOURCES_FILE
+
+    def sources(self, exchange: str) -> dict[str, list[str]]:
+        """The input files ingested for ``exchange``: {path: [first month, last month]}."""
+        path = self.sources_path(exchange)
+        if not path.exists():
+            return {}
+        self.verify(path)
+        return json.loads(path.read_text()).get("files", {})
+
+    def sources_of(self, exchange: str, month: str) -> list[str]:
+        """The input files that held bars of ``exchange`` in ``month`` (what to re-ingest)."""
+        return sorted(f for f, (first, last) in self.sources(exchange).items() if first <= month <= last)
+
+    def _stage_sources(self, exchange: str, rows: pl.DataFrame) -> tuple[Path, Path] | None:
+        """The sources file of ``exchange`` with the input files of ``rows`` added, staged; None
+        when it would not change."""
+        before = self.sources(exchange)
+        files = dict(before)
+        spans = rows.group_by("source").agg(pl.col("date").min().dt.strftime("%Y-%m").alias("first"),
+                                            pl.col("date").max().dt.strftime("%Y-%m").alias("last"))
+        for source, first, last in spans.iter_rows():
+            key = str(Path(source).absolute())
+            old = files.get(key, [first, last])
+            files[key] = [min(old[0], first), max(old[1], last)]
+        if files == before:
+            return None
+        text = json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n"
+        path = self.sources_path(exchange)
+        return stage(path, lambda tmp: tmp.write_text(text, encoding="utf-8")), path
+
     # --------------------------------------------------------------- symbols
     def read_symbols(self) -> pl.DataFrame:
         if not self.symbols_path.exists():
             return pl.DataFrame(schema=SYMBOL_SCHEMA)
+        self.verify(self.symbols_path)
         return pl.read_parquet(self.symbols_path).select([pl.col(c).cast(t) for c, t in SYMBOL_SCHEMA.items()])
 
     def upsert_symbols(self, symbols: pl.DataFrame) -> int:
@@ -452,6 +586,14 @@ class Store:
         state = self.read_state("labels")
         return {e: dt.date.fromisoformat(v["last_complete"]) for e, v in state.items()
                 if isinstance(v, dict) and v.get("last_complete")}
+
+def _in_months(files: list[Path], between: tuple[dt.date, dt.date] | None) -> list[Path]:
+    """The month files (``.../month=YYYY-MM/data.parquet``) that may hold dates in ``between``."""
+    if between is None:
+        return files
+    lo, hi = (f"{d:%Y-%m}" for d in between)
+    return [f for f in files if lo <= f.parent.name.split("=", 1)[1] <= hi]
+
 
 def split_by_month(df: pl.DataFrame, date_col: str) -> dict[str, pl.DataFrame]:
     """Rows of ``df`` by the "YYYY-MM" month of ``date_col`` (integer keys: no string formatting

@@ -23,7 +23,7 @@ from retrain.config import Settings
 from retrain.errors import RetrainError, storage_fault
 from retrain.features import CATEGORICAL
 from retrain.files import atomic_write_text
-from retrain.registry import ROOT, Registry
+from retrain.registry import ROOT, Registry, verified
 from retrain.store import Store
 
 DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
@@ -115,12 +115,12 @@ def _expected_frame(run_dir: Path, store: Store, exchanges: list[str]) -> tuple[
     avg_dollar_volume_20; and where they come from, in words."""
     record = run_dir / "record_predictions.parquet"
     if record.exists():
-        frame = pl.read_parquet(record).select("trade_date", "exchange", "symbol", "predicted", "actual",
+        frame = pl.read_parquet(verified(record)).select("trade_date", "exchange", "symbol", "predicted", "actual",
                                                pl.col("avg_dollar_volume_20").cast(pl.Float64))
         return frame, f"its out-of-sample record ({frame['trade_date'].n_unique()} sessions)"
     cv = run_dir / "cv_predictions.parquet"
     if cv.exists():
-        frame = pl.read_parquet(cv).select("trade_date", "exchange", "symbol", pl.col("prediction").alias("predicted"))
+        frame = pl.read_parquet(verified(cv)).select("trade_date", "exchange", "symbol", pl.col("prediction").alias("predicted"))
         lo, hi = frame["trade_date"].min(), frame["trade_date"].max()
         frame = _scored(frame, realized(store, exchanges, lo, hi)).with_columns(
             pl.lit(None, pl.Float64).alias("avg_dollar_volume_20"))
@@ -131,11 +131,11 @@ def _expected_frame(run_dir: Path, store: Store, exchanges: list[str]) -> tuple[
 def _features(store: Store, version: str, exchanges: list[str], start: dt.date, end: dt.date,
               columns: list[str], last: int | None = None) -> pl.DataFrame:
     """Feature rows of [start, end] (only the ``last`` sessions of it: their dates are read first)."""
-    frames = [store.scan_table("features", version, e) for e in exchanges]
+    frames = [store.scan_table("features", version, e, between=(start, end)) for e in exchanges]
     frames = [f for f in frames if f is not None]
     if not frames:
         return pl.DataFrame()
-    rows = pl.concat(frames, how="diagonal_relaxed").filter(pl.col("trade_date").is_between(start, end))
+    rows = pl.concat(frames, how="diagonal_relaxed")
     if last:
         days = rows.select(pl.col("trade_date").unique()).collect()["trade_date"].sort().tail(last)
         if days.is_empty():

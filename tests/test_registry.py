@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from retrain import checksums
 from retrain.errors import RetrainError
 from retrain.registry import DEFAULT_SCOPE, Registry, meta_filename, model_filename
 
@@ -46,8 +47,10 @@ def _old_layout(reg: Registry, scope: str, old_model: str) -> None:
     """Move (version v1, ``scope``)'s active copies to the name a store whose [run] exchange
     was something else gave them."""
     model_path, meta_path = reg.active_paths("v1", scope)
-    model_path.rename(reg.root / old_model)
-    meta_path.rename(reg.root / old_model.replace(".joblib", "_meta.json"))
+    for old, new in ((model_path, reg.root / old_model), (meta_path, reg.root / old_model.replace(".joblib", "_meta.json"))):
+        old.rename(new)
+        for p in (old, new):  # such a store is from before checksums
+            checksums.remove(p)
 
 
 def test_a_store_from_when_names_followed_the_run_exchange(tmp_path):
@@ -85,6 +88,13 @@ def test_a_store_from_when_names_followed_the_run_exchange(tmp_path):
     assert (reg.root / "intraday_model_v1_NASDAQ.joblib").read_bytes() == old["intraday_model_v1_NASDAQ.joblib"]
 
 
+def _copy(src, dst) -> None:
+    """A copy by hand in a store from before checksums (with its checksum in place, the copy is
+    caught as corrupted first: tests/test_integrity.py)."""
+    shutil.copyfile(src, dst)
+    checksums.remove(dst)
+
+
 def test_an_active_file_of_another_scope_or_version_is_refused(tmp_path):
     reg = Registry(tmp_path / "artifacts")
     reg.promote(_fake_run(reg, "nyse", scope="NYSE"))
@@ -92,8 +102,8 @@ def test_an_active_file_of_another_scope_or_version_is_refused(tmp_path):
     reg.promote(_fake_run(reg, "nasdaq2", version="v2", scope="NASDAQ"))
     nyse_model, nyse_meta = reg.active_paths("v1", "NYSE")
     model_path, meta_path = reg.active_paths("v1", "NASDAQ")
-    shutil.copyfile(nyse_model, model_path)
-    shutil.copyfile(nyse_meta, meta_path)
+    _copy(nyse_model, model_path)
+    _copy(nyse_meta, meta_path)
     with pytest.raises(RetrainError) as err:
         reg.load_active("v1", "NASDAQ")
     assert str(model_path) in err.value.message and "holds the v1 model of NYSE" in err.value.message
@@ -101,15 +111,15 @@ def test_an_active_file_of_another_scope_or_version_is_refused(tmp_path):
     assert "`retrain models promote nasdaq`" in err.value.hint
 
     v2_model, v2_meta = reg.active_paths("v2", "NASDAQ")
-    shutil.copyfile(v2_model, model_path)
-    shutil.copyfile(v2_meta, meta_path)
+    _copy(v2_model, model_path)
+    _copy(v2_meta, meta_path)
     with pytest.raises(RetrainError, match="holds the v2 model of NASDAQ .* not the v1 model of NASDAQ"):
         reg.load_active("v1", "NASDAQ")
 
     # no active run of the scope asked for: the file is still refused; the hint trains one
     tse_model, tse_meta = reg.active_paths("v1", "TSE")
-    shutil.copyfile(nyse_model, tse_model)
-    shutil.copyfile(nyse_meta, tse_meta)
+    _copy(nyse_model, tse_model)
+    _copy(nyse_meta, tse_meta)
     with pytest.raises(RetrainError) as err:
         reg.load_active("v1", "TSE")
     assert "holds the v1 model of NYSE" in err.value.message and "`retrain run --exchange TSE`" in err.value.hint
