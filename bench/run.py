@@ -30,9 +30,11 @@ sys.path.insert(0, str(ROOT / "bench"))  # pandas_reference
 END = dt.date(2025, 10, 17)
 
 
-def run(args: list[str], env: dict[str, str], summary: list | None = None) -> tuple[float, int]:
+def run(args: list[str], env: dict[str, str], summary: list | None = None,
+        sweep_summary: list | None = None) -> tuple[float, int]:
     """Run the CLI once; return (seconds, peak RSS in MB). ``summary``: the run's `--json` object
-    and its meta.json are appended to it (the args must include --json)."""
+    and its meta.json are appended to it (the args must include --json); ``sweep_summary``: a
+    sweep's `--json` object."""
     with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / "peak.py"), *args],
@@ -41,6 +43,8 @@ def run(args: list[str], env: dict[str, str], summary: list | None = None) -> tu
         if proc.returncode != 0:
             raise SystemExit(f"bench: `retrain {' '.join(args)}` failed ({proc.returncode}):\n"
                              f"{proc.stdout.decode()}\n{proc.stderr.decode()}")
+        if sweep_summary is not None:
+            sweep_summary.append(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
         if summary is not None:
             out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
             meta = json.loads((Path(env["RETRAIN_ARTIFACTS_DIR"]) / "daytrading" / "runs" / out["run_id"]
@@ -220,6 +224,74 @@ def monitor_year(data: Path, root: Path, repeat: int) -> tuple[float, float, int
     return statistics.median(cli), statistics.median(inside), peak, detail
 
 
+SWEEP_TRIALS, SWEEP_DAYS = 16, 30  # issue 13: 16 trials; each replays a 30-day window (5 weekly blocks)
+
+
+def sweep_stage(data: Path, root: Path) -> list[tuple[str, float, float, str, int]]:
+    """`retrain sweep --exchange ALL` of 16 trials, once on a local cluster of one worker and once
+    of two (the same seed: the same trials, so the same work). Targets (issue 13): two workers
+    take at most 0.6 of one worker's time, and Dask's overhead per trial is at most 5% of a
+    trial's time. Overhead per trial = (trial phase wall x workers - sum of the trials' own
+    seconds on the workers) / trials: with one worker this is scheduling, transfer and the
+    driver's ask/tell; with two it also holds the idle tail of the last trial."""
+    out, sessions, results = {}, {}, {}
+    for n in (1, 2):
+        env = {**os.environ, "RETRAIN_DATA_DIR": str(data), "RETRAIN_ARTIFACTS_DIR": str(root / f"sweep{n}")}
+        summary: list = []
+        t, mb = run(["sweep", "--exchange", "ALL", "--trials", str(SWEEP_TRIALS), "--backtest-days", str(SWEEP_DAYS),
+                     "--workers", str(n), "--json"], env, sweep_summary=summary)
+        result = summary[0]
+        spec = json.loads((root / f"sweep{n}" / "daytrading" / "sweeps" / result["sweep_id"] / "sweep.json").read_text())
+        out[n], sessions[n], results[n] = (t, mb), spec["sessions"][-1], result
+        print(f"bench: sweep, {n} worker(s): {t:.1f} s ({sessions[n]['seconds']})", flush=True)
+    same = [r["sharpe"] for r in results[1]["trials"]] == [r["sharpe"] for r in results[2]["trials"]]
+    trial_s = sessions[1]["trial_seconds"] / SWEEP_TRIALS
+    rows = []
+    for n in (1, 2):
+        ss = sessions[n]
+        phase = ss["seconds"]["trials"]
+        overhead = (phase * n - ss["trial_seconds"]) / SWEEP_TRIALS
+        rows.append((f"`retrain sweep --exchange ALL`, {SWEEP_TRIALS} trials of {SWEEP_DAYS} days, {n} worker(s)",
+                     out[n][0], 0.0,
+                     f"trials {phase:.1f} s (mean trial {ss['trial_seconds'] / SWEEP_TRIALS:.1f} s of work; Dask "
+                     f"overhead per trial {overhead:.2f} s = {overhead / trial_s:.1%} of a trial, target <= 5%); "
+                     f"read {ss['seconds']['load']:.1f}, cluster {ss['seconds']['cluster']:.1f}, send rows "
+                     f"{ss['seconds']['scatter']:.1f}, report {ss['seconds']['report']:.1f} s; driver's RSS only",
+                     out[n][1]))
+    ratio, phase_ratio = out[2][0] / out[1][0], sessions[2]["seconds"]["trials"] / sessions[1]["seconds"]["trials"]
+    rows.append(("`retrain sweep`: 2 workers vs 1", ratio, 0.0,
+                 f"whole CLI call {ratio:.2f}x, trial phase {phase_ratio:.2f}x (target <= 0.6: "
+                 f"{'met' if ratio <= 0.6 else '**not met**'}); the same trials and metrics on both: "
+                 f"{'yes' if same else '**no**'}", 0))
+    return rows
+
+
+def build_store(root: Path, symbols: int, days: int) -> Path:
+    """A fully built store of the sample market (for a stage run alone)."""
+    bars, syms = sample.generate(symbols=symbols, days=days, seed=11, end=END)
+    root.mkdir(parents=True, exist_ok=True)
+    bars.write_parquet(root / "bars.parquet")
+    syms.write_csv(root / "symbols.csv")
+    env = {**os.environ, "RETRAIN_DATA_DIR": str(root / "data")}
+    run(["ingest", str(root / "bars.parquet"), "--symbols-file", str(root / "symbols.csv"), "--as-of",
+         END.isoformat()], env)
+    steps(root / "data", full=True)
+    return root / "data"
+
+
+def table(rows, title: str) -> list[str]:
+    lines = [
+        title,
+        "",
+        "| stage | median (s) | target (s) | met | detail | peak RSS (MB) |",
+        "|---|---:|---:|:---:|---|---:|",
+    ]
+    for stage, med, target, detail, mb in rows:
+        met = "-" if not target else ("yes" if med <= target else "**no**")
+        lines.append(f"| {stage} | {med:.2f} | {target or '-'} | {met} | {detail} | {mb or '-'} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--symbols", type=int, default=3000)
@@ -228,14 +300,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--long-symbols", type=int, default=10_000, help="symbols of the long-history stage")
     ap.add_argument("--long-days", type=int, default=2_520, help="sessions of the long-history stage")
-    ap.add_argument("--stages", default="main,long", help="comma-separated: main (the 3,000-symbol market), long")
+    ap.add_argument("--stages", default="main,sweep,long",
+                    help="comma-separated: main (the 3,000-symbol market), sweep (on that market), long")
+    ap.add_argument("--only", choices=["sweep"], default=None,
+                    help="run this stage alone, print its rows, and leave BENCHMARKS.md as it is")
     a = ap.parse_args()
+    if a.only == "sweep":
+        with tempfile.TemporaryDirectory(prefix="retrain-bench-") as tmp:
+            data = build_store(Path(tmp) / "store", a.symbols, a.days)
+            rows = sweep_stage(data, Path(tmp))
+        print("\n".join(table(rows, f"# retrain sweep ({dt.date.today()}, {os.cpu_count()} cores, "
+                                        f"{a.symbols:,} symbols x {a.days} sessions)")))
+        return
     stages = set(a.stages.split(","))
 
     rows: list[tuple[str, float, float, str, int]] = []  # stage, median s, target s, detail, peak MB
     with tempfile.TemporaryDirectory(prefix="retrain-bench-") as tmp:
         tmp = Path(tmp)
         growth = main_stages(a, tmp, rows) if "main" in stages else None
+        if "sweep" in stages:  # 16 trials on one and on two local workers
+            data = tmp / "rebuild0" if "main" in stages else build_store(tmp / "store", a.symbols, a.days)
+            rows += sweep_stage(data, tmp)
         if "long" in stages:
             import long_history
 

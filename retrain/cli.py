@@ -61,6 +61,8 @@ def store_options(f):
     @click.pass_context
     @functools.wraps(f)
     def wrapper(ctx: click.Context, data_dir, artifacts_dir, config, **kwargs):
+        if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand:
+            return None  # a group's own action (`retrain sweep`): its subcommand loads the settings
         top = ctx.find_root().params
         settings = load_settings(
             data_dir=data_dir or top.get("data_dir"),
@@ -762,6 +764,100 @@ def models_prune(settings: Settings, keep, yes):
             records.remove(folder)
     click.echo(report.ok(f"Removed {len(removed)} run(s) from {reg.runs_dir} and {len(stale)} out-of-sample "
                          f"record(s); kept the active models and {keep} rollback step(s) of each"))
+
+
+# ---------------------------------------------------------------------- sweep
+@main.group(cls=_Group, invoke_without_command=True)
+@click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Trials to run in all (with --resume: the new total) [retrain.toml [sweep] trials; 40].")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default=None,
+              help="How Optuna proposes trials [retrain.toml [sweep] sampler; tpe].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes of the local Dask cluster [the machine's cores].")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Use the Dask cluster at ADDRESS (tcp://host:8786) instead of a local one "
+                   "[env RETRAIN_DASK_SCHEDULER].")
+@click.option("--backtest-days", type=click.IntRange(min=1), default=None,
+              help="Calendar days of the window each trial replays walk-forward [90].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the trials and the best one as the last line (one JSON object).")
+@click.option("--resume", default=None, metavar="SWEEP_ID",
+              help="Go on with a sweep that was stopped, killed or interrupted, keeping its finished trials.")
+@as_of_option
+@store_options
+@click.pass_context
+def sweep(ctx: click.Context, settings: Settings, exchange, trials, sampler, workers, scheduler, backtest_days,
+          as_json, resume, as_of):
+    """Search LightGBM settings, window and target: many walk-forward replays on Dask, and an
+    honest pick of the best.
+
+    The search space is [sweep] of retrain.toml: ranges for learning_rate, num_leaves,
+    min_data_in_leaf, feature_fraction and lambda_l2, choices of training_days and target, and
+    optionally feature groups to leave out. Optuna proposes each trial (seeded: the same seed
+    gives the same trials), and each is the walk-forward replay of its routine over the last
+    --backtest-days, by the same code as `retrain run`'s out-of-sample record, with the same
+    metrics and intervals.
+
+    Trials run on a local Dask cluster of --workers processes, or on the cluster at --scheduler.
+    This machine reads the store once and sends the rows to every worker once; workers never
+    read the store. The best trial is judged with its Deflated Sharpe Ratio: whether it can be
+    told apart from the best of N trials with no skill.
+
+    Results go to artifacts/daytrading/sweeps/SWEEP_ID/: trials.parquet, the Optuna study
+    (study.db) and report.html. A stopped sweep keeps its finished trials: --resume SWEEP_ID
+    goes on. `retrain sweep apply SWEEP_ID` writes a trial's settings into retrain.toml.
+    """
+    import json
+
+    from retrain import console, sweeping
+
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        result = sweeping.run_sweep(settings, exchange, trials, sampler, workers, scheduler, backtest_days, as_of,
+                                    resume, progress=console.sweep_progress)
+    except Exception as exc:
+        err = as_retrain_error(exc)
+        if as_json and err is not None:
+            click.echo(json.dumps({"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}))
+        raise
+    console.print_sweep(result)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+
+
+@sweep.command("apply")
+@click.argument("sweep_id")
+@click.option("--trial", type=click.IntRange(min=0), default=None, help="The trial to apply [the best one].")
+@store_options
+def sweep_apply(settings: Settings, sweep_id, trial):
+    """Write a sweep trial's settings into retrain.toml (default: the best trial's).
+
+    Its training_days and target go into [training], its LightGBM settings into [model], in
+    place and atomically, with a dated comment line naming the sweep and the trial; the next
+    `retrain run` trains with them, and its promotion gate decides whether the new model
+    replaces the active one. A trial that leaves out a feature group cannot be applied.
+    """
+    from retrain import sweep as sw
+    from retrain import sweeping
+
+    done = sweeping.apply_trial(settings, sweep_id, trial)
+    r = done.row
+    which = "the best trial" if done.best else "trial"
+    if not done.changes:
+        click.echo(report.ok(f"{done.path} already has the settings of {which} {r['trial']} of {sweep_id}: "
+                             "nothing changed"))
+    else:
+        click.echo(report.ok(f"Wrote {which} {r['trial']} of {sweep_id} into {done.path}:"))
+        for section, kv in done.changes.items():
+            for key, (old, new) in kv.items():
+                click.echo(f"   [{section}] {key}: {old} -> {new}")
+    click.echo(f"   Its replay: Sharpe {r['sharpe']:.2f} [{r['sharpe_lo']:.2f}, {r['sharpe_hi']:.2f}], PSR "
+               f"{r['psr']:.2f}, rank IC {r['rank_ic']:+.4f} ({sw.describe(r)})")
+    if done.note:
+        click.echo(report.warn(done.note))
+    click.echo(f"Next: `retrain run` trains the routine {done.routine} with them; its gate decides promotion.")
 
 
 # -------------------------------------------------------------------- predict

@@ -56,9 +56,11 @@ MODEL_PARAMS_SET_ELSEWHERE = {"num_iterations": "[training] num_boost_round",
 
 @dataclass(frozen=True)
 class Key:
-    """One setting: ``kind`` is "int", "float" (ints accepted), "str" or "path"; ``low``/``high``
-    bound numbers (exclusive when ``low_open``/``high_open``); ``parse`` normalizes a string or
-    raises ValueError; ``expect`` overrides the generated description of valid values."""
+    """One setting: ``kind`` is "int", "float" (ints accepted), "str", "path", or "custom" (any
+    TOML value, checked and normalized by ``parse`` alone: the ranges and choices of [sweep]);
+    ``low``/``high`` bound numbers (exclusive when ``low_open``/``high_open``); ``parse``
+    normalizes a string (or a custom value) or raises ValueError; ``expect`` overrides the
+    generated description of valid values."""
 
     kind: str
     default: Any
@@ -83,6 +85,8 @@ class Key:
 
     def check(self, value: Any) -> Any:
         """The value, normalized (ints become floats for a float key); ValueError if invalid."""
+        if self.kind == "custom":
+            return self.parse(value)
         if self.kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif self.kind == "float":
@@ -132,6 +136,72 @@ def _non_empty(value: str) -> str:
 
 _EXCHANGE_EXPECT = 'NASDAQ, NYSE, TSE or ALL (any case; aliases XNAS, XNYS, XTSE, TSX, TO)'
 
+
+# [sweep]: a range is [low, high] (or one number: not searched), a choice list is [a, b, ...]
+# (or one value). Each check returns the value normalized, or raises ValueError saying what
+# was expected, which the config error prints after the key and the value.
+SAMPLERS = ("tpe", "random", "grid")
+
+
+def _number(kind: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int)
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _range(kind: str, low: float, high: float | None = None, low_open: bool = False) -> Callable[[Any], Any]:
+    bound = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+    what = "an integer" if kind == "int" else "a number"
+    expect = f"{what} {bound}, or a range [low, high] of them with low <= high"
+
+    def inside(v) -> bool:
+        return _number(kind, v) and (v > low if low_open else v >= low) and (high is None or v <= high)
+
+    def norm(v):
+        return int(v) if kind == "int" else float(v)
+
+    def parse(value: Any) -> Any:
+        if inside(value):
+            return norm(value)
+        if isinstance(value, list) and len(value) == 2 and all(inside(v) for v in value) and value[0] <= value[1]:
+            return [norm(v) for v in value]
+        raise ValueError(expect)
+
+    return parse
+
+
+def _choices(kind: str, allowed: tuple[str, ...] | None = None, low: int | None = None,
+             empty: bool = False) -> Callable[[Any], Any]:
+    if kind == "int":
+        expect = f"an integer >= {low}, or a list of them to choose from"
+    elif allowed:
+        expect = f"{' or '.join(json.dumps(a) for a in allowed)}, or a list of them to choose from"
+    else:
+        expect = "a list of names" + (" (empty: none)" if empty else "")
+
+    def one(v: Any) -> Any:
+        if kind == "int" and _number("int", v) and v >= (low or 0):
+            return int(v)
+        if kind == "str" and isinstance(v, str) and v.strip() and (not allowed or v.strip().lower() in allowed):
+            return v.strip().lower() if allowed else v.strip()
+        raise ValueError(expect)
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, list):
+            if empty:  # a list, always
+                raise ValueError(expect)
+            return one(value)
+        if not value and not empty:
+            raise ValueError(expect)
+        out = [one(v) for v in value]
+        if len(set(out)) != len(out):
+            raise ValueError(expect + ", each once")
+        return out
+
+    return parse
+
 SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "data_dir": Key("path", "data", "bars, features and labels (relative to the current directory); "
@@ -172,6 +242,31 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "monitor": {
         "max_model_age_days": Key("int", 14, "calendar days after the end of its training data beyond which the "
                                   "active model is stale (`retrain predict` warns, `--strict` refuses)", low=1),
+    },
+    "sweep": {
+        "trials": Key("int", 40, "trials of `retrain sweep` (--trials overrides)", low=1),
+        "sampler": Key("str", "tpe", 'how Optuna proposes the trials: "tpe", "random" or "grid" (--sampler '
+                       "overrides)", parse=_one_of(*SAMPLERS), expect='"tpe", "random" or "grid"'),
+        "seed": Key("int", 0, "seed of the sampler: the same seed, space and data give the same trials", low=0),
+        "parallel": Key("int", 8, "trials running at once at most; trial k is proposed from the trials up to "
+                        "k - parallel, so the same seed gives the same trials on any number of workers", low=1),
+        "grid_points": Key("int", 3, "values of each range with sampler = \"grid\" (evenly spaced, on a log "
+                           "scale where the range is searched on one)", low=2),
+        "learning_rate": Key("custom", [0.005, 0.1], "[model] learning_rate to search (log scale)",
+                             parse=_range("float", 0, low_open=True)),
+        "num_leaves": Key("custom", [4, 64], "[model] num_leaves to search (log scale)", parse=_range("int", 2)),
+        "min_data_in_leaf": Key("custom", [10, 400], "[model] min_data_in_leaf to search (log scale)",
+                                parse=_range("int", 1)),
+        "feature_fraction": Key("custom", [0.3, 1.0], "[model] feature_fraction to search",
+                                parse=_range("float", 0, 1, low_open=True)),
+        "lambda_l2": Key("custom", [0.01, 100.0], "[model] lambda_l2 to search (log scale)",
+                         parse=_range("float", 0, low_open=True)),
+        "training_days": Key("custom", [60, 90, 180], "[training] training_days to choose from",
+                             parse=_choices("int", low=1)),
+        "target": Key("custom", ["excess", "raw"], "[training] target to choose from",
+                      parse=_choices("str", TARGETS)),
+        "leave_out": Key("custom", [], "feature groups each trial may leave out (one at most, or none)",
+                         parse=_choices("str", empty=True)),
     },
     "model": {
         "objective": Key("str", "regression", "LightGBM objective", parse=_non_empty),
@@ -267,14 +362,20 @@ def validate_config(toml: dict[str, Any], source: str = DEFAULT_CONFIG) -> dict[
 def _outside_schema(name: str, value: Any) -> Problem:
     if isinstance(value, dict):
         return "", f"unknown section [{name}]{_did_you_mean(name, SCHEMA, lambda c: f'[{c}]')}", _SECTIONS_HINT
-    home = [s for s, keys in SCHEMA.items() if name in keys]
+    home = _homes(name)
     if home:
         return "", f'"{name}" is outside any section (it belongs in [{home[0]}])', f"move it under [{home[0]}]"
     return "", f'unknown key "{name}" outside any section', f"every key goes under a section; {_SECTIONS_HINT}"
 
 
+def _homes(key: str) -> list[str]:
+    """The sections that have ``key``; [sweep] (which searches keys of [training] and [model])
+    last, so a misplaced key is sent where it is set."""
+    return sorted((s for s, keys in SCHEMA.items() if key in keys), key=lambda s: s == "sweep")
+
+
 def _unknown_key(section: str, key: str) -> Problem:
-    home = [s for s, keys in SCHEMA.items() if key in keys and s != section]
+    home = [s for s in _homes(key) if s != section]
     hint = f"valid keys in [{section}]: {', '.join(SCHEMA[section])}"
     if home and not _did_you_mean(key, SCHEMA[section]):
         return f"[{section}]", f'unknown key "{key}" (it belongs in [{home[0]}])', hint
@@ -461,6 +562,67 @@ def bump_version(path: Path | None, today: str) -> tuple[str, str, str]:
     lines[hit] = f'{indent}version = "{new}"\n'
     lines.insert(hit, f"{indent}# - {new}: bumped by `retrain run --bump-version` ({today}); {old} kept on disk\n")
     return old, new, "".join(lines)
+
+
+def set_values(path: Path | None, values: dict[str, dict[str, Any]], note: str) -> tuple[str, dict]:
+    """retrain.toml's text with ``values`` ({section: {key: value}}) written in place, comments
+    and layout kept: a key's line gets its new value (its trailing comment stays), a missing key
+    is added at the end of its section, a missing section at the end of the file; above the
+    first changed line of each section goes the comment ``# <note>: key old -> new, ...``.
+    Returns (the new text, {section: {key: (old, new)}} of what changes); the caller writes it
+    (atomically), after the check here that the text reads back to ``values`` and validates."""
+    if path is None or not Path(path).is_file():
+        raise RetrainError("no retrain.toml to write the settings into",
+                           hint="create one (`retrain init`) or pass --config")
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    current = read_toml(path)
+    changes = {sec: {k: (current.get(sec, {}).get(k, DEFAULTS.get(sec, {}).get(k)), v) for k, v in kv.items()
+                     if current.get(sec, {}).get(k, DEFAULTS.get(sec, {}).get(k)) != v}
+               for sec, kv in values.items()}
+    changes = {sec: kv for sec, kv in changes.items() if kv}
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    for section, kv in changes.items():
+        comment = f"# {note}: " + ", ".join(f"{k} {_toml_value(a)} -> {_toml_value(b)}" for k, (a, b) in kv.items())
+        header = next((i for i, line in enumerate(lines) if line.strip() == f"[{section}]"), None)
+        if header is None:
+            lines += ["\n", f"[{section}]\n", comment + "\n"] + [f"{k} = {_toml_value(b)}\n" for k, (_, b) in kv.items()]
+            continue
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
+        first = None
+        for key, (_, new) in kv.items():
+            pattern = re.compile(rf'^(\s*{re.escape(key)}\s*=\s*)("[^"]*"|\[[^\]]*\]|[^\s#]+)(.*)$', re.S)
+            hit = next((i for i in range(header + 1, end) if pattern.match(lines[i])), None)
+            if hit is None:
+                last = max((i for i in range(header + 1, end) if lines[i].strip() and
+                            not lines[i].lstrip().startswith("#")), default=header)
+                lines.insert(last + 1, f"{key} = {_toml_value(new)}\n")
+                hit, end = last + 1, end + 1
+            else:
+                lines[hit] = pattern.sub(lambda m, v=new: m.group(1) + _aligned(_toml_value(v), m), lines[hit])
+            first = hit if first is None else min(first, hit)
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        lines.insert(first, f"{indent}{comment}\n")
+    out = "".join(lines)
+    parsed = tomllib.loads(out)
+    wrong = [f"[{s}] {k}" for s, kv in values.items() for k, v in kv.items() if parsed.get(s, {}).get(k) != v]
+    if wrong:  # pragma: no cover - a layout this editor does not handle
+        raise RetrainError(f"{path}: could not write {', '.join(wrong)} in place",
+                           hint="edit the file by hand with the values shown")
+    validate_config(parsed, source=str(path))
+    return out, changes
+
+
+def _aligned(value: str, m: re.Match) -> str:
+    """``value`` in place of a key line's old value, its trailing comment kept in its column."""
+    rest = m.group(3)
+    comment = rest.lstrip(" \t")
+    if not comment.startswith("#"):
+        return value + rest
+    width = len(m.group(2)) + len(rest) - len(comment)
+    return value + " " * max(1, width - len(value)) + comment
 
 
 def default_config_text() -> str:

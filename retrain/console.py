@@ -359,3 +359,104 @@ def print_monitor(m) -> None:
     for r in m.reasons:
         line = f"   {r['level']}: {r['reason']}" + (f"\n      -> {r['action']}" if r.get("action") else "")
         report.echo(line)
+
+
+# ------------------------------------------------------------------ sweep
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _interval_text(r: dict, key: str, spec: str) -> str:
+    lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return ""
+    return f" [{lo:{spec}}, {hi:{spec}}]"
+
+
+def sweep_progress(p) -> None:
+    """One line per event of a sweep (``sweeping.SweepProgress``): how it runs, then each trial
+    as it finishes, with trials done out of the total, the best so far and an ETA."""
+    from retrain import sweep
+
+    if p.kind == "start":
+        i = p.info
+        report.echo(f"Sweep {p.sweep_id}: {p.total} trials ({i['sampler']}, seed {i['seed']}) of the {i['scope']} "
+                    f"routine, each a walk-forward replay of {i['window'][0]} to {i['window'][1]}; searching "
+                    f"{', '.join(i['searched'])}")
+        for note in i["notes"]:
+            report.echo(report.warn(note))
+        return
+    if p.kind == "ready":
+        i = p.info
+        if i["resumed"]:
+            report.echo(report.ok(f"Resumed: {i['kept']} finished trial(s) kept"
+                                  + (f", {i['replayed']} interrupted one(s) replayed" if i["replayed"] else "")))
+        if i["workers"] > i["parallel"]:
+            report.echo(report.warn(f"{i['workers']} workers but [sweep] parallel = {i['parallel']}: at most "
+                                    f"{i['parallel']} trials run at once"))
+        report.echo(f"Running on {i['cluster']}; results in {i['folder']}")
+        return
+    r, b = p.row, p.best
+    if r["state"] == "complete":
+        text = (f"trial {r['trial']}: Sharpe {fmt_num(r['sharpe'])}{_interval_text(r, 'sharpe', '.2f')}, "
+                f"PSR {fmt_num(r['psr'])}, rank IC {fmt_metric(r['rank_ic'], sign=True)} "
+                f"({sweep.describe(r)}) in {r['seconds']:.1f}s on {r['worker']}")
+        line = report.ok(text)
+    else:
+        line = report.warn(f"trial {r['trial']} failed ({sweep.describe(r)}): {r['error']}")
+    best = f"best so far: trial {b['trial']}, Sharpe {fmt_num(b['sharpe'])}" if b else "no best yet"
+    eta = f"ETA {_duration(p.eta)}" if p.done < p.total else "done"
+    report.echo(f"[{p.done}/{p.total}] {line} | {best} | {eta}")
+
+
+def fmt_num(v, digits: int = 2) -> str:
+    return "n/a" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def print_sweep(result) -> None:
+    """The end of a sweep: the best trials with their intervals, the honest reading of the best
+    one, where the results are, and what to do next."""
+    from retrain import sweep
+
+    rows = sorted([r for r in result.rows if r["state"] == "complete"],
+                  key=lambda r: (-(r["sharpe"] if r["sharpe"] == r["sharpe"] else -math.inf), r["trial"]))
+    keys = [k for k in sweep.DIMENSIONS if len({str(r[k]) for r in result.rows}) > 1] or ["learning_rate"]
+    report.echo(f"\nTrials by Sharpe ({len(rows)} complete"
+                + (f", {len(result.failed)} failed" if result.failed else "") + f" of {result.total}; "
+                "90% intervals in brackets):")
+    table = [(r["trial"], *[f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys],
+              f"{fmt_num(r['sharpe'])}{_interval_text(r, 'sharpe', '.2f')}", fmt_num(r["psr"]),
+              f"{fmt_metric(r['rank_ic'], sign=True)}{_interval_text(r, 'rank_ic', '+.4f')}",
+              f"{_pct(r['total_return'], sign=True)}", r["verdict"]) for r in rows[:10]]
+    report.echo(report.table(["trial", *keys, "Sharpe", "PSR", "rank IC", "return", "verdict"], table,
+                             numeric=[True, *[False] * len(keys), True, True, True, True, False]))
+    if len(rows) > 10:
+        report.echo(f"   ... and {len(rows) - 10} more in {result.trials_path}")
+    for r in result.failed:
+        report.echo(report.warn(f"trial {r['trial']} failed: {r['error']}"))
+    s = result.selection
+    mark = report.ok if s["distinguishable"] else report.warn
+    report.echo("\n" + mark(s["words"]))
+    if result.best is not None:
+        report.echo(f"   Best trial {result.best['trial']}: {sweep.describe(result.best)}")
+    report.echo(report.ok(f"Trials: {result.trials_path}"))
+    if result.report:
+        report.echo(report.ok(f"Report: {result.report}"))
+    took = result.seconds
+    report.echo(f"Took {_duration(sum(took.values()))} (reading the store {took.get('load', 0):.1f}s, starting the "
+                f"cluster {took.get('cluster', 0):.1f}s, sending the rows to the workers {took.get('scatter', 0):.1f}s, "
+                f"trials {took.get('trials', 0):.1f}s)")
+    if result.best is not None:
+        report.echo("\nNext:")
+        if result.best["leave_out"] != sweep.NONE:
+            report.echo(f"   The best trial leaves out the feature group {result.best['leave_out']}, which `retrain run` "
+                        "cannot (it trains on every feature of the version); apply another trial with "
+                        f"`retrain sweep apply {result.sweep_id} --trial N`, or define a feature version without it.")
+        else:
+            report.echo(f"   `retrain sweep apply {result.sweep_id}` writes the best trial's settings into "
+                        "retrain.toml; the next `retrain run` trains with them, and its gate decides promotion"
+                        + ("" if s["distinguishable"] else " (the reading above says it may be luck)"))

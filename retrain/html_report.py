@@ -462,6 +462,22 @@ def render(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions:
            trades: pl.DataFrame, importance: list[tuple[str, float]], window: tuple[dt.date, dt.date]) -> str:
     """The report page as one HTML string. The frames cover the whole out-of-sample record;
     ``window`` is this run's backtest window inside it."""
+    run_id = str((meta or {}).get("run_id", "run"))
+    return page(f"retrain report {run_id}", body(meta, daily, universe, predictions, trades, importance, window))
+
+
+def page(title: str, content: str) -> str:
+    """A self-contained HTML page around ``content``, in the report's style."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{content}</body></html>")
+
+
+def body(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFrame,
+         trades: pl.DataFrame, importance: list[tuple[str, float]], window: tuple[dt.date, dt.date] | None,
+         cv: bool = True, about: list[tuple[str, str]] | None = None) -> str:
+    """The tear sheet of ``render`` without its page: for a page that shows it among other
+    things (the best trial of a sweep: ``window`` None, the record is the window; ``cv`` False,
+    no cross-validation table; ``about``: the rows of the "Run" table instead of the run's)."""
     meta = meta or {}
     b = meta.get("backtest") or {}
     evidence = b.get("evidence") or {}
@@ -476,15 +492,14 @@ def render(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions:
     top = _verdict_html(meta, b, evidence, record, window)
     sections = []
     for key, title in PLOTS:
-        body = (f'<img alt="{_esc(title)}" src="data:image/png;base64,{plots[key]}">' if key in plots
-                else f"<p class='note'>{_esc(notes.get(key, 'Not enough data.'))}</p>")
-        sections.append(f"<h2>{_esc(title)}</h2>{body}")
+        body_ = (f'<img alt="{_esc(title)}" src="data:image/png;base64,{plots[key]}">' if key in plots
+                 else f"<p class='note'>{_esc(notes.get(key, 'Not enough data.'))}</p>")
+        sections.append(f"<h2>{_esc(title)}</h2>{body_}")
     shaded = ("<p class='note'>The shaded span is this run's backtest window; the rest is the routine's "
-              "earlier out-of-sample blocks, kept from earlier runs or trained now.</p>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>retrain report {_esc(run_id)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>retrain: {_esc(run_id)}</h1>{top}"
+              "earlier out-of-sample blocks, kept from earlier runs or trained now.</p>" if window else "")
+    return (f"<h1>retrain: {_esc(run_id)}</h1>{top}"
             f"<h2>Uncertainty: whole record vs this window</h2>{_evidence_table(record, evidence)}"
-            f"<h2>Run</h2>{_table(_run_rows(meta))}{shaded}{''.join(sections)}"
+            f"<h2>Run</h2>{_table(about or _run_rows(meta))}{shaded}{''.join(sections)}"
             f"<h2>Backtest (walk-forward, out of sample, this window)</h2>{_table(_backtest_rows(b, bankroll))}"
-            f"<h2>Cross-validation (walk-forward by session, out of sample)</h2>{_table(_cv_rows(meta))}"
-            "</body></html>")
+            + (f"<h2>Cross-validation (walk-forward by session, out of sample)</h2>{_table(_cv_rows(meta))}"
+               if cv else ""))

@@ -239,11 +239,54 @@ def psr(daily_returns: np.ndarray, benchmark: float = 0.0) -> float:
     if mom is None:
         return float("nan")
     n, sr, g3, g4 = mom
-    diff = sr - benchmark / math.sqrt(TRADING_DAYS)
-    v = _sr_var_term(sr, g3, g4)
+    return probabilistic_sharpe(sr, n, g3, g4, benchmark / math.sqrt(TRADING_DAYS))
+
+
+def probabilistic_sharpe(sr: float, n: int, skew: float, kurtosis: float, sr_star: float = 0.0) -> float:
+    """``psr`` from the moments: Phi((SR - SR*) sqrt(n - 1) / sqrt(1 - g3*SR + (g4 - 1)/4 * SR^2)),
+    SR and SR* per session (not annualised), g3 the skew and g4 the (non-excess) kurtosis of the n
+    returns."""
+    diff = sr - sr_star
+    v = _sr_var_term(sr, skew, kurtosis)
     if v == 0:  # degenerate two-point distribution: no sampling uncertainty left in the formula
         return 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
     return norm_cdf(diff * math.sqrt(n - 1) / math.sqrt(v))
+
+
+EULER_GAMMA = 0.5772156649015329  # the Euler-Mascheroni constant
+
+
+def expected_max_sharpe(variance: float, n_trials: int) -> float:
+    """The Sharpe ratio the best of ``n_trials`` strategies with no skill is expected to reach,
+    when their Sharpe estimates vary with ``variance`` around a true Sharpe of 0 (Bailey & López
+    de Prado 2014, "The Deflated Sharpe Ratio", from the extreme-value limit of the maximum of N
+    normals, gamma the Euler-Mascheroni constant):
+
+        SR0 = sqrt(V) * ((1 - gamma) * Phi^-1(1 - 1/N) + gamma * Phi^-1(1 - 1/(N e)))
+
+    In the units of ``variance`` (annualised Sharpes in, annualised out). 0 for one trial (no
+    selection); NaN for none, or a variance that is NaN or negative."""
+    if n_trials < 1 or not variance >= 0:
+        return float("nan")
+    if n_trials == 1:
+        return 0.0
+    z = (1 - EULER_GAMMA) * norm_ppf(1 - 1 / n_trials) + EULER_GAMMA * norm_ppf(1 - 1 / (n_trials * math.e))
+    return math.sqrt(variance) * z
+
+
+def deflated_sharpe(daily_returns: np.ndarray, trial_sharpes: np.ndarray) -> float:
+    """Deflated Sharpe Ratio (Bailey & López de Prado 2014) of the trial selected among
+    ``trial_sharpes`` (the annualised Sharpe of every trial, the selected one included; NaNs
+    dropped), whose daily returns are ``daily_returns``: ``psr`` against the Sharpe the best of
+    that many trials with no skill would reach, ``expected_max_sharpe`` of the sample variance
+    (ddof=1) of the trials' Sharpes. It uses the skew and kurtosis of the selected trial's returns.
+    The probability that its true Sharpe beats the best of N lucky ones: at or above 0.95, the
+    selection is told apart from luck. NaN when ``psr`` is, or with fewer than two Sharpes."""
+    s = np.asarray(trial_sharpes, float)
+    s = s[np.isfinite(s)]
+    if len(s) < 2:
+        return float("nan")
+    return psr(daily_returns, benchmark=expected_max_sharpe(float(np.var(s, ddof=1)), len(s)))
 
 
 def min_track_record(daily_returns: np.ndarray, benchmark: float = 0.0, confidence: float = 0.95) -> float:

@@ -241,10 +241,12 @@ def _num(v: float) -> str:
 
 def active_routine(active: dict) -> training.TrainConfig:
     """The training routine (params, target, window length) of a stored run; ``min_rows`` only
-    gates a run, so it is left out (1): the routine is judged, not its window size."""
+    gates a run, so it is left out (1): the routine is judged, not its window size. The
+    parameters retrain sets on every model are today's (a run of older code may carry
+    ``force_row_wise``, which LightGBM refuses beside today's ``force_col_wise``)."""
     stored = {**active["training_config"], "min_rows": 1}
     return training.TrainConfig(**stored, params={k: v for k, v in active["params"].items()
-                                                  if k not in training.FIXED_PARAMS})
+                                                  if k not in training.FIXED_PARAMS and k != "force_row_wise"})
 
 
 # ------------------------------------------------------------------ the record
@@ -714,17 +716,30 @@ class BacktestOutcome:
 
 
 def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.date, dt.date], bcfg) -> BacktestOutcome:
-    """The guide's results block over ``window`` and the evidence and verdict of the whole record;
-    the universe benchmark reads the labels of every symbol in scope."""
+    """The guide's results block over ``window`` and the evidence and verdict of the whole record
+    (``assess_record``); the universe benchmark reads the labels of every symbol in scope."""
+    first = record.predictions["trade_date"].min()
+    return assess_record(record, record_universe(store, scope, first, window[1]), window, bcfg)
+
+
+def record_universe(store: Store, scope: str, first: dt.date, end: dt.date) -> pl.DataFrame:
+    """The equal-weight universe (``backtest.universe``) of ``scope`` over ``first``..``end``,
+    from the labels of every symbol in scope."""
+    from retrain import backtest as bt
+
+    labels = catalog.scan_labels(store, None if scope == "ALL" else scope, first, end)
+    if labels is None:
+        raise RetrainError("no labels in the store", hint="run `retrain labels`")
+    return bt.universe(labels.select("trade_date", "intraday_return").collect())
+
+
+def assess_record(record: Record, uni: pl.DataFrame, window: tuple[dt.date, dt.date], bcfg) -> BacktestOutcome:
+    """``evaluate_record`` given the universe (``record_universe``), without the store: what a
+    sweep trial computes on a worker."""
     from retrain import backtest as bt
 
     preds = record.predictions.drop("block_fingerprint")
     start, end = window
-    first = preds["trade_date"].min()
-    labels = catalog.scan_labels(store, None if scope == "ALL" else scope, first, end)
-    if labels is None:
-        raise RetrainError("no labels in the store", hint="run `retrain labels`")
-    uni = bt.universe(labels.select("trade_date", "intraday_return").collect())
     rdaily, rtrades = bt.simulate(preds.drop_nulls("actual"), bcfg)
     rev = bt.evidence(rdaily, preds, uni, bcfg)
     grade, reason, more = bt.judge(rev)

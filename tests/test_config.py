@@ -71,7 +71,7 @@ def test_unknown_key_through_the_cli_is_one_message_and_exit_1(cli, tmp_path):
 def test_unknown_section_and_keys_outside_or_in_the_wrong_section(tmp_path, monkeypatch):
     err = _refused(tmp_path, monkeypatch, "[trainig]\ntraining_days = 90\n")
     assert err.message == "retrain.toml: unknown section [trainig] (did you mean [training]?)"
-    assert "[store], [features], [run], [sample], [training], [backtest], [monitor], [model]" in err.hint
+    assert "[store], [features], [run], [sample], [training], [backtest], [monitor], [sweep], [model]" in err.hint
     err = _refused(tmp_path, monkeypatch, 'exchange = "NYSE"\n')
     assert err.message == 'retrain.toml: "exchange" is outside any section (it belongs in [run])'
     err = _refused(tmp_path, monkeypatch, "[training]\nlearning_rate = 0.1\n")
