@@ -436,20 +436,11 @@ def main_stages(a, tmp: Path, rows: list) -> float:
 def write_report(a, rows: list, growth: float | None) -> None:
     main_peak = max((r[4] for r in rows if not r[0].startswith("long history")), default=None)
     long_peak = max((r[4] for r in rows if r[0].startswith("long history")), default=None)
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Written by `make bench` on {dt.date.today()} ({platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, polars {pl.__version__}). Sample market: {a.symbols:,} symbols x "
-        f"{a.days} sessions per exchange; ingest and query are timed as whole CLI calls (start-up included); the pipeline steps are timed inside one process each, as `retrain run` runs them (the detail column gives that process's wall time where it matters); "
-        f"median of {a.repeat} runs.",
-        "",
-        "| stage | median (s) | target (s) | met | detail | peak RSS (MB) |",
-        "|---|---:|---:|:---:|---|---:|",
-    ]
-    for stage, med, target, detail, mb in rows:
-        met = "-" if not target else ("yes" if med <= target else "**no**")
-        lines.append(f"| {stage} | {med:.2f} | {target or '-'} | {met} | {detail} | {mb or '-'} |")
+    lines = table(rows, "# Benchmarks\n\n"
+                  f"Written by `make bench` on {dt.date.today()} ({platform.machine()}, {os.cpu_count()} cores, "
+                  f"Python {platform.python_version()}, polars {pl.__version__}). Sample market: {a.symbols:,} symbols x "
+                  f"{a.days} sessions per exchange; ingest and query are timed as whole CLI calls (start-up included); the pipeline steps are timed inside one process each, as `retrain run` runs them (the detail column gives that process's wall time where it matters); "
+                  f"median of {a.repeat} runs.")
     lines.append("")
     if main_peak is not None:
         lines.append(f"Peak memory of any stage of the {a.symbols:,}-symbol market: {main_peak:,} MB (target 2,048 MB: "
