@@ -358,7 +358,7 @@ def labels(
             else:
                 lo, hi = dt.date.min, last_complete
             if lo is not None:
-                span = (store.scan_bars(exchange).filter(pl.col("date").is_between(lo, hi))
+                span = (store.scan_bars(exchange, between=(lo, hi))  # only those months are read and verified
                         .select(pl.len(), pl.col("date").min().alias("first"), pl.col("date").max().alias("last"))
                         .collect().row(0))
                 if span[0]:

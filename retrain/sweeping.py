@@ -802,7 +802,7 @@ def apply_trial(settings: Settings, sweep_id: str, trial: int | None = None) -> 
     with store.lock(f"retrain sweep apply {sweep_id}"):
         text, changes = config.set_values(settings.config_path, sweep.settings_of(row), note)
         if changes:
-            atomic_write_text(text, settings.config_path)
+            atomic_write_text(text, settings.config_path, checksum=False)  # edited by hand: no checksum
     fresh = config.load_settings(settings.data_dir, settings.artifacts_dir, settings.config_path)
     tcfg = training.TrainConfig.from_settings(fresh)
     bcfg = BacktestConfig.from_settings(fresh, max_positions=tcfg.top_n)
