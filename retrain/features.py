@@ -28,8 +28,6 @@ from retrain.errors import RetrainError
 MIN_HISTORY = 40  # earlier bars a symbol needs before it gets feature rows
 LONGEST_WINDOW = 30  # the longest lookback of any feature, in bars
 KEYS = ["exchange", "symbol"]
-MARGIN_SESSIONS = 60  # extra sessions of history read before the first session to build
-PROGRESS_MONTHS = 6  # a progress line every this many month files written
 # Polars' streaming engine may re-associate a chain of additions differently from one frame to
 # the next (a last-bit difference); the in-memory engine evaluates it in written order, which is
 # what makes an incremental build equal a full one bit for bit.
