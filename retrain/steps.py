@@ -199,7 +199,6 @@ def features(
                     done_sessions += len(calendar.sessions(exchange, lo, hi))
                     written += rows.height
                     del rows
-                bars = None
         if state.get(feat.DEFINITION) != definition:  # recorded with the rows (adopted by an older store)
             state[feat.DEFINITION] = definition
             store.write_state("features", state, version)
