@@ -31,6 +31,8 @@ MACD_START = MACD_SLOW - 1  # first bar (0-based) with both EMAs
 SIGNAL_START = MACD_START + MACD_SIGNAL - 1  # first bar with a signal: TA-Lib's MACD lookback (33)
 MIN_ANCHOR = SIGNAL_START  # an anchor must have every state defined
 KEYS = ["exchange", "symbol"]
+DERIVED = INDICATOR_COLUMNS + STATE_COLUMNS  # what ``compute`` writes (``_fresh`` clears them)
+GROUP = "_symbol_run"  # a symbol's rows as one integer key (frames are sorted): grouping on it is cheap
 ENGINE = "in-memory"  # evaluates arithmetic in written order: results independent of the frame
 
 
@@ -65,7 +67,7 @@ def _smooth(x: pl.Expr, state: str, alpha: float, seed_at: int, seed: str) -> pl
         .when(idx == seed_at).then(pl.col(seed))
         .when(idx > seed_at).then(x)
     )
-    return seeded.ewm_mean(alpha=alpha, adjust=False).over(KEYS)
+    return seeded.ewm_mean(alpha=alpha, adjust=False).over(GROUP)
 
 
 def compute(frame: pl.DataFrame) -> pl.DataFrame:
@@ -75,10 +77,11 @@ def compute(frame: pl.DataFrame) -> pl.DataFrame:
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     prev_close = _lag(close, 1)
     change = close - prev_close
-    base = pl.when(pl.col("_anchor").first().over(KEYS)).then(pl.col("_n").first().over(KEYS)).otherwise(0)
+    base = pl.when(pl.col("_anchor").first().over(GROUP)).then(pl.col("_n").first().over(GROUP)).otherwise(0)
     frame = (
         frame.lazy()
         .with_columns(sorted_position().alias("_pos"))
+        .with_columns((pl.col("_pos") == 0).cum_sum().alias(GROUP))
         .with_columns(
             (pl.col("_pos") + base).alias("_idx"),
             pl.when(change > 0).then(change).otherwise(0.0).alias("_gain"),
@@ -113,7 +116,7 @@ def compute(frame: pl.DataFrame) -> pl.DataFrame:
         .otherwise(0)
         .cast(pl.Float64)
     )
-    obv = pl.when(pl.col("_anchor")).then(pl.col("obv")).otherwise(signed_volume).cum_sum().over(KEYS)
+    obv = pl.when(pl.col("_anchor")).then(pl.col("obv")).otherwise(signed_volume).cum_sum().over(GROUP)
 
     g, l_ = pl.col("_g"), pl.col("_l")
     has_macd = pl.col("_idx") >= SIGNAL_START
@@ -129,7 +132,7 @@ def compute(frame: pl.DataFrame) -> pl.DataFrame:
         l_.alias("_avg_loss"),
         pl.col("_ef").alias("_ema_fast"),
         pl.col("_es").alias("_ema_slow"),
-    ).drop("_pos", "_idx", "_gain", "_loss", "_tr", "_g", "_l", "_atr", "_ef", "_es", "_macd", "_sig",
+    ).drop(GROUP, "_pos", "_idx", "_gain", "_loss", "_tr", "_g", "_l", "_atr", "_ef", "_es", "_macd", "_sig",
            "_seed_gain", "_seed_loss", "_seed_tr", "_seed_fast", "_seed_slow", "_seed_macd").collect(engine=ENGINE)
 
 
@@ -158,10 +161,12 @@ def compute_chunk(bars: pl.DataFrame, carry: pl.DataFrame | None = None) -> tupl
     than ``MIN_ANCHOR`` bars so far, all its bars, computed again from the first. So a rebuild
     in chunks equals a rebuild in one piece bit for bit, and holds one chunk plus one row per
     symbol (at most ``MIN_ANCHOR`` for young symbols) in memory."""
+    from retrain.features import by_symbol
+
     fresh = _fresh(bars).with_columns(pl.lit(False).alias("_carried"))
     frame = fresh if carry is None else pl.concat(
         [carry.with_columns(pl.lit(True).alias("_carried")).select(fresh.columns), fresh])
-    out = compute(frame.sort(["exchange", "symbol", "date"]))
+    out = compute(by_symbol(frame))
     done = out.filter(~pl.col("_carried")).drop("_anchor", "_carried")
     last = ((pl.col("symbol") != pl.col("symbol").shift(-1)) | (pl.col("exchange") != pl.col("exchange").shift(-1))
             ).fill_null(True)

@@ -44,13 +44,31 @@ class TrainOutcome:
 
 # ------------------------------------------------------------------ the data
 def last_labelled(store: Store, version: str, scope: str, until: dt.date | None = None) -> dt.date | None:
-    """The last session with a labelled feature row of ``version`` in ``scope`` (on or before ``until``)."""
-    con = catalog.connect(store)
-    try:
-        return con.execute(queries.load("last_labelled"),
-                           {"version": version, "scope": scope, "until": until}).fetchone()[0]
-    finally:
-        con.close()
+    """The last session with a labelled feature row of ``version`` in ``scope`` (on or before
+    ``until``): what sql/last_labelled.sql asks of the catalog, found from the newest month
+    files back (a feature row and its session's bar share a month), so only a month or two of
+    each exchange is read, however long the history."""
+    horizon = store.label_horizon()
+    best = None
+    for exchange in (store.exchanges() if scope == "ALL" else [scope]):
+        limit = horizon.get(exchange)
+        if limit is None:
+            continue
+        limit = min(limit, until) if until is not None else limit
+        for month in reversed(store.table_months("features", version, exchange)):
+            if month > f"{limit:%Y-%m}":
+                continue
+            if best is not None and month < f"{best:%Y-%m}":
+                break  # no later session here than one found already
+            rows = store.read_table_partition("features", exchange, month, version, columns=["symbol", "trade_date"])
+            bars = store.read_partition(exchange, month, columns=["symbol", "date"])
+            last = (rows.lazy().filter(pl.col("trade_date") <= limit)
+                    .join(bars.lazy().rename({"date": "trade_date"}), on=["symbol", "trade_date"], how="semi")
+                    .select(pl.col("trade_date").max()).collect().item())
+            if last is not None:
+                best = last if best is None else max(best, last)
+                break
+    return best
 
 
 def training_window(store: Store, version: str, scope: str, days: int, end: dt.date | None = None) -> tuple[dt.date, dt.date]:

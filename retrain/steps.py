@@ -27,6 +27,7 @@ from retrain import indicators as ind
 from retrain.calendar import AsOf
 from retrain.errors import RetrainError
 from retrain.files import IO_THREADS, fault_point, parallel_map
+from retrain.schema import BAR_SCHEMA
 from retrain.store import Store, split_by_month
 
 # Bars per chunk of a full rebuild (whole months; at least one month a chunk), at any length of
@@ -129,8 +130,9 @@ def _indicators_in_chunks(store: Store, writer: Writer, exchange: str, months: l
             chunks.append([])
         chunks[-1].append(m)
     carry, updated, written = None, 0, 0
+    source = [c for c in BAR_SCHEMA if c not in ind.DERIVED]  # what a rebuild recomputes is not read
     for chunk in chunks:
-        done, carry = ind.compute_chunk(store.read_months(exchange, chunk), carry)
+        done, carry = ind.compute_chunk(store.read_months(exchange, chunk, columns=source), carry)
         todo = split_by_month(done.drop("exchange"), "date")  # sorted by symbol, date within each month
         writer.submit(store.write_partitions, exchange, todo, True)
         updated += done.height
@@ -174,7 +176,7 @@ def features(
     with store.lock("retrain features"):
         state = store.read_state("features", version)
         definition = feat.check_definitions(state, version, full_rebuild)
-        plans = [(exchange, _plan_features(store, exchange, state.get(exchange, {}), start, end, full_rebuild))
+        plans = [(exchange, _plan_features(store, exchange, version, state.get(exchange, {}), start, end, full_rebuild))
                  for exchange in exchanges]
         with Writer() as writer:
             for exchange, plan in plans:
@@ -187,7 +189,7 @@ def features(
                           feat.month_chunks(exchange, first_t, last_t, _bars_per_month(store, exchange), chunk_bars))
                 done_sessions = written = n_rows = 0
                 for i, (lo, hi) in enumerate(pieces):
-                    frame = bars if bars is not None else _feature_window(store, exchange, lo, hi)
+                    frame = bars if bars is not None else _feature_window(store, exchange, version, lo, hi)
                     rows = feat.snapshots(frame, exchange, lo, hi, version)
                     del frame
                     n_rows += rows.height
@@ -228,7 +230,7 @@ def _record_features(store: Store, version: str, state: dict, result: FeatureRes
         store.write_state("features", state, version)
 
 
-def _plan_features(store: Store, exchange: str, st: dict, start, end, full_rebuild: bool):
+def _plan_features(store: Store, exchange: str, version: str, st: dict, start, end, full_rebuild: bool):
     """(first trade date, last trade date, the bars to build them from, or None when they are
     read chunk by chunk, the new built ingest id or None), or None when nothing is to be done."""
     built_id = store.max_ingest_id(exchange)
@@ -243,24 +245,25 @@ def _plan_features(store: Store, exchange: str, st: dict, start, end, full_rebui
     new_id = None if (start or end) else built_id
     if not incremental:
         return first_t, last_t, None, new_id
-    bars = _feature_window(store, exchange, first_t, last_t)
+    bars = _feature_window(store, exchange, version, first_t, last_t)
     earlier = feat.served_earlier(bars, changed, exchange)
     if earlier is not None and earlier < first_t:
         first_t = earlier
-        bars = _feature_window(store, exchange, first_t, last_t)
+        bars = _feature_window(store, exchange, version, first_t, last_t)
     return first_t, last_t, bars, new_id
 
 
-def _feature_window(store: Store, exchange: str, first_t: dt.date, last_t: dt.date) -> pl.DataFrame:
-    """The bars (with sector) that the rows of trade dates [first_t, last_t] are built from: from
+def _feature_window(store: Store, exchange: str, version: str, first_t: dt.date, last_t: dt.date) -> pl.DataFrame:
+    """The bars (with sector; only the columns a build of ``version`` reads) that the rows of trade dates [first_t, last_t] are built from: from
     ``MARGIN_SESSIONS`` before first_t (wider while a symbol's windows would be cut short) to
     last_t's month."""
     months = store.months(exchange)
     last_month = last_t.strftime("%Y-%m")
     margin = MARGIN_SESSIONS
+    columns = feat.input_columns(version, BAR_SCHEMA)
     while True:
         first_month = feat.window_start(exchange, first_t, margin)
-        bars = store.read_months(exchange, [m for m in months if first_month <= m <= last_month])
+        bars = store.read_months(exchange, [m for m in months if first_month <= m <= last_month], columns=columns)
         if first_month <= months[0] or not feat.truncated(bars, first_t, exchange) or margin > 100_000:
             break
         margin *= 4

@@ -76,8 +76,8 @@ def new_batch_id() -> int:
     return time.time_ns()
 
 
-def empty_bars() -> pl.DataFrame:
-    return pl.DataFrame(schema=BAR_SCHEMA)
+def empty_bars(columns: list[str] | None = None) -> pl.DataFrame:
+    return pl.DataFrame(schema={c: t for c, t in BAR_SCHEMA.items() if columns is None or c in columns})
 
 
 @dataclass
@@ -170,16 +170,18 @@ class Store:
         stats = self.file_stats(exchange)
         return stats.filter(pl.col("stale") > 0)["month"].to_list()
 
-    def read_months(self, exchange: str, months: list[str], symbols: list[str] | None = None) -> pl.DataFrame:
+    def read_months(self, exchange: str, months: list[str], symbols: list[str] | None = None,
+                    columns: list[str] | None = None) -> pl.DataFrame:
         """Bars of the given months of one exchange, with ``exchange``, in one frame (only those
-        of ``symbols`` when given: one month file at a time is held whole)."""
+        of ``symbols`` when given: one month file at a time is held whole; only ``columns`` of
+        the bar schema when given)."""
         if symbols is not None:
-            frames = parallel_map(lambda m: self.read_partition(exchange, m).filter(pl.col("symbol").is_in(symbols)),
-                                  months)
+            frames = parallel_map(lambda m: self.read_partition(exchange, m, columns).filter(
+                pl.col("symbol").is_in(symbols)), months)
         else:
-            frames = parallel_map(lambda m: self.read_partition(exchange, m), months)
+            frames = parallel_map(lambda m: self.read_partition(exchange, m, columns), months)
         frames = [f for f in frames if f.height]
-        out = pl.concat(frames) if frames else empty_bars()
+        out = pl.concat(frames) if frames else empty_bars(columns)
         return out.with_columns(pl.lit(exchange).alias("exchange"))
 
     def has_bars(self) -> bool:
@@ -214,12 +216,17 @@ class Store:
         )
         return frame if between is None else frame.filter(pl.col("trade_date").is_between(*between))
 
-    def read_table_partition(self, table: str, exchange: str, month: str, version: str | None = None) -> pl.DataFrame | None:
+    def read_table_partition(self, table: str, exchange: str, month: str, version: str | None = None,
+                             columns: list[str] | None = None) -> pl.DataFrame | None:
         path = self.table_dir(table, version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE
         if not path.exists():
             return None
         self.verify(path)
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=columns)
+
+    def table_months(self, table: str, version: str | None, exchange: str) -> list[str]:
+        """The months (YYYY-MM, oldest first) that have a file of a derived table for ``exchange``."""
+        return [f.parent.name.split("=", 1)[1] for f in self.table_files(table, version, exchange)]
 
     def write_table_partition(self, table: str, exchange: str, month: str, df: pl.DataFrame,
                               version: str | None = None) -> None:
@@ -409,14 +416,18 @@ class Store:
         frame = pl.concat(frames, how="vertical_relaxed")
         return frame if between is None else frame.filter(pl.col("date").is_between(*between))
 
-    def read_partition(self, exchange: str, month: str) -> pl.DataFrame:
+    def read_partition(self, exchange: str, month: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """One month file of bars, in the bar schema (only its ``columns``, in schema order, when
+        given: the others are not decoded)."""
         path = self.partition_path(exchange, month)
         if not path.exists():
-            return empty_bars()
+            return empty_bars(columns)
         self.verify(path)
-        df = pl.read_parquet(path)
-        missing = [c for c in BAR_SCHEMA if c not in df.columns]  # files from before a column existed
-        return df.with_columns(pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in missing).select(list(BAR_SCHEMA))
+        wanted = [c for c in BAR_SCHEMA if columns is None or c in columns]
+        present = set(pl.read_parquet_schema(path)) if columns is not None else None
+        df = pl.read_parquet(path, columns=[c for c in wanted if c in present] if present is not None else None)
+        missing = [c for c in wanted if c not in df.columns]  # files from before a column existed
+        return df.with_columns(pl.lit(None, BAR_SCHEMA[c]).alias(c) for c in missing).select(wanted)
 
     def write_partition(self, exchange: str, month: str, bars: pl.DataFrame, presorted: bool = False) -> None:
         """Replace one month of one exchange atomically; the file is sorted by symbol, date

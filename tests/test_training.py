@@ -41,6 +41,27 @@ def built(tmp_path_factory):
     return _market(root / "data"), root
 
 
+
+def test_last_labelled_reads_the_newest_months_and_agrees_with_its_sql(built):
+    """pipeline.last_labelled searches month files from the newest back; sql/last_labelled.sql
+    (the catalog's join of every feature row with the labels view) is the oracle."""
+    from retrain import catalog, queries
+
+    store, _ = built
+    con = catalog.connect(store)
+    days = sorted(store.scan_table("features", "v1").select("trade_date").unique().collect()["trade_date"].to_list())
+    untils = [None, days[0] - dt.timedelta(days=1), days[0], days[len(days) // 2], days[-1],
+              days[-1] + dt.timedelta(days=30), *[d + dt.timedelta(days=k) for d in days[40:46] for k in (0, 1)]]
+    try:
+        for scope in ("ALL", "NYSE", "NASDAQ", "TSE"):
+            for until in untils:
+                want = con.execute(queries.load("last_labelled"),
+                                   {"version": "v1", "scope": scope, "until": until}).fetchone()[0]
+                assert pipeline.last_labelled(store, "v1", scope, until=until) == want, (scope, until)
+    finally:
+        con.close()
+    assert pipeline.last_labelled(store, "v9", "ALL") is None
+
 def _settings(root, **toml):
     (root / "retrain.toml").write_text("[run]\nexchange = \"NYSE\"\n")
     return dataclasses.replace(load_settings(data_dir=root / "data", artifacts_dir=root / "artifacts",
