@@ -1,4 +1,4 @@
-"""index.html: the dashboard of the active models, one offline page (plots embedded as PNG, no scripts).
+"""index.html: the dashboard of the active models, one offline page (plots drawn as inline SVG, no scripts).
 
 Show layer: results in, HTML text out. The caller (``retrain run``, ``predict``, ``monitor``)
 gathers the figures and writes the file; nothing here reads or writes a file.

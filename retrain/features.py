@@ -374,7 +374,9 @@ def plan_span(exchange: str, state: dict, span: tuple[dt.date, dt.date], start: 
 def served_earlier(bars: pl.DataFrame, changed: pl.DataFrame, exchange: str) -> dt.date | None:
     """The first trade date served by a bar just before a changed one (its rows may change too:
     gaps, new last bars), or None."""
-    prev = (bars.sort("symbol", "date").with_columns(pl.col("date").shift(1).over("symbol").alias("_prev"))
+    prev = (by_symbol(bars.select("symbol", "date"))
+            .with_columns(pl.when(pl.col("symbol") == pl.col("symbol").shift(1)).then(pl.col("date").shift(1))
+                          .alias("_prev"))
             .join(changed, on=["symbol", "date"], how="semi")["_prev"].drop_nulls())
     return calendar.next_session(exchange, prev.min()) if prev.len() else None
 

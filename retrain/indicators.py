@@ -185,7 +185,9 @@ def _flags(bars: pl.DataFrame) -> pl.DataFrame:
     bar or an earlier one in the window lacks indicators), ``_anchor`` (the computed bar just
     before a symbol's first stale one), ``_has_anchor`` (that bar can seed the rest: its state
     is complete) and ``_touched`` (the symbol has stale bars)."""
-    flagged = bars.sort(["symbol", "date"]).with_columns(
+    from retrain.features import by_symbol
+
+    flagged = by_symbol(bars).with_columns(
         pl.col("_n").is_null().cum_max().over("symbol").alias("_stale"),
     ).with_columns(
         pl.col("_stale").shift(-1).over("symbol").fill_null(False).alias("_before_stale"),
@@ -211,8 +213,10 @@ def update_window(bars: pl.DataFrame, history: pl.DataFrame | None = None) -> tu
     their first bar, with ``history`` holding their bars before the window. Returns (every bar of
     the window, without ``exchange``, with a ``_recomputed`` flag; the number of symbols
     recomputed)."""
+    from retrain.features import by_symbol
+
     flagged = _flags(bars)
-    bars = bars.sort(["symbol", "date"])
+    bars = by_symbol(bars)
     stale_symbols = flagged.filter(pl.col("_touched")).select("symbol").unique()
     anchored = flagged.filter(pl.col("_touched") & pl.col("_has_anchor") & (pl.col("_stale") | pl.col("_anchor")))
     no_anchor = flagged.filter(pl.col("_touched") & ~pl.col("_has_anchor")).select("symbol").unique()

@@ -1,4 +1,4 @@
-"""A sweep's report.html: self-contained (inline SVG plots, and the PNGs of the tear sheet), like a run's report.
+"""A sweep's report.html: self-contained (inline SVG plots, and the SVG images of the tear sheet), like a run's report.
 
 The honest reading of the best trial first (its Deflated Sharpe Ratio, in words), then each
 metric against each searched setting (one point per trial with its 90% interval, the best trial

@@ -144,4 +144,4 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
         "date", "symbol", "predicted", "actual", "net_return", "allocation", "pnl"}
     assert "model" in pl.read_parquet(out.run_dir / "predictions.parquet").columns
     page = (out.run_dir / "report.html").read_text()
-    assert page.count("data:image/png;base64,") >= 8 and "http://" not in page and "https://" not in page
+    assert page.count("data:image/svg+xml;base64,") >= 8 and "http://" not in page and "https://" not in page

@@ -86,7 +86,7 @@ def _window(daily: pl.DataFrame, last: int = 20):
 
 
 def _images(page: str) -> int:
-    return page.count('<img alt="') if page.count('<img ') == page.count('src="data:image/png;base64,') else -1
+    return page.count('<img alt="') if page.count('<img ') == page.count('src="data:image/svg+xml;base64,') else -1
 
 
 def _check_document(page: str) -> None:
