@@ -330,12 +330,12 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
 
 
 # ---------------------------------------------------------------- planning (pure)
-def window_start(exchange: str, first_needed: dt.date, margin: int) -> str:
-    """The first month (YYYY-MM) of bars to read to build rows from ``first_needed`` on, with
-    ``margin`` sessions of history before it."""
+def window_start(exchange: str, first_needed: dt.date, margin: int) -> dt.date:
+    """The first session of bars a build of rows from ``first_needed`` on reads: ``margin``
+    sessions before it (or the calendar's first). Its month is the first month file to read."""
     sess = calendar.session_array(exchange)
     i = int(np.searchsorted(sess, np.datetime64(first_needed, "D"), "left"))
-    return sess[max(i - margin, 0)].astype(dt.date).strftime("%Y-%m")
+    return sess[max(i - margin, 0)].astype(dt.date)
 
 
 def truncated(bars: pl.DataFrame, first_t: dt.date, exchange: str) -> bool:

@@ -152,13 +152,31 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
         df = _read_long_parquet(path)
     else:
         df = _read_csv_strings(path)
+    return df.select(_raw_columns(df, path, fmt))
+
+
+class _NotInBatch(Exception):
+    """A group of files that must be read one by one (what a file holds decides its columns)."""
+
+
+def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | None = None) -> list[pl.Expr]:
+    """The expressions that turn a file's columns into RAW_COLUMNS. ``batch``: ``df`` holds the
+    rows of these files (all with ``path``'s header), each row with its file in ``_path``; the
+    source, line and file-name symbol then come from that column."""
     kind = detect_format(path, df.columns) if fmt == "auto" else fmt
     names: dict[str, str] = {}
     for c in df.columns:
         names.setdefault(_norm(c), c)
-    line = pl.int_range(2, df.height + 2, dtype=pl.Int64).alias("line")
+    if batch is None:
+        line = pl.int_range(2, df.height + 2, dtype=pl.Int64)
+        source = pl.lit(str(path))
+    else:
+        line = pl.int_range(pl.len(), dtype=pl.Int64).over("_path") + 2
+        source = pl.col("_path")
 
     if kind == "stooq":
+        if batch is not None:
+            raise _NotInBatch
         sym = _pick(df, names, "ticker", "symbol")
         if sym is None:
             raise FileProblem("no <TICKER> column")
@@ -175,9 +193,15 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
         vol = _pick(df, names, "volume", "vol")
         adj = _pick(df, names, "adjclose")
     else:  # yahoo
-        symbol = pl.lit(symbol_from_name(path.stem))
+        if batch is None:
+            symbol = pl.lit(symbol_from_name(path.stem))
+        else:
+            symbol = pl.col("_path").replace_strict({str(p): symbol_from_name(p.stem) for p in batch},
+                                                    return_dtype=pl.String)
         date_col = _pick(df, names, "date", "datetime", "timestamp")
         if date_col is None:  # a pandas date index is written with an empty (or "Unnamed: 0") header
+            if batch is not None:
+                raise _NotInBatch
             unnamed = [c for c in df.columns if c.strip() == "" or c.lower().startswith(("unnamed", "column_"))]
             date_col = next((c for c in unnamed if _looks_like_dates(df[c])), None)
         vol = _pick(df, names, "volume", "vol")
@@ -193,9 +217,9 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
     def col(name: str | None) -> pl.Expr:
         return pl.col(name).cast(pl.String) if name else pl.lit(None, pl.String)
 
-    return df.select(
-        pl.lit(str(path)).alias("source"),
-        line,
+    return [
+        source.alias("source"),
+        line.alias("line"),
         col(exch).alias("exchange"),
         symbol.alias("symbol"),
         col(date_col).alias("date"),
@@ -205,10 +229,38 @@ def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
         col(close).alias("close"),
         col(adj).alias("adj_close"),
         col(vol).alias("volume"),
-    )
+    ]
 
 
-# --------------------------------------------------------------- validation
+def _header(path: Path) -> bytes | None:
+    """A CSV file's first line (None for a Parquet file, an empty first line or an unreadable file)."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(1 << 16)
+    except OSError:
+        return None
+    return line.rstrip(b"\r\n") if line.strip() else None
+
+
+def _read_batch(paths: list[Path], fmt: str) -> dict[Path, pl.DataFrame]:
+    """CSV files with the same header line, read in one scan (Polars parses them in parallel,
+    outside Python): their raw rows per file. A file the scan gives no row for is left out
+    (read alone, it gets its own message); a group that cannot be read so gives {}."""
+    try:
+        df = pl.scan_csv([str(p) for p in paths], infer_schema=False, truncate_ragged_lines=True,
+                         encoding="utf8-lossy", include_file_paths="_path").collect()
+        if any(not c.strip() for c in df.columns):  # a blank header gets its own name when read alone
+            return {}
+        raw = df.select(_raw_columns(df, paths[0], fmt, batch=paths))
+    except Exception:  # noqa: BLE001 - any problem: the files are read one by one, which names it
+        return {}
+    parts = raw.partition_by("source", as_dict=True, maintain_order=True)
+    by_name = {str(p): p for p in paths}
+    return {by_name[key]: part for (key,), part in parts.items() if part.height}
+
+
 def _date_expr(text: pl.Expr) -> pl.Expr:
     """ISO (YYYY-MM-DD), US (M/D/YYYY) or compact (YYYYMMDD), optionally followed by a time."""
     day = text.str.strip_chars().str.split(" ").list.first().str.split("T").list.first()
@@ -340,12 +392,31 @@ def _read_one(path: Path, fmt: str) -> pl.DataFrame | FileProblem:
         return problem
 
 
+BATCH_MIN = 8  # CSV files sharing a header line, from this many on, are read in one scan
+
+
 def _read_all(files: list[Path], fmt: str) -> list[pl.DataFrame | FileProblem]:
-    """Read files on a few threads (Polars parses outside the GIL); results in input order."""
-    if len(files) < 8:
-        return [_read_one(f, fmt) for f in files]
-    with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 2) * 2)) as pool:
-        return list(pool.map(lambda f: _read_one(f, fmt), files))
+    """Read files; results in input order. CSV files that share their header line (a folder of
+    one provider's downloads) are read in one scan per header; the rest, and any file such a
+    scan cannot read or gives no row for, one by one on a few threads (Polars parses outside
+    the GIL), which gives each problem its file's own message. Either way the rows are the same."""
+    done: dict[Path, pl.DataFrame | FileProblem] = {}
+    groups: dict[tuple[str, bytes], dict[Path, None]] = {}
+    for f in files:
+        header = _header(f)
+        if header is not None:
+            groups.setdefault((f.suffix.lower(), header), {})[f] = None  # a file named twice is read once
+    for group in groups.values():
+        if len(group) >= BATCH_MIN:
+            done.update(_read_batch(list(group), fmt))
+    rest = list(dict.fromkeys(f for f in files if f not in done))
+    if len(rest) < 8:
+        alone = [_read_one(f, fmt) for f in rest]
+    else:
+        with ThreadPoolExecutor(max_workers=min(4, (os.cpu_count() or 2) * 2)) as pool:
+            alone = list(pool.map(lambda f: _read_one(f, fmt), rest))
+    done.update(zip(rest, alone))
+    return [done[f] for f in files]
 
 
 def ingest(

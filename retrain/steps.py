@@ -31,10 +31,11 @@ from retrain.schema import BAR_SCHEMA
 from retrain.store import Store, split_by_month
 
 # Bars per chunk of a full rebuild (whole months; at least one month a chunk), at any length of
-# history: about 0.7 GB of peak memory for the indicators, 0.9 GB for the feature rows (whose
-# chunk also reads MARGIN_SESSIONS of bars before it).
+# history. A feature chunk also computes MARGIN_SESSIONS of bars before it: the larger the
+# chunk, the smaller that share (at 10,000 symbols, 40 sessions are 400,000 bars). Peak memory
+# at 10,000 symbols: see BENCHMARKS.md, "Long history".
 CHUNK_BARS = 1_000_000
-FEATURE_CHUNK_BARS = 400_000
+FEATURE_CHUNK_BARS = 800_000
 MARGIN_SESSIONS = 40  # sessions of history read before the first session of feature rows to build (wider when needed)
 PROGRESS_MONTHS = 6  # a progress line every this many feature month files written
 
@@ -254,16 +255,23 @@ def _plan_features(store: Store, exchange: str, version: str, st: dict, start, e
 
 
 def _feature_window(store: Store, exchange: str, version: str, first_t: dt.date, last_t: dt.date) -> pl.DataFrame:
-    """The bars (with sector; only the columns a build of ``version`` reads) that the rows of trade dates [first_t, last_t] are built from: from
-    ``MARGIN_SESSIONS`` before first_t (wider while a symbol's windows would be cut short) to
-    last_t's month."""
+    """The bars (with sector; only the columns a build of ``version`` reads) that the rows of
+    trade dates [first_t, last_t] are built from: from ``MARGIN_SESSIONS`` before first_t (wider
+    while a symbol's windows would be cut short) to last_t's month. Month files are read whole,
+    but only the margin's sessions of the first ones are kept: the computation, the bulk of a
+    long rebuild, covers no more than it needs."""
     months = store.months(exchange)
     last_month = last_t.strftime("%Y-%m")
     margin = MARGIN_SESSIONS
     columns = feat.input_columns(version, BAR_SCHEMA)
     while True:
-        first_month = feat.window_start(exchange, first_t, margin)
+        start = feat.window_start(exchange, first_t, margin)
+        first_month = start.strftime("%Y-%m")
         bars = store.read_months(exchange, [m for m in months if first_month <= m <= last_month], columns=columns)
+        tight = bars.filter(pl.col("date") >= start)
+        if not feat.truncated(tight, first_t, exchange):
+            bars = tight
+            break
         if first_month <= months[0] or not feat.truncated(bars, first_t, exchange) or margin > 100_000:
             break
         margin *= 4

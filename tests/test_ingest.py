@@ -279,3 +279,32 @@ def test_a_future_date_without_as_of_is_not_called_after_as_of(store, tmp_path):
     f = write(tmp_path / "F.csv", f"Date,Open,High,Low,Close,Volume\n{day},10,11,9,10.5,100\n")
     rep = ing.ingest(store, [f], "NYSE", AsOf())
     assert rep.rejects == {ing.R_FUTURE_NOW: 1} and "as-of" not in ing.R_FUTURE_NOW
+
+
+def test_a_folder_read_in_one_scan_gives_each_file_what_reading_it_alone_gives(tmp_path, monkeypatch):
+    """CSV files that share a header line are read in one scan: the rows, lines and symbols of
+    each file, and each file's own problem message, are those of reading it alone, whatever
+    the scan meets (header-only, ragged or non-UTF-8 files, CRLF endings, a file named twice)."""
+    head = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+    row = "2024-01-0{d},10,11,9,10.5,10.4,1000\n"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"S{i}.csv").write_text(head + "".join(row.format(d=d) for d in (2, 3, 4)))
+    (folder / "EMPTYROWS.csv").write_text(head)
+    (folder / "RAGGED.csv").write_text(head + "2024-01-02,10,11,9,10.5,10.4,1000,extra\n2024-01-03,10,11\n")
+    (folder / "LATIN.csv").write_bytes((head + "2024-01-02,10,11,9,10.5,10.4,1000\n").encode() + b"\xff\xfe,1\n")
+    (folder / "CRLF.csv").write_bytes((head + row.format(d=2)).replace("\n", "\r\n").encode())
+    (folder / "other.csv").write_text("Date,Close\n2024-01-02,10\n")
+    files = ing.collect_files([folder]) + [folder / "S0.csv"]
+    alone = [ing._read_one(f, "auto") for f in files]
+    read_alone, one = [], ing._read_one
+    monkeypatch.setattr(ing, "_read_one", lambda f, fmt: read_alone.append(f.name) or one(f, fmt))
+    together = ing._read_all(files, "auto")
+    for f, a, b in zip(files, alone, together):
+        if isinstance(a, ing.FileProblem):
+            assert isinstance(b, ing.FileProblem) and str(a) == str(b), f
+        else:
+            assert not isinstance(b, ing.FileProblem) and a.equals(b), f
+    assert "S1.csv" not in read_alone and "EMPTYROWS.csv" in read_alone  # the batch read the rest
+    assert isinstance(alone[[f.name for f in files].index("EMPTYROWS.csv")], ing.FileProblem)
