@@ -175,14 +175,32 @@ class Store:
         """Bars of the given months of one exchange, with ``exchange``, in one frame (only those
         of ``symbols`` when given: one month file at a time is held whole; only ``columns`` of
         the bar schema when given)."""
-        if symbols is not None:
+        if symbols is None:
+            whole = self._read_whole(exchange, months, columns)
+            if whole is not None:
+                return whole.with_columns(pl.lit(exchange).alias("exchange"))
+            frames = parallel_map(lambda m: self.read_partition(exchange, m, columns), months)
+        else:
             frames = parallel_map(lambda m: self.read_partition(exchange, m, columns).filter(
                 pl.col("symbol").is_in(symbols)), months)
-        else:
-            frames = parallel_map(lambda m: self.read_partition(exchange, m, columns), months)
         frames = [f for f in frames if f.height]
         out = pl.concat(frames) if frames else empty_bars(columns)
         return out.with_columns(pl.lit(exchange).alias("exchange"))
+
+    def _read_whole(self, exchange: str, months: list[str], columns: list[str] | None) -> pl.DataFrame | None:
+        """The month files in one Parquet read (Polars reads them in parallel), verified first;
+        None when a file lacks a column or differs in type (a file from an older release), for
+        ``read_partition`` one at a time, which fills such columns in."""
+        paths = [p for p in (self.partition_path(exchange, m) for m in months) if p.exists()]
+        if len(paths) < 2:
+            return None
+        self.verify_files(paths)
+        wanted = [c for c in BAR_SCHEMA if columns is None or c in columns]
+        try:
+            out = pl.read_parquet(paths, columns=wanted).select(wanted)
+        except pl.exceptions.PolarsError:  # read one at a time, which says what is wrong
+            return None
+        return out if out.schema == {c: BAR_SCHEMA[c] for c in wanted} else None
 
     def has_bars(self) -> bool:
         return bool(self.bar_files())
