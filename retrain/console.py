@@ -268,6 +268,11 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
     def bt_progress(i, n, block, train_s):
         report.echo(f"   block {i}/{n}: {block[0]}..{block[-1]} predicted by a model trained on {train_s[0]}..{train_s[-1]}")
 
+    def trained(meta):
+        for warning in meta["cv"].get("warnings") or []:  # a corrupted or torn fold file, rebuilt: never silent
+            report.echo(report.warn(warning))
+        print_metrics(meta)
+
     def unchanged(meta):
         report.echo(report.ok(f"Nothing changed since run {meta['run_id']}: the same bars and the same routine give "
                              "the same model, so no new run is trained; its figures:"))
@@ -275,7 +280,7 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
 
     out = healing(store, lambda: pipeline.train_step(
         settings, scope, cfg, promote, end=end, progress=progress, backtest_window=backtest_window, bcfg=bcfg,
-        bt_progress=bt_progress, store=store, on_trained=print_metrics, on_unchanged=unchanged, on_record=on_record))
+        bt_progress=bt_progress, store=store, on_trained=trained, on_unchanged=unchanged, on_record=on_record))
     if out.meta.get("backtest") is not None and backtest_window:
         if out.unchanged and on_backtest:
             on_backtest()

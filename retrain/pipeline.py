@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from retrain import calendar, catalog, metrics, queries, report, steps, training
+from retrain import calendar, catalog, metrics, queries, steps, training
 from retrain.backtest import Z95
 from retrain.calendar import AsOf
 from retrain.config import Settings
@@ -151,7 +151,8 @@ def cross_validate(records: RecordStore | None, prep: Prepared, version: str, sc
     """The CV folds' predictions, through the record (``build_record``: a fold whose rows and
     routine are unchanged is read back; ``records`` None: trained, kept nowhere), and their
     metrics. ``progress(i, n, metrics)`` after each fold. Returns (fold metrics, out-of-sample
-    rows, the folds' Record)."""
+    rows, the folds' Record: its ``warnings`` name the stored fold files found corrupted or torn,
+    and rebuilt, for the caller to say)."""
     targets = prep.data.select("trade_date", "exchange", "symbol", "target")
     out, oos = [], []
 
@@ -169,8 +170,6 @@ def cross_validate(records: RecordStore | None, prep: Prepared, version: str, sc
             progress(len(out), len(folds), m)
 
     record = build_record(records, prep, version, scope, folds, cfg, bcfg, routine, spec, on_block=on_block)
-    for warning in record.warnings:  # a corrupted or torn fold file, rebuilt: said, never silent
-        report.echo(report.warn(warning))
     return out, pl.concat(oos), record
 
 
@@ -586,7 +585,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             result = training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint, columns)
             meta = _run_meta(result, cfg, version, scope)
             meta["cv"].update(blocks_reused=cv.reused + cv.repredicted, blocks_trained=cv.trained,
-                              retrain_every=bcfg.retrain_every)
+                              retrain_every=bcfg.retrain_every, warnings=cv.warnings)
             meta["identity"] = identity
             seconds.update(result.seconds)
             if on_trained:
