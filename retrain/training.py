@@ -190,9 +190,11 @@ def session_hashes(df: pl.DataFrame, columns: list[str], x: np.ndarray | None = 
         return {}
     keys = df.select(pl.concat_str("exchange", "symbol", separator="|")).to_series().to_list()
     extra = [c for c in HASHED_EXTRA if c in df.columns]
-    values = np.ascontiguousarray(np.column_stack(
-        [matrix(df, columns) if x is None else x,
-         df.select([pl.col(c).cast(pl.Float64) for c in ("target", *extra)]).to_numpy()]))
+    base = matrix(df, columns) if x is None else x
+    more = df.select([pl.col(c).cast(pl.Float64) for c in ("target", *extra)]).to_numpy()
+    values = np.empty((df.height, base.shape[1] + more.shape[1]), dtype=np.float64)  # row-major: one copy
+    values[:, :base.shape[1]] = base
+    values[:, base.shape[1]:] = more
     dates = df["trade_date"].to_numpy()
     cuts = np.flatnonzero(dates[1:] != dates[:-1]) + 1
     out = {}
