@@ -20,7 +20,7 @@ import pytest
 from retrain import sample, steps
 from retrain.errors import StorageError, storage_fault
 from retrain.store import Store
-from tests.conftest import run_cli, tree_hashes
+from tests.conftest import run_cli, run_cli_here, tree_hashes
 
 END = dt.date(2025, 10, 17)
 THU = dt.date(2025, 10, 16)
@@ -107,7 +107,7 @@ def test_a_full_disk_during_ingest_changes_nothing_and_the_rerun_completes(tmp_p
     new.parent.mkdir()
     bars.filter(pl.col("date") == END).drop("ingest_id", strict=False).write_csv(new)
     undisturbed = _seed(tmp_path / "calm", market)
-    assert run_cli(["ingest", str(new), "--format", "long"], undisturbed.root).returncode == 0
+    assert run_cli_here(["ingest", str(new), "--format", "long"], undisturbed.root).returncode == 0
 
     with small_disk(tmp_path / "disk") as real:
         store = _seed(tmp_path / "disk" / "data", market)
@@ -126,7 +126,7 @@ def test_a_full_disk_during_ingest_changes_nothing_and_the_rerun_completes(tmp_p
         assert not list(store.root.rglob(".tmp-*"))
         if real:
             filler.unlink()
-        rerun = run_cli(["ingest", str(new), "--format", "long"], store.root)
+        rerun = run_cli_here(["ingest", str(new), "--format", "long"], store.root)
         assert rerun.returncode == 0, rerun.stderr
         cols = ["exchange", "symbol", "date", "open", "high", "low", "close", "volume"]
         got = store.scan_bars().collect().select(cols).sort(cols[:3])
@@ -143,8 +143,8 @@ def test_a_fault_while_writing_features_is_a_message_and_the_rerun_is_undisturbe
     assert "Traceback" not in failed.stderr
     debug = run_cli(["features"], a.root, {"RETRAIN_FAULT": "store.write@1:enospc", "RETRAIN_DEBUG": "1"})
     assert debug.returncode == 4 and "Traceback" in debug.stderr  # for a bug report
-    assert run_cli(["features"], a.root).returncode == 0
-    assert run_cli(["features"], tmp_path / "b" / "data").returncode == 0
+    assert run_cli_here(["features"], a.root).returncode == 0
+    assert run_cli_here(["features"], tmp_path / "b" / "data").returncode == 0
     key = ["exchange", "symbol", "trade_date"]
     got = a.scan_table("features", "v1").collect().sort(key)
     assert got.equals(Store(tmp_path / "b" / "data").scan_table("features", "v1").collect().sort(key))
@@ -154,12 +154,12 @@ def test_a_read_only_store_reads_and_refuses_writes_with_a_message(tmp_path, mar
     project = tmp_path / "project"
     store = _seed(project / "data", market)
     env = {"RETRAIN_ARTIFACTS_DIR": str(project / "artifacts")}
-    trained = run_cli(["run", "--as-of", str(THU), "--skip-backtest", "--min-rows", "200"], store.root, env)
+    trained = run_cli_here(["run", "--as-of", str(THU), "--skip-backtest", "--min-rows", "200"], store.root, env)
     assert trained.returncode == 0, trained.stderr
     before = tree_hashes(project)
     with read_only(project):
         for args in (["status"], ["query", "SELECT count(*) AS n FROM day_symbol"], ["models", "list"]):
-            r = run_cli(args, store.root, env)
+            r = run_cli_here(args, store.root, env)  # no process of its own needed: a refused write is still 4
             assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
         run = run_cli(["run", "--as-of", str(THU), "--json"], store.root, env)
         assert run.returncode == 4, run.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from retrain import calendar, pipeline, sample
 from retrain.calendar import AsOf
 from retrain.config import load_settings
 from retrain.store import Store
+from tests.conftest import cli_in
 
 END = dt.date(2025, 10, 17)
 BREAK = dt.date(2025, 9, 12)  # the planted signal stops after this Friday
@@ -40,6 +42,29 @@ def _start(tmp_path: Path, cli, bars, syms) -> None:
     assert trained.exit_code == 0, trained.output
 
 
+@pytest.fixture(scope="module")
+def started(tmp_path_factory) -> Path:
+    """``_start`` once for both tests: through TRAIN the two markets are the same bars (the signal
+    stops after it), so the store and the model trained on it are too. Tests take copies."""
+    root = tmp_path_factory.mktemp("monitor")
+    bars, syms = _market(BREAK)
+    with pytest.MonkeyPatch.context() as mp:
+        _start(root, cli_in(root, mp), bars, syms)
+    return root
+
+
+def _started(started: Path, tmp_path: Path, bars, syms) -> None:
+    """A copy of ``started`` at tmp_path, after checking that it is what ``_start`` would build
+    from this test's market: its bars through TRAIN and its symbols."""
+    for name in ("data", "artifacts"):
+        shutil.copytree(started / name, tmp_path / name)
+    store = Store(tmp_path / "data")
+    keys = ["exchange", "symbol", "date"]
+    stored = store.scan_bars().select(bars.columns).collect().sort(keys)
+    assert stored.equals(bars.filter(pl.col("date") <= TRAIN).select(stored.columns).sort(keys))
+    assert store.read_symbols().select(syms.columns).sort(keys[:2]).equals(syms.sort(keys[:2]))
+
+
 def _day(tmp_path: Path, cli, bars, day: dt.date, *extra: str):
     """The daily cron for ``day``: ingest its bars, then rank the next session."""
     path = tmp_path / "incoming" / f"{day}.parquet"
@@ -60,9 +85,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def test_a_break_is_caught_within_15_sessions_and_the_figures_are_the_journal_s(tmp_path, cli):
+def test_a_break_is_caught_within_15_sessions_and_the_figures_are_the_journal_s(tmp_path, cli, started):
     bars, syms = _market(BREAK)
-    _start(tmp_path, cli, bars, syms)
+    _started(started, tmp_path, bars, syms)
     nothing, out = _monitor(cli, TRAIN)
     assert nothing.exit_code == 0 and out["status"] == "warning" and out["live"]["sessions"] == 0
     assert any("nothing to judge yet" in a["reason"] for a in out["alerts"])
@@ -117,9 +142,9 @@ def test_a_break_is_caught_within_15_sessions_and_the_figures_are_the_journal_s(
     assert res.exit_code == 0 and str(victim) in res.output and out2["live"]["sessions"] == len(daily) - 1
 
 
-def test_without_the_break_it_stays_out_of_alert(tmp_path, cli):
+def test_without_the_break_it_stays_out_of_alert(tmp_path, cli, started):
     bars, syms = _market(None)
-    _start(tmp_path, cli, bars, syms)
+    _started(started, tmp_path, bars, syms)
     store, settings = Store(tmp_path / "data"), load_settings()
     pipeline.predict(settings, "ALL", AsOf.parse(str(TRAIN)))
     for day in LIVE:  # the same daily cycle through the library (the CLI's is tested above)

@@ -14,6 +14,7 @@ from retrain import catalog, sample, steps
 from retrain import remove as rm
 from retrain.errors import RetrainError
 from retrain.store import Store
+from tests.conftest import cli_in
 
 END = dt.date(2025, 10, 17)
 KEYS = ["exchange", "symbol", "trade_date"]
@@ -57,25 +58,48 @@ def _fresh(root: Path, market, version: str = "v1") -> Store:
     return store
 
 
-@pytest.fixture
-def wrong(tmp_path, market, cli):
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, market) -> Path:
+    """The store of a market that never had the wrong ingest, built once (``_fresh``): tests take
+    copies of it."""
+    return _fresh(tmp_path_factory.mktemp("remove") / "data", market).root
+
+
+def _copy(built: Path, root: Path) -> Store:
+    """A store equal to ``_fresh(root, market)``: a copy of the one built once."""
+    shutil.copytree(built, root)
+    return Store(root)
+
+
+@pytest.fixture(scope="module")
+def wrong_built(tmp_path_factory, market) -> tuple[Path, str]:
     """The sample market, plus a TSE symbol's bars ingested as NYSE by mistake (with its sector),
-    indicators, features (v1 and v2) and labels built. Returns (store, symbol)."""
+    indicators, features (v1 and v2) and labels built, once. Returns (project folder, symbol)."""
+    root = tmp_path_factory.mktemp("wrong")
     bars, syms = market
-    store = _seed(tmp_path / "data", market)
+    store = _seed(root / "data", market)
     sym = syms.filter(pl.col("exchange") == "TSE")["symbol"][0]
     mine = bars.filter((pl.col("exchange") == "TSE") & (pl.col("symbol") == sym))
-    mine.drop("exchange").write_csv(tmp_path / "wrong.csv")
-    syms.filter(pl.col("symbol") == sym).select("symbol", "name", "sector").write_csv(tmp_path / "wrong_symbols.csv")
-    r = _ok(cli("ingest", str(tmp_path / "wrong.csv"), "--exchange", "NYSE", "--format", "long",
-                "--symbols-file", str(tmp_path / "wrong_symbols.csv"), "--as-of", str(END)))
-    assert "rejected" in r.output.lower()  # TSE-only sessions are not NYSE sessions
-    _ok(cli("indicators"))
-    _ok(cli("features"))
-    _ok(cli("labels", "--as-of", str(END)))
+    mine.drop("exchange").write_csv(root / "wrong.csv")
+    syms.filter(pl.col("symbol") == sym).select("symbol", "name", "sector").write_csv(root / "wrong_symbols.csv")
+    with pytest.MonkeyPatch.context() as mp:
+        cli = cli_in(root, mp)
+        r = _ok(cli("ingest", str(root / "wrong.csv"), "--exchange", "NYSE", "--format", "long",
+                    "--symbols-file", str(root / "wrong_symbols.csv"), "--as-of", str(END)))
+        assert "rejected" in r.output.lower()  # TSE-only sessions are not NYSE sessions
+        _ok(cli("indicators"))
+        _ok(cli("features"))
+        _ok(cli("labels", "--as-of", str(END)))
     steps.features(store, "v2", store.exchanges())  # an older/other version on disk loses its rows too
     assert _bars(store, "NYSE").filter(pl.col("symbol") == sym).height > 60
-    return store, sym
+    return root, sym
+
+
+@pytest.fixture
+def wrong(tmp_path, wrong_built, cli):
+    """A copy of ``wrong_built``'s store at tmp_path / "data" (where ``cli`` works): (store, symbol)."""
+    root, sym = wrong_built
+    return _copy(root / "data", tmp_path / "data"), sym
 
 
 def test_without_yes_nothing_changes(wrong, cli, tmp_path):
@@ -92,7 +116,7 @@ def test_without_yes_nothing_changes(wrong, cli, tmp_path):
     assert {p: p.read_bytes() for p in sorted((tmp_path / "data").rglob("*.parquet"))} == files
 
 
-def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, market, tmp_path):
+def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, built, tmp_path):
     store, sym = wrong
     tse_bars, tse_features = _bars(store, "TSE", ids=True), _features(store, "v1", "TSE")
     r = _ok(cli("remove", "--exchange", "NYSE", "--symbol", sym.lower(), "--yes"))
@@ -115,7 +139,7 @@ def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, 
     _ok(cli("features"))
     store = Store(store.root)  # a Store remembers file footers until it writes itself: a new one sees the CLI's
     steps.features(store, "v2", store.exchanges())
-    fresh = _fresh(tmp_path / "fresh", market)
+    fresh = _copy(built, tmp_path / "fresh")
     steps.features(fresh, "v2", fresh.exchanges())
     assert _bars(store).equals(_bars(fresh))
     for version in ("v1", "v2"):
@@ -127,10 +151,10 @@ def test_remove_wrong_ingest_then_incremental_equals_never_ingested(wrong, cli, 
 
 
 @pytest.mark.parametrize("start, end", [("2025-07-07", "2025-07-18"), ("2025-06-02", "2025-08-29")])
-def test_partial_removal_then_incremental_equals_full_rebuild(tmp_path, market, cli, start, end):
+def test_partial_removal_then_incremental_equals_full_rebuild(tmp_path, market, built, cli, start, end):
     """Bars in the middle of a symbol's history: its later bars are recomputed from the anchor
     (or, after a long gap, from its first bar), and the other symbols' context rows rebuilt."""
-    store = _fresh(tmp_path / "data", market)
+    store = _copy(built, tmp_path / "data")
     sym = market[1].filter(pl.col("exchange") == "NYSE")["symbol"][3]
     before = _bars(store, "NYSE").filter(pl.col("symbol") == sym)
     r = _ok(cli("remove", "--exchange", "NYSE", "--symbol", sym, "--start", start, "--end", end, "--yes"))
@@ -159,8 +183,8 @@ def test_partial_removal_then_incremental_equals_full_rebuild(tmp_path, market, 
 
 
 @pytest.mark.parametrize("point", ["remove.recorded", "remove.features", "remove.between_months"])
-def test_a_crashed_removal_finishes_on_rerun(tmp_path, market, monkeypatch, point):
-    store = _fresh(tmp_path / "data", market)
+def test_a_crashed_removal_finishes_on_rerun(tmp_path, market, built, monkeypatch, point):
+    store = _copy(built, tmp_path / "data")
     sym = market[1].filter(pl.col("exchange") == "NYSE")["symbol"][5]
     start, end = dt.date(2025, 6, 16), dt.date(2025, 8, 8)  # three month files
     monkeypatch.setenv("RETRAIN_FAULT", f"{point}:raise")
@@ -172,7 +196,7 @@ def test_a_crashed_removal_finishes_on_rerun(tmp_path, market, monkeypatch, poin
     store = Store(tmp_path / "data")
     steps.indicators(store, store.exchanges())
     steps.features(store, "v1", store.exchanges())
-    clean = _fresh(tmp_path / "clean", market)
+    clean = _copy(built, tmp_path / "clean")
     rm.remove(clean, "NYSE", [sym], start, end)
     steps.indicators(clean, clean.exchanges())
     steps.features(clean, "v1", clean.exchanges())
@@ -181,8 +205,8 @@ def test_a_crashed_removal_finishes_on_rerun(tmp_path, market, monkeypatch, poin
     assert _bars(store, "NYSE").filter((pl.col("symbol") == sym) & pl.col("date").is_between(start, end)).is_empty()
 
 
-def test_several_symbols_and_a_dangling_entry(tmp_path, market):
-    store = _fresh(tmp_path / "data", market)
+def test_several_symbols_and_a_dangling_entry(tmp_path, market, built):
+    store = _copy(built, tmp_path / "data")
     a, b = market[1].filter(pl.col("exchange") == "NASDAQ")["symbol"][:2]
     with store.lock("test"):  # an entry with no bars (a removal killed just before the symbols file)
         store.upsert_symbols(pl.DataFrame({"symbol": ["ZZZ"], "exchange": ["NASDAQ"], "name": ["Z"], "sector": [None]}))

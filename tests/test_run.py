@@ -15,7 +15,7 @@ import pytest
 from retrain import sample
 from retrain.registry import Registry
 from retrain.store import Store
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 END = dt.date(2025, 10, 17)  # a Friday; the sample's last session on all three exchanges
 THU = dt.date(2025, 10, 16)
@@ -231,13 +231,16 @@ def test_killed_run_resumes_to_the_same_features_and_model(tmp_path, market):
     (a / "retrain.toml").write_text(CONFIG.lstrip())
     _seed_store(a / "data", market)
 
-    def run(root: Path, *args: str, fault: str | None = None):
+    def run(root: Path, *args: str, fault: str | None = None, here: bool = False):
+        """The run in a process of its own, or (``here``) in this one: only the killed run and its
+        rerun need their own."""
         env = {"RETRAIN_ARTIFACTS_DIR": str(root / "artifacts"), "RETRAIN_CONFIG": str(root / "retrain.toml")}
         if fault:
             env["RETRAIN_FAULT"] = fault
-        return run_cli(["run", "--as-of", str(THU), "--skip-backtest", *args], root / "data", env)
+        return (run_cli_here if here else run_cli)(["run", "--as-of", str(THU), "--skip-backtest", *args],
+                                                   root / "data", env)
 
-    assert run(a).returncode == 0
+    assert run(a, here=True).returncode == 0
     b = tmp_path / "b"
     shutil.copytree(a, b)
 
@@ -251,7 +254,7 @@ def test_killed_run_resumes_to_the_same_features_and_model(tmp_path, market):
 
     resumed = run(a, "--bump-version")
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = run(b, "--bump-version")
+    uninterrupted = run(b, "--bump-version", here=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     assert _features(a, "v2").equals(_features(b, "v2"))
     models = [Registry(root / "artifacts").load_active("v2", "NASDAQ") for root in (a, b)]

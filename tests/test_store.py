@@ -12,7 +12,7 @@ import pytest
 from retrain import query as q
 from retrain.errors import LockBusy, RetrainError
 from retrain.store import Store
-from tests.conftest import bars_of, run_cli, write
+from tests.conftest import bars_of, run_cli, run_cli_here, write
 
 D = dt.date
 
@@ -60,7 +60,8 @@ def test_killed_writer_leaves_old_or_new_partitions_and_rerun_completes(tmp_path
     data = tmp_path / "data"
     first = write(tmp_path / "a" / "X.csv", "Date,Open,High,Low,Close,Volume\n"
                   "2024-01-02,10,11,9,10.5,100\n2024-02-01,10,11,9,10.5,100\n")
-    assert run_cli(["ingest", str(first), "--exchange", "NYSE"], data).returncode == 0
+    # only the killed writer needs a process of its own
+    assert run_cli_here(["ingest", str(first), "--exchange", "NYSE"], data).returncode == 0
     store = Store(data)
     before = bars_of(store)
     second = write(tmp_path / "b" / "X.csv", "Date,Open,High,Low,Close,Volume\n"
@@ -73,7 +74,7 @@ def test_killed_writer_leaves_old_or_new_partitions_and_rerun_completes(tmp_path
         assert after_kill.equals(before)
     else:
         assert closes == [10.7, 10.5]  # first month new, second still old: each file whole
-    rerun = run_cli(["ingest", str(second), "--exchange", "NYSE"], data)
+    rerun = run_cli_here(["ingest", str(second), "--exchange", "NYSE"], data)
     assert rerun.returncode == 0, rerun.stderr
     assert bars_of(store).sort("date")["close"].to_list() == [10.7, 10.7]
     assert not list(data.rglob(".tmp-*"))  # debris swept by the next writer
