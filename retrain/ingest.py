@@ -9,8 +9,9 @@ Formats (``--format auto`` picks one per file):
   with YYYYMMDD dates; ``AAPL.US`` becomes ``AAPL``.
 * ``long``: CSV or Parquet with ``symbol,date,open,high,low,close,volume[,adj_close][,exchange]``.
 
-Reading is per file (a file that cannot be read is reported and skipped); parsing and
-validation are vectorized over all rows of all files at once.
+CSV files that share a header line are read in one scan, the rest one by one; either way a
+file that cannot be read is reported by name and skipped. Parsing and validation are
+vectorized over all rows of all files at once.
 """
 
 from __future__ import annotations
@@ -261,6 +262,7 @@ def _read_batch(paths: list[Path], fmt: str) -> dict[Path, pl.DataFrame]:
     return {by_name[key]: part for (key,), part in parts.items() if part.height}
 
 
+# --------------------------------------------------------------- validation
 def _date_expr(text: pl.Expr) -> pl.Expr:
     """ISO (YYYY-MM-DD), US (M/D/YYYY) or compact (YYYYMMDD), optionally followed by a time."""
     day = text.str.strip_chars().str.split(" ").list.first().str.split("T").list.first()
