@@ -12,7 +12,7 @@ from pathlib import Path
 # machine, while anything else wants a core (a benchmark, another suite), a spinning thread holds
 # the core its partner needs and a training can take 10 to 30 times as long (one test went from
 # 5 s to 94 s), with the same model. Passive waiting gives the core back: a steady cost instead
-# (LightGBM about half again as slow on an idle machine, the suite about 10%). Set before anything
+# (the suite about 10% slower on an idle machine, in interleaved runs). Set before anything
 # loads libgomp (it reads the variable once); subprocesses inherit it; a value already in the
 # environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -232,8 +232,8 @@ def test_killed_run_resumes_to_the_same_features_and_model(tmp_path, market):
     _seed_store(a / "data", market)
 
     def run(root: Path, *args: str, fault: str | None = None, here: bool = False):
-        """The run in a process of its own, or (``here``) in this one: only the killed run and its
-        rerun need their own."""
+        """The run in a process of its own, or (``here``) in this one, remembering nothing: only the
+        killed run needs its own."""
         env = {"RETRAIN_ARTIFACTS_DIR": str(root / "artifacts"), "RETRAIN_CONFIG": str(root / "retrain.toml")}
         if fault:
             env["RETRAIN_FAULT"] = fault
@@ -252,7 +252,7 @@ def test_killed_run_resumes_to_the_same_features_and_model(tmp_path, market):
     assert reg.load_active("v1", "NASDAQ").meta["run_id"] == reg.active_run("v1", "NASDAQ")
     Store(a / "data").scan_bars().collect()  # every partition readable
 
-    resumed = run(a, "--bump-version")
+    resumed = run(a, "--bump-version", here=True)
     assert resumed.returncode == 0, resumed.stderr
     uninterrupted = run(b, "--bump-version", here=True)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
