@@ -233,12 +233,13 @@ def by_symbol(bars: pl.DataFrame) -> pl.DataFrame:
     alone gives that order at a fraction of the cost of sorting every column on three keys; the
     result is checked (dates strictly increasing within each symbol), and anything else (several
     exchanges, rows out of order, duplicates) gets the full sort."""
+    full = [c for c in KEYS if c in bars.columns] + ["date"]
     if bars.height == 0 or ("exchange" in bars.columns and bars["exchange"].n_unique() > 1):
-        return bars.sort([c for c in KEYS if c in bars.columns] + ["date"])
+        return bars.sort(full)
     out = bars.sort("symbol", maintain_order=True)
     in_order = out.select(((pl.col("date").diff() > 0) | (pl.col("symbol") != pl.col("symbol").shift(1)))
                           .fill_null(True).all()).item()
-    return out if in_order else bars.sort([c for c in KEYS if c in bars.columns] + ["date"])
+    return out if in_order else bars.sort(full)
 
 
 def sorted_position() -> pl.Expr:

@@ -15,6 +15,8 @@ import datetime as dt
 
 import polars as pl
 
+INPUTS = ["symbol", "date", "open", "high", "low", "close"]  # the bar columns a label reads
+
 
 def label_rows(bars: pl.LazyFrame, last_complete: dt.date) -> pl.LazyFrame:
     """Label rows for bars dated on or before ``last_complete``: the labels view

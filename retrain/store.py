@@ -76,8 +76,13 @@ def new_batch_id() -> int:
     return time.time_ns()
 
 
+def bar_columns(columns: list[str] | None = None) -> list[str]:
+    """The bar schema's columns (only those of ``columns`` when given), in schema order."""
+    return [c for c in BAR_SCHEMA if columns is None or c in columns]
+
+
 def empty_bars(columns: list[str] | None = None) -> pl.DataFrame:
-    return pl.DataFrame(schema={c: t for c, t in BAR_SCHEMA.items() if columns is None or c in columns})
+    return pl.DataFrame(schema={c: BAR_SCHEMA[c] for c in bar_columns(columns)})
 
 
 @dataclass
@@ -195,7 +200,7 @@ class Store:
         if len(paths) < 2:
             return None
         self.verify_files(paths)
-        wanted = [c for c in BAR_SCHEMA if columns is None or c in columns]
+        wanted = bar_columns(columns)
         try:
             out = pl.read_parquet(paths, columns=wanted).select(wanted)
         except pl.exceptions.PolarsError:  # read one at a time, which says what is wrong
@@ -441,7 +446,7 @@ class Store:
         if not path.exists():
             return empty_bars(columns)
         self.verify(path)
-        wanted = [c for c in BAR_SCHEMA if columns is None or c in columns]
+        wanted = bar_columns(columns)
         present = set(pl.read_parquet_schema(path)) if columns is not None else None
         df = pl.read_parquet(path, columns=[c for c in wanted if c in present] if present is not None else None)
         missing = [c for c in wanted if c not in df.columns]  # files from before a column existed

@@ -81,9 +81,6 @@ def _plain(value):
     return value
 
 
-LABEL_INPUTS = ["symbol", "date", "open", "high", "low", "close"]  # the bar columns a label reads
-
-
 def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -> pl.DataFrame:
     """trade_date, exchange, symbol, actual: the open-to-close return of every bar from ``start``
     to ``end`` (sessions the caller knows are complete), read from the bars."""
@@ -92,7 +89,7 @@ def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -
         months = [m for m in store.months(e) if f"{start:%Y-%m}" <= m <= f"{end:%Y-%m}"]
         if not months:
             continue
-        bars = store.read_months(e, months, columns=LABEL_INPUTS).lazy().filter(pl.col("date") >= start).with_columns(
+        bars = store.read_months(e, months, columns=labels.INPUTS).lazy().filter(pl.col("date") >= start).with_columns(
             pl.lit(e).alias("exchange"))
         frames.append(labels.label_rows(bars, end).select("trade_date", "exchange", "symbol",
                                                           pl.col("intraday_return").alias("actual")).collect())
