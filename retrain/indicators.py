@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from retrain.features import by_symbol, sorted_position
 from retrain.schema import INDICATOR_COLUMNS, STATE_COLUMNS
 
 RSI_PERIOD = 14
@@ -72,8 +73,6 @@ def _smooth(x: pl.Expr, state: str, alpha: float, seed_at: int, seed: str) -> pl
 
 def compute(frame: pl.DataFrame) -> pl.DataFrame:
     """Add indicator and state columns to bars sorted by (exchange, symbol, date)."""
-    from retrain.features import sorted_position
-
     close, high, low = pl.col("close"), pl.col("high"), pl.col("low")
     prev_close = _lag(close, 1)
     change = close - prev_close
@@ -161,8 +160,6 @@ def compute_chunk(bars: pl.DataFrame, carry: pl.DataFrame | None = None) -> tupl
     than ``MIN_ANCHOR`` bars so far, all its bars, computed again from the first. So a rebuild
     in chunks equals a rebuild in one piece bit for bit, and holds one chunk plus one row per
     symbol (at most ``MIN_ANCHOR`` for young symbols) in memory."""
-    from retrain.features import by_symbol
-
     fresh = _fresh(bars).with_columns(pl.lit(False).alias("_carried"))
     frame = fresh if carry is None else pl.concat(
         [carry.with_columns(pl.lit(True).alias("_carried")).select(fresh.columns), fresh])
@@ -185,8 +182,6 @@ def _flags(bars: pl.DataFrame) -> pl.DataFrame:
     bar or an earlier one in the window lacks indicators), ``_anchor`` (the computed bar just
     before a symbol's first stale one), ``_has_anchor`` (that bar can seed the rest: its state
     is complete) and ``_touched`` (the symbol has stale bars)."""
-    from retrain.features import by_symbol
-
     flagged = by_symbol(bars).with_columns(
         pl.col("_n").is_null().cum_max().over("symbol").alias("_stale"),
     ).with_columns(
@@ -213,8 +208,6 @@ def update_window(bars: pl.DataFrame, history: pl.DataFrame | None = None) -> tu
     their first bar, with ``history`` holding their bars before the window. Returns (every bar of
     the window, without ``exchange``, with a ``_recomputed`` flag; the number of symbols
     recomputed)."""
-    from retrain.features import by_symbol
-
     flagged = _flags(bars)
     bars = by_symbol(bars)
     stale_symbols = flagged.filter(pl.col("_touched")).select("symbol").unique()
