@@ -17,7 +17,9 @@ store: nothing read back, nothing kept), and evaluates them (``pipeline.assess_r
 them. Trial k is proposed by a sampler seeded with (seed, k) from the results of trials 0 to
 k - ``parallel`` exactly (a finished trial j is told only when trial j + ``parallel`` is asked, or
 at the end), so the same seed, space and data give the same trials and, LightGBM being
-deterministic, the same metrics, whatever the number of workers or the order they finish in.
+deterministic, the same metrics, whatever the number of workers or the order they finish in. A
+trial is proposed and sent when a worker thread is free, never queued behind another on a
+worker: the next trial goes to the first worker that finishes.
 
 **Failures.** A result is written to the study (as a user attribute of its trial) and to
 trials.parquet the moment it arrives. A trial that raises is retried once (``retries=1``); a
@@ -559,14 +561,20 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
             pending[future] = number
             generation[future] = sent[0]
 
-        for number in redo:
-            submit(number)
+        waiting = list(redo)  # trials to run, not yet on the cluster
         nxt = len(ids)
         trial_clock, finished_now = time.perf_counter(), 0
         no_workers_since = None
         try:
             while True:
-                while nxt < total and all(j in results for j in range(0, nxt - lag + 1)):
+                # No more trials on the cluster than it has threads: a trial starts on the next free
+                # worker. Dask would give each worker a queue of its own, and a worker could be left
+                # with two long trials while the other sits idle at the end.
+                free = _slots(client) - len(pending)
+                while waiting and free > 0:
+                    submit(waiting.pop(0))
+                    free -= 1
+                while free > 0 and nxt < total and all(j in results for j in range(0, nxt - lag + 1)):
                     for j in range(0, nxt - lag + 1):
                         if j not in told:
                             tell(j)
@@ -578,6 +586,7 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                     ids[nxt], params_of[nxt] = trial._trial_id, space.params(trial.params)  # noqa: SLF001
                     submit(nxt)
                     nxt += 1
+                    free -= 1
                 if not pending:
                     break
                 done = _wait(pending)
@@ -652,6 +661,13 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                            hint=f"see {trials_path} (column error)")
     return SweepResult(sweep_id, sweeps.folder(sweep_id), ctx.scope, ctx.window, kind, seed, total, rows, best,
                        chosen, report, trials_path, cluster, n_workers, done_before, seconds, notes)
+
+
+def _slots(client) -> int:
+    """How many trials the cluster runs at once: its workers' threads (at least one, so that a
+    cluster whose workers are all gone still has a trial waiting for them)."""
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
 
 def _lap(clock: dict) -> float:

@@ -225,6 +225,8 @@ def test_a_killed_sweep_resumes_with_its_finished_trials_kept(project, reference
     folder = project / "artifacts" / "daytrading" / "sweeps" / sweep_id
     kept = pl.read_parquet(folder / "trials.parquet")
     assert kept.height >= 1
+    asked = optuna.load_study(study_name=sweep_id, storage=f"sqlite:///{folder / 'study.db'}").trials
+    assert len(asked) - kept.height <= 2  # a trial is proposed when one of the 2 workers is free, not before
     resumed = _cli(project, "sweep", "--resume", sweep_id, "--scheduler", address, "--json")
     assert resumed.exit_code == 0, resumed.output
     assert f"Resumed: {kept.height} finished trial(s) kept" in resumed.output
