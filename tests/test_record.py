@@ -4,6 +4,7 @@ on record statistics and on small sample markets end to end."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -106,6 +107,20 @@ def test_changed_rows_routines_and_unreadable_files(small):
     victim.unlink()
     again = _backtest(store, root)
     assert again.record_info["blocks_trained"] == 1 and again.record_predictions.equals(first.record_predictions)
+
+
+def test_blocks_trained_two_at_a_time_are_those_trained_one_after_the_other(small, tmp_path, monkeypatch):
+    store, root = small
+    paired = _backtest(store, root, artifacts=tmp_path / "paired")  # [model] num_threads = 2: two fits at once
+    assert paired.record_info["blocks_trained"] >= 3  # two pairs' worth at least, and an odd one maybe
+    monkeypatch.setattr(pipeline, "_blocks_in_pairs", lambda *a: contextlib.nullcontext({}))
+    alone = _backtest(store, root, artifacts=tmp_path / "alone")
+    assert alone.record_predictions.equals(paired.record_predictions)
+    # the stored models and blocks too, byte for byte (the models' text names the configured threads)
+    one, two = (sorted((tmp_path / x).rglob("*.txt")) for x in ("paired", "alone"))
+    assert len(one) == paired.record_info["blocks_trained"] and [p.name for p in one] == [p.name for p in two]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+    assert all("[num_threads: 2]" in a.read_text() for a in one)
 
 
 def test_a_week_in_progress_is_predicted_again_by_its_stored_model(small, tmp_path):
