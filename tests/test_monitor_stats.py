@@ -145,6 +145,27 @@ def test_psi_noise_is_the_no_drift_99th_percentile():
     assert over <= 12
 
 
+@pytest.mark.parametrize("kind", ["plain", "ties", "missing", "infinite", "no finite value"])
+def test_psi_rows_is_psi_row_by_row(kind):
+    """The permutation bound scores its splits with psi_rows: the same PSI as psi, split by split
+    (ties give equal quantile edges, which psi merges; missing and infinite values have bins)."""
+    rng = np.random.default_rng(5)
+    for n, m in ((1, 1), (7, 3), (60, 20), (300, 41)):
+        e, a = rng.normal(size=(6, n)), rng.normal(0.4, 1, size=(6, m))
+        if kind == "ties":
+            e, a = e.round(0), a.round(0)
+        elif kind == "missing":
+            e[rng.random(e.shape) < 0.3], a[rng.random(a.shape) < 0.3] = NAN, NAN
+        elif kind == "infinite":
+            e[rng.random(e.shape) < 0.1], a[rng.random(a.shape) < 0.2] = np.inf, -np.inf
+        elif kind == "no finite value":
+            e[::2] = NAN
+        want = np.array([mo.psi(e[i], a[i]) for i in range(len(e))])
+        got = mo.psi_rows(e, a)
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+        assert got[~np.isnan(want)] == pytest.approx(want[~np.isnan(want)], rel=1e-13, abs=1e-15)
+
+
 def test_a_market_wide_feature_over_few_sessions_is_within_noise_not_drift():
     """One value per session: 20 recent sessions against 60 give PSIs above 0.25 with nothing
     moved; the noise bound keeps them from being called drift, while a real shift is still seen."""
