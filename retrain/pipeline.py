@@ -425,7 +425,7 @@ def build_record(records: RecordStore | None, prep: Prepared, version: str, scop
 def _blocks_in_pairs(to_train: list, prep: Prepared, tcfg, columns: list[str]) -> Iterator[dict]:
     """{block key: future of ``backtest.predict_block``} for the blocks to train two at a time,
     each on half the configured threads: LightGBM gains less from a second thread than a second
-    fit does (two one-thread fits take about 0.85 of two two-thread fits, one after the other).
+    fit does (two one-thread fits at once take 0.85 to 0.9 of two two-thread fits in turn).
     The model is the same, tree for tree, on any number of threads (deterministic, column-wise
     histograms); its text names the configured threads, as a fit on them would. An odd last
     block, and a single one, are left to the caller, to train on every thread. Empty with fewer
