@@ -563,6 +563,8 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                 "cluster": cluster, "workers": n_workers, "folder": str(sweeps.folder(sweep_id)),
                 "resumed": resumed, "kept": kept, "replayed": len(redo), "parallel": lag}))
         pending: dict[Any, int] = {}
+        sent_at: dict[Any, float] = {}
+        dask_time = {"seconds": 0.0, "trials": 0}  # Dask's own time: from sending a trial to its result, minus its work
         tries: dict[int, int] = {}
         generation: dict[Any, int] = {}
 
@@ -574,6 +576,7 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                                    key=f"sweep-{sweep_id}-{token}-trial-{number}-{tries[number]}")
             pending[future] = number
             generation[future] = sent[0]
+            sent_at[future] = time.perf_counter()
 
         waiting = list(redo)  # trials to run, not yet on the cluster
         nxt = len(ids)
@@ -614,8 +617,10 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                             f"no Dask worker left in {cluster} for {NO_WORKERS_TIMEOUT} s; {len(results)} finished "
                             f"trial(s) are kept", hint=f"start workers, then `retrain sweep --resume {sweep_id}`")
                     continue
+                arrived = time.perf_counter()
                 for future in done:
                     number = pending.pop(future)
+                    waited = arrived - sent_at.pop(future, arrived)
                     if future.status in ("cancelled", "lost") and tries[number] < MAX_TRIES:
                         rescatter(generation.pop(future))  # its rows died with the workers that held them
                         submit(number)
@@ -626,6 +631,9 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
                         sweeps.write_predictions(sweep_id, number, predictions)
                     record(number, row)
                     finished_now += 1
+                    if row["state"] == "complete":
+                        dask_time["seconds"] += max(0.0, waited - row["seconds"])
+                        dask_time["trials"] += 1
                     if progress:
                         elapsed = time.perf_counter() - trial_clock
                         left = total - len(results)
@@ -667,7 +675,8 @@ def _run(settings, store, sweeps: SweepStore, sweep_id: str, spec: dict, workers
     this = [r for r in rows if r.get("session") == session and r["seconds"] == r["seconds"]]
     entry.update(finished=_now(), cluster=cluster, workers=n_workers, trials_run=finished_now, trials_kept=kept,
                  trials_replayed=len(redo), seconds={k: round(v, 3) for k, v in seconds.items()},
-                 trial_seconds=round(sum(r["seconds"] for r in this), 3))
+                 trial_seconds=round(sum(r["seconds"] for r in this), 3),
+                 dask_seconds=round(dask_time["seconds"], 3), dask_trials=dask_time["trials"])
     sweeps.write_spec(sweep_id, spec)
     if not any(r["state"] == "complete" for r in rows):
         first = next((r["error"] for r in rows if r.get("error")), "no result")

@@ -101,6 +101,8 @@ def test_local_cluster_of_two_processes_finds_no_skill_on_a_no_signal_market(pro
     assert best["words"] in console and "[4/4]" in console and "ETA" in console and "best so far" in console
     folder = project / "artifacts" / "daytrading" / "sweeps" / out["sweep_id"]
     rows = pl.read_parquet(folder / "trials.parquet").sort("trial")
+    entry = json.loads((folder / "sweep.json").read_text())["sessions"][-1]  # Dask's own time, per trial
+    assert entry["dask_trials"] == 4 and 0 < entry["dask_seconds"] < entry["trial_seconds"]
     assert rows.height == 4 and {"learning_rate", "target", "sharpe_lo", "sharpe_hi", "rank_ic_lo", "seconds",
                                  "worker"} <= set(rows.columns)
     assert rows["sharpe"].to_list() == [t["sharpe"] for t in out["trials"]]
