@@ -69,10 +69,13 @@ _NAN = float("nan")
 
 
 # ------------------------------------------------------------------ feature drift
-def _psi_from_counts(e: np.ndarray, a: np.ndarray) -> float:
-    pe = np.maximum(e / e.sum(), PSI_FLOOR)
-    pa = np.maximum(a / a.sum(), PSI_FLOOR)
-    return float(np.sum((pa - pe) * np.log(pa / pe)))
+def _psi_from_counts(e: np.ndarray, a: np.ndarray):
+    """The PSI of expected and actual counts per bin, bins along the last axis: a float for one
+    pair of count vectors, an array of one PSI per row for 2-D counts."""
+    pe = np.maximum(e / e.sum(axis=-1, keepdims=True), PSI_FLOOR)
+    pa = np.maximum(a / a.sum(axis=-1, keepdims=True), PSI_FLOOR)
+    out = np.sum((pa - pe) * np.log(pa / pe), axis=-1)
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def _quantiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -81,8 +84,11 @@ def _quantiles(s: np.ndarray, q: np.ndarray) -> np.ndarray:
     pos = q * (len(s) - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, len(s) - 1)
-    t = pos - lo
-    a, b = s[lo], s[hi]
+    return _between(s[lo], s[hi], pos - lo)
+
+
+def _between(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """np.quantile's linear interpolation from ``a`` to ``b`` at ``t`` (its arithmetic exactly)."""
     return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
 
 
@@ -119,9 +125,7 @@ def psi_rows(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> 
     pos = np.linspace(0.0, 1.0, bins + 1)[1:-1][None, :] * (np.maximum(finite, 1) - 1)[:, None]
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, np.maximum(finite, 1)[:, None] - 1)
-    t = pos - lo
-    x0, x1 = s[rows, low[:, None] + lo], s[rows, low[:, None] + hi]
-    edges = np.where(t >= 0.5, x1 - (x1 - x0) * (1 - t), x0 + (x1 - x0) * t)  # _quantiles, row by row
+    edges = _between(s[rows, low[:, None] + lo], s[rows, low[:, None] + hi], pos - lo)  # _quantiles, row by row
     below = (e[:, :, None] < edges[:, None, :]).sum(axis=1)  # NaN compares False: not counted
     e_counts = np.diff(np.concatenate([np.zeros((len(e), 1), np.int64), below, valid[:, None]], axis=1), axis=1)
     e_counts = np.concatenate([e_counts, (e.shape[1] - valid)[:, None]], axis=1)
@@ -130,9 +134,7 @@ def psi_rows(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> 
     a_counts = -np.diff(np.concatenate([a_valid[:, None], at_or_above, np.zeros((len(a), 1), np.int64)], axis=1),
                         axis=1)
     a_counts = np.concatenate([a_counts, (a.shape[1] - a_valid)[:, None]], axis=1)
-    pe = np.maximum(e_counts / e_counts.sum(axis=1, keepdims=True), PSI_FLOOR)
-    pa = np.maximum(a_counts / a_counts.sum(axis=1, keepdims=True), PSI_FLOOR)
-    out = np.sum((pa - pe) * np.log(pa / pe), axis=1)
+    out = _psi_from_counts(e_counts.astype(float), a_counts.astype(float))
     out[(finite == 0) | (a.shape[1] == 0)] = _NAN
     return out
 

@@ -159,7 +159,7 @@ def test_a_read_only_store_reads_and_refuses_writes_with_a_message(tmp_path, mar
     before = tree_hashes(project)
     with read_only(project):
         for args in (["status"], ["query", "SELECT count(*) AS n FROM day_symbol"], ["models", "list"]):
-            r = run_cli_here(args, store.root, env)  # no process of its own needed: a refused write is still 4
+            r = run_cli_here(args, store.root, env)  # reads only: no process of its own needed
             assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
         run = run_cli(["run", "--as-of", str(THU), "--json"], store.root, env)
         assert run.returncode == 4, run.stderr
