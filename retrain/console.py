@@ -211,8 +211,12 @@ def print_metrics(meta: dict) -> None:
     """The trained model's size and its cross-validation block, from a run's metadata."""
     s_ = meta["cv"]["summary"]
     top_n = meta["cv"].get("top_n", 5)
-    report.echo(report.ok(f"Trained on {report.n(meta['rows'])} samples with {len(meta['feature_columns'])} features "
-                         f"({meta['training_window']['sessions']} sessions); final model: {meta['num_boost_round']} rounds"))
+    data = (f"{report.n(meta['rows'])} samples with {len(meta['feature_columns'])} features "
+            f"({meta['training_window']['sessions']} sessions)")
+    if meta.get("num_boost_round") is None:  # being fitted in the background: `final_model` says when it is
+        report.echo(report.ok(f"Cross-validated; the final model is being fitted on {data}"))
+    else:
+        report.echo(report.ok(f"Trained on {data}; final model: {meta['num_boost_round']} rounds"))
     report.echo("\nCross-validation metrics (out of sample, mean ± std over folds):")
     report.echo(f"   • R² Score:   {fmt_metric(s_['r2']['mean'])} (±{fmt_metric(s_['r2']['std'])})")
     report.echo(f"   • MAE Score:  {fmt_metric(s_['mae']['mean'])} (±{fmt_metric(s_['mae']['std'])})")
@@ -226,6 +230,11 @@ def print_metrics(meta: dict) -> None:
     report.echo("\nInterpretation:")
     for line in interpretation(s_):
         report.echo(f"   {line}")
+
+
+def final_model(meta: dict) -> None:
+    """The final model's line, once its background fit is done."""
+    report.echo(report.ok(f"Final model fitted on {report.n(meta['rows'])} samples: {meta['num_boost_round']} rounds"))
 
 
 def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None, backtest_window=None, bcfg=None,
@@ -280,7 +289,8 @@ def train_and_report(settings: Settings, scope: str, cfg, promote: str, end=None
 
     out = healing(store, lambda: pipeline.train_step(
         settings, scope, cfg, promote, end=end, progress=progress, backtest_window=backtest_window, bcfg=bcfg,
-        bt_progress=bt_progress, store=store, on_trained=trained, on_unchanged=unchanged, on_record=on_record))
+        bt_progress=bt_progress, store=store, on_trained=trained, on_unchanged=unchanged, on_record=on_record,
+        on_final=final_model))
     if out.meta.get("backtest") is not None and backtest_window:
         if out.unchanged and on_backtest:
             on_backtest()

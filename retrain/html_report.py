@@ -189,9 +189,10 @@ def _time_plot(fig, ax, title: str, ylabel: str, legend: bool = False) -> str:
     return _image(fig)
 
 
-def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades: pl.DataFrame,
-           importance: list[tuple[str, float]], window, bankroll: float) -> tuple[dict[str, str], dict[str, str]]:
-    """(plots, notes): base64 image per plot key, or a note saying why a plot is missing."""
+def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades: pl.DataFrame, window,
+           bankroll: float) -> tuple[dict[str, str], dict[str, str]]:
+    """(plots, notes) of the record, every plot but the feature importance: base64 image per plot
+    key, or a note saying why a plot is missing."""
     out: dict[str, str] = {}
     notes: dict[str, str] = {}
     d = daily.sort("date")
@@ -301,18 +302,20 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         _shade(ax, window)
         out["turnover"] = _time_plot(fig, ax, f"Turnover of the top picks: mean {np.mean(tvals):.0%} of picks new "
                                      "each session", "new picks (%)")
+    return out, notes
 
+
+def _importance_plot(importance: list[tuple[str, float]]) -> tuple[str | None, str]:
+    """(base64 image, '') of the top 20 features by gain, or (None, why not)."""
     top = [(str(n), float(v)) for n, v in (importance or [])[:20]][::-1]
     if not top:
-        notes["importance"] = "No feature importance."
-    else:
-        width = max(len(n) for n, _ in top)
-        fig, ax = _figure(max(2.5, 0.28 * len(top) + 1.0), left=min(4.0, 0.35 + 0.085 * width))
-        ax.barh([n for n, _ in top], [v for _, v in top])
-        ax.set_xlabel("total gain")
-        ax.set_title("Feature importance (gain), final model")
-        out["importance"] = _image(fig)
-    return out, notes
+        return None, "No feature importance."
+    width = max(len(n) for n, _ in top)
+    fig, ax = _figure(max(2.5, 0.28 * len(top) + 1.0), left=min(4.0, 0.35 + 0.085 * width))
+    ax.barh([n for n, _ in top], [v for _, v in top])
+    ax.set_xlabel("total gain")
+    ax.set_title("Feature importance (gain), final model")
+    return _image(fig), ""
 
 
 # ------------------------------------------------------------------ tables
@@ -467,11 +470,33 @@ def _verdict_html(meta: dict, b: dict, evidence: dict, record: dict, window) -> 
 
 
 def render(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFrame,
-           trades: pl.DataFrame, importance: list[tuple[str, float]], window: tuple[dt.date, dt.date]) -> str:
+           trades: pl.DataFrame, importance: list[tuple[str, float]], window: tuple[dt.date, dt.date],
+           drawn: tuple[dict, dict] | None = None) -> str:
     """The report page as one HTML string. The frames cover the whole out-of-sample record;
-    ``window`` is this run's backtest window inside it."""
+    ``window`` is this run's backtest window inside it. ``drawn``: ``draw`` of the same meta,
+    frames and window, when the caller drew the record's plots already (while the final model
+    was still being fitted: they do not depend on it)."""
     run_id = str((meta or {}).get("run_id", "run"))
-    return page(f"retrain report {run_id}", body(meta, daily, universe, predictions, trades, importance, window))
+    return page(f"retrain report {run_id}", body(meta, daily, universe, predictions, trades, importance, window,
+                                                  drawn=drawn))
+
+
+def _bankroll(meta: dict) -> float:
+    bankroll = (((meta or {}).get("backtest") or {}).get("config") or {}).get("bankroll")
+    return float(bankroll) if _finite(bankroll) and bankroll > 0 else 10_000.0
+
+
+def _daily(daily: pl.DataFrame | None) -> pl.DataFrame:
+    if daily is None or not {"date", "equity", "daily_return"} <= set(daily.columns):
+        return pl.DataFrame(schema={"date": pl.Date, "equity": pl.Float64, "daily_return": pl.Float64})
+    return daily
+
+
+def draw(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFrame, trades: pl.DataFrame,
+         window: tuple[dt.date, dt.date] | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The record's plots (every plot of the page but the feature importance) as ``render``
+    draws them: (base64 image per plot key, a note per missing one)."""
+    return _plots(_daily(daily), universe, _clean_predictions(predictions), trades, window, _bankroll(meta))
 
 
 def page(title: str, content: str) -> str:
@@ -482,7 +507,7 @@ def page(title: str, content: str) -> str:
 
 def body(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: pl.DataFrame,
          trades: pl.DataFrame, importance: list[tuple[str, float]], window: tuple[dt.date, dt.date] | None,
-         cv: bool = True, about: list[tuple[str, str]] | None = None) -> str:
+         cv: bool = True, about: list[tuple[str, str]] | None = None, drawn: tuple[dict, dict] | None = None) -> str:
     """The tear sheet of ``render`` without its page: for a page that shows it among other
     things (the best trial of a sweep: ``window`` None, the record is the window; ``cv`` False,
     no cross-validation table; ``about``: the rows of the "Run" table instead of the run's)."""
@@ -490,11 +515,14 @@ def body(meta: dict, daily: pl.DataFrame, universe: pl.DataFrame, predictions: p
     b = meta.get("backtest") or {}
     evidence = b.get("evidence") or {}
     record = meta.get("record") or {}
-    bankroll = (b.get("config") or {}).get("bankroll")
-    bankroll = float(bankroll) if _finite(bankroll) and bankroll > 0 else 10_000.0
-    if daily is None or not {"date", "equity", "daily_return"} <= set(daily.columns):
-        daily = pl.DataFrame(schema={"date": pl.Date, "equity": pl.Float64, "daily_return": pl.Float64})
-    plots, notes = _plots(daily, universe, _clean_predictions(predictions), trades, importance, window, bankroll)
+    bankroll = _bankroll(meta)
+    plots, notes = drawn or draw(meta, daily, universe, predictions, trades, window)
+    plots, notes = dict(plots), dict(notes)
+    image, why = _importance_plot(importance)
+    if image is None:
+        notes["importance"] = why
+    else:
+        plots["importance"] = image
 
     run_id = str(meta.get("run_id", "run"))
     top = _verdict_html(meta, b, evidence, record, window)

@@ -150,7 +150,7 @@ def plan_cv(prep: Prepared, window: tuple[dt.date, dt.date], tcfg: training.Trai
 
 
 def cross_validate(records: RecordStore | None, prep: Prepared, version: str, scope: str, folds: list,
-                   cfg: training.TrainConfig, bcfg, routine: str, spec: dict, progress=None):
+                   cfg: training.TrainConfig, bcfg, routine: str, spec: dict, progress=None, fits: Fits | None = None):
     """The CV folds' predictions, through the record (``build_record``: a fold whose rows and
     routine are unchanged is read back; ``records`` None: trained, kept nowhere), and their
     metrics. ``progress(i, n, metrics)`` after each fold. Returns (fold metrics, out-of-sample
@@ -172,7 +172,8 @@ def cross_validate(records: RecordStore | None, prep: Prepared, version: str, sc
         if progress:
             progress(len(out), len(folds), m)
 
-    record = build_record(records, prep, version, scope, folds, cfg, bcfg, routine, spec, on_block=on_block)
+    record = build_record(records, prep, version, scope, folds, cfg, bcfg, routine, spec, on_block=on_block,
+                          fits=fits)
     return out, pl.concat(oos), record
 
 
@@ -373,7 +374,8 @@ def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.d
 
 
 def build_record(records: RecordStore | None, prep: Prepared, version: str, scope: str, blocks: list, tcfg, bcfg,
-                 routine: str, spec: dict, progress=None, on_block=None, done: Record | None = None) -> Record:
+                 routine: str, spec: dict, progress=None, on_block=None, done: Record | None = None,
+                 fits: Fits | None = None) -> Record:
     """Predictions of every block: read back when the stored block has the same fingerprint,
     predicted again by its stored model when only the block's own rows changed, trained
     (``backtest.predict_block``) and stored otherwise; taken from ``done`` (a Record built
@@ -393,7 +395,7 @@ def build_record(records: RecordStore | None, prep: Prepared, version: str, scop
               for b in todo}
     to_train = [b for b in todo if models[b.key] is None]
     frames, status, trained = [], {}, 0
-    with _blocks_in_pairs(to_train, prep, tcfg, columns) as ahead:
+    with _blocks_in_pairs(to_train, prep, tcfg, columns, fits) as ahead:
         for b in blocks:
             if b.key in earlier:
                 frame, status[b.key] = earlier[b.key]
@@ -421,37 +423,79 @@ def build_record(records: RecordStore | None, prep: Prepared, version: str, scop
                   warnings, counts["predicted again"], frames, status)
 
 
+class Fits:
+    """LightGBM fits of the routine, run two at a time on threads of their own, each on half the
+    configured threads: LightGBM gains less from a second thread than a second fit does (two
+    one-thread fits at once take 0.85 to 0.9 of two two-thread fits in turn), and a fit waited
+    for later runs beside the caller's own work. A model is the same, tree for tree, on any
+    number of threads (deterministic, column-wise histograms); its text names the configured
+    threads, as a fit on them would. With one thread configured, fits run one at a time."""
+
+    def __init__(self, tcfg: training.TrainConfig):
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.configured = int(tcfg.lgb_params().get("num_threads") or 0)
+        threads = self.configured if self.configured > 0 else (os.cpu_count() or 1)
+        self.half = max(1, threads // 2)
+        self.cfg = dataclasses.replace(tcfg, params={**tcfg.params, "num_threads": self.half})
+        self.paired = threads >= 2
+        self._pool = ThreadPoolExecutor(2 if self.paired else 1, thread_name_prefix="retrain-fit")
+
+    def text(self, text: str) -> str:
+        """A model's text as a fit on the configured threads writes it."""
+        return text.replace(f"\n[num_threads: {self.half}]\n", f"\n[num_threads: {self.configured}]\n", 1)
+
+    def block(self, prep: Prepared, block, columns: list[str]):
+        """The future of ``backtest.predict_block`` of a block to train."""
+        from retrain import backtest as bt
+
+        def fit():
+            frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, block, self.cfg, columns)
+            return frame, self.text(text)
+        return self._pool.submit(fit)
+
+    def final(self, rows: pl.DataFrame, columns: list[str], tcfg: training.TrainConfig, alone: bool):
+        """The future of ``training.fit_final`` of a training window's rows: on every configured
+        thread when it is to run ``alone`` (no block is to be trained beside it: the caller's
+        own work, mostly single-threaded, takes less from it than half the threads would), else
+        on half of them, paired with the blocks."""
+        def fit():
+            import lightgbm as lgb
+
+            model, rounds, seconds = training.fit_final(rows, tcfg if alone else self.cfg, columns)
+            if not alone and self.half != self.configured:
+                model = lgb.Booster(model_str=self.text(model.model_to_string(num_iteration=-1)))
+            return model, rounds, seconds
+        return self._pool.submit(fit)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @contextlib.contextmanager
-def _blocks_in_pairs(to_train: list, prep: Prepared, tcfg, columns: list[str]) -> Iterator[dict]:
-    """{block key: future of ``backtest.predict_block``} for the blocks to train two at a time,
-    each on half the configured threads: LightGBM gains less from a second thread than a second
-    fit does (two one-thread fits at once take 0.85 to 0.9 of two two-thread fits in turn).
-    The model is the same, tree for tree, on any number of threads (deterministic, column-wise
-    histograms); its text names the configured threads, as a fit on them would. An odd last
-    block, and a single one, are left to the caller, to train on every thread. Empty with fewer
-    than two blocks or threads."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    from retrain import backtest as bt
-
-    configured = int(tcfg.lgb_params().get("num_threads") or 0)
-    threads = configured if configured > 0 else (os.cpu_count() or 1)
-    paired = to_train[: len(to_train) - len(to_train) % 2] if threads >= 2 else []
-    if not paired:
-        yield {}
-        return
-    half = dataclasses.replace(tcfg, params={**tcfg.params, "num_threads": threads // 2})
-
-    def fit(block):
-        frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, block, half, columns)
-        return frame, text.replace(f"\n[num_threads: {threads // 2}]\n", f"\n[num_threads: {configured}]\n", 1)
-
-    pool = ThreadPoolExecutor(2, thread_name_prefix="retrain-block")
+def fits_in_pairs(tcfg: training.TrainConfig) -> Iterator[Fits]:
+    """A ``Fits`` for the block; leaving it waits for the fits running and cancels the rest."""
+    fits = Fits(tcfg)
     try:
-        yield {b.key: pool.submit(fit, b) for b in paired}
+        yield fits
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        fits.close()
+
+
+@contextlib.contextmanager
+def _blocks_in_pairs(to_train: list, prep: Prepared, tcfg, columns: list[str], fits: Fits | None = None
+                     ) -> Iterator[dict]:
+    """{block key: future of ``backtest.predict_block``} for the blocks to train two at a time
+    (``Fits``): all of them on ``fits`` when the caller has one running; else on a pool of their
+    own, where an odd last block, and a single one, are left to the caller, to train on every
+    thread (empty with fewer than two blocks or threads)."""
+    if fits is not None:
+        yield {b.key: fits.block(prep, b, columns) for b in to_train}
+        return
+    with fits_in_pairs(tcfg) as own:
+        paired = to_train[: len(to_train) - len(to_train) % 2] if own.paired else []
+        yield {b.key: own.block(prep, b, columns) for b in paired}
 
 
 def _fuller(stored: pl.DataFrame | None, block) -> bool:
@@ -564,11 +608,13 @@ def _check_scope_size(frame: pl.DataFrame, scope: str, window, top_n: int) -> No
 def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promote: str = "auto",
                end: dt.date | None = None, progress=None, backtest_window: tuple[dt.date, dt.date] | None = None,
                bcfg=None, bt_progress=None, store: Store | None = None, on_trained=None,
-               on_unchanged=None, on_record=None) -> TrainOutcome:
+               on_unchanged=None, on_record=None, on_final=None) -> TrainOutcome:
     """Train on the rolling window (and, with ``backtest_window``, bring the out-of-sample record
     up to date over it), write the run folder, and apply the promotion gate. ``on_trained(meta)``
-    is called once the model and its CV metrics exist, before the backtest; ``on_record(info)``
-    once the record's blocks are planned (how many are reused and trained).
+    is called once the CV metrics exist, before the backtest (the final model is fitted in the
+    background meanwhile: ``meta["num_boost_round"]`` is None); ``on_record(info)`` once the
+    record's blocks are planned (how many are reused and trained); ``on_final(meta)`` once the
+    final model is fitted.
 
     A run whose identity (``run_identity``: same rows, same routine, same windows, same record
     blocks) matches an existing run of the same version and scope is not repeated: no new run is
@@ -615,47 +661,70 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                 on_unchanged(meta)
         else:
             stored = set(records.keys(version, scope, routine))
-            clock = time.perf_counter()
-            fold_metrics, oos, cv = cross_validate(records, prep, version, scope, folds, cfg, bcfg, routine, spec,
-                                                   progress)
-            seconds["cv"] = round(time.perf_counter() - clock, 3)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
-            result = training.train_frame(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint, columns)
-            meta = _run_meta(result, cfg, version, scope)
-            meta["cv"].update(blocks_reused=cv.reused + cv.repredicted, blocks_trained=cv.trained,
-                              retrain_every=bcfg.retrain_every, warnings=cv.warnings)
-            meta["identity"] = identity
-            seconds.update(result.seconds)
-            if on_trained:
-                on_trained(meta)
-            run_id, created = registry.new_run_id(version, scope, result.fingerprint)
-            meta.update(run_id=run_id, created_at=created)
-            files = {"cv_predictions.parquet": _parquet_bytes(result.oos)}
-            if backtest_window:
-                if on_record:
-                    on_record({"blocks": len(blocks), "earlier": n_earlier,
-                               "stored": sum(b.key in stored for b in blocks),
-                               "cv": sum(b in folds for b in blocks)})
+            # The final model depends on neither the CV nor the record: it is fitted in the
+            # background while they (and the report's plots of the record) are done, and waited
+            # for before the gate, which may train blocks of its own.
+            # Blocks the record has no key of are trained now (a block stored under its key is
+            # reused or predicted again, unless its training rows changed: rare, and then only
+            # slower); the final fit goes first, paired with the first of them.
+            alone = all(b.key in stored for b in [*folds, *blocks])
+            with fits_in_pairs(cfg) as fits:
+                final = fits.final(rows, columns, cfg, alone)
                 clock = time.perf_counter()
-                record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec, bt_progress,
-                                      done=cv)
-                bt = evaluate_record(store, record, scope, backtest_window, bcfg)
-                seconds["record"] = round(time.perf_counter() - clock, 3)
-                meta["backtest"] = {**bt.summary, "rank_ic": bt.window_evidence["rank_ic"], "verdict": bt.verdict,
-                                    "verdict_reason": bt.reason, "config": vars(bcfg), "evidence": bt.window_evidence}
-                meta["record"] = bt.record_info
+                fold_metrics, oos, cv = cross_validate(records, prep, version, scope, folds, cfg, bcfg, routine, spec,
+                                                       progress, fits)
+                seconds["cv"] = round(time.perf_counter() - clock, 3)
+                result = training.cv_result(rows, version, scope, cfg, window, fold_metrics, oos, fingerprint, columns)
+                meta = _run_meta(result, cfg, version, scope)
+                meta["cv"].update(blocks_reused=cv.reused + cv.repredicted, blocks_trained=cv.trained,
+                                  retrain_every=bcfg.retrain_every, warnings=cv.warnings)
+                meta["identity"] = identity
+                if on_trained:
+                    on_trained(meta)
+                run_id, created = registry.new_run_id(version, scope, result.fingerprint)
+                meta.update(run_id=run_id, created_at=created)
+                files = {"cv_predictions.parquet": _parquet_bytes(result.oos)}
+                if backtest_window:
+                    if on_record:
+                        on_record({"blocks": len(blocks), "earlier": n_earlier,
+                                   "stored": sum(b.key in stored for b in blocks),
+                                   "cv": sum(b in folds for b in blocks)})
+                    clock = time.perf_counter()
+                    record = build_record(records, prep, version, scope, blocks, cfg, bcfg, routine, spec,
+                                          bt_progress, done=cv, fits=fits)
+                    bt = evaluate_record(store, record, scope, backtest_window, bcfg)
+                    seconds["record"] = round(time.perf_counter() - clock, 3)
+                    meta["backtest"] = {**bt.summary, "rank_ic": bt.window_evidence["rank_ic"], "verdict": bt.verdict,
+                                        "verdict_reason": bt.reason, "config": vars(bcfg),
+                                        "evidence": bt.window_evidence}
+                    meta["record"] = bt.record_info
+                    files.update({
+                        "backtest_daily.parquet": _parquet_bytes(bt.daily.join(
+                            bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
+                        "trades.parquet": _parquet_bytes(bt.trades),
+                        "predictions.parquet": _parquet_bytes(bt.predictions),
+                        "record_daily.parquet": _parquet_bytes(bt.record_daily.join(
+                            bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
+                        "record_predictions.parquet": _parquet_bytes(bt.record_predictions),
+                    })
+                    from retrain import html_report
+
+                    clock = time.perf_counter()
+                    drawn = html_report.draw(meta, bt.record_daily, bt.universe, bt.record_predictions,
+                                             bt.record_trades, backtest_window)
+                    seconds["report"] = round(time.perf_counter() - clock, 3)
+                clock = time.perf_counter()
+                result = training.with_fit(result, final.result())
+                seconds["final_fit_wait"] = round(time.perf_counter() - clock, 3)
+            seconds.update(result.seconds)
+            meta["num_boost_round"] = result.num_boost_round
+            if on_final:
+                on_final(meta)
+            if backtest_window:
                 importance = sorted(zip(result.feature_columns, result.model.feature_importance("gain").tolist()),
                                     key=lambda kv: -kv[1])
                 meta["feature_importance_gain"] = dict(importance)
-                files.update({
-                    "backtest_daily.parquet": _parquet_bytes(bt.daily.join(
-                        bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
-                    "trades.parquet": _parquet_bytes(bt.trades),
-                    "predictions.parquet": _parquet_bytes(bt.predictions),
-                    "record_daily.parquet": _parquet_bytes(bt.record_daily.join(
-                        bt.universe.rename({"trade_date": "date"}), on="date", how="left")),
-                    "record_predictions.parquet": _parquet_bytes(bt.record_predictions),
-                })
         # The gate decides before a new run is written, so its folder (report.html included)
         # holds the decision; a run found again gets it as an annotation.
         gate_args = (store, records, prep, blocks, cfg, bcfg, routine, backtest_window, first_day)
@@ -669,9 +738,12 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
 
                 clock = time.perf_counter()
                 files["report.html"] = html_report.render(meta, bt.record_daily, bt.universe, bt.record_predictions,
-                                                          bt.record_trades, importance, backtest_window).encode()
-                seconds["report"] = round(time.perf_counter() - clock, 3)
-            meta["seconds"] = seconds  # where the step's time went: load, cv, final_fit, record, report
+                                                          bt.record_trades, importance, backtest_window,
+                                                          drawn=drawn).encode()
+                seconds["report"] = round(seconds["report"] + time.perf_counter() - clock, 3)
+            # Where the step's time went: load, cv, record, report, and final_fit_wait, the time
+            # spent waiting for the final fit (final_fit: the fit's own time, in the background).
+            meta["seconds"] = seconds
             run_id, run_dir = registry.create_run(result.model, meta, files)
         elif gate:
             meta = registry.annotate(run_id, gate=gate)

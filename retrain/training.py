@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -124,7 +124,7 @@ def session_mask(dates: np.ndarray, sessions) -> np.ndarray:
 # ------------------------------------------------------------------ training
 @dataclass
 class TrainResult:
-    model: Any
+    model: Any  # None until the final model is fitted (``with_fit``)
     version: str
     scope: str
     feature_columns: list[str]
@@ -133,7 +133,7 @@ class TrainResult:
     sessions: int
     fingerprint: str
     params: dict
-    num_boost_round: int
+    num_boost_round: int | None  # None until the final model is fitted (``with_fit``)
     folds: list[dict]
     summary: dict
     oos: pl.DataFrame  # out-of-sample CV predictions: trade_date, exchange, symbol, target, prediction
@@ -254,27 +254,46 @@ def fold_metrics(fold: int, frame: pl.DataFrame, train: list[dt.date], train_row
     return m
 
 
+def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str]) -> tuple[Any, int, float]:
+    """(model, rounds, seconds of the fit): the routine (``fit_window``) on ``df``, the prepared
+    rows of a training window."""
+    x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
+    sessions = sorted(set(df["trade_date"].to_list()))
+    started = time.perf_counter()
+    final, rounds = fit_window(x, y, df["trade_date"].to_numpy(), sessions, cfg, columns)
+    return final, rounds, round(time.perf_counter() - started, 3)
+
+
 def train_frame(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
                 folds: list[dict], oos: pl.DataFrame, rows_fingerprint: str | None = None,
                 columns: list[str] | None = None) -> TrainResult:
-    """Fit the final model with the routine (``fit_window``) on ``df``, the prepared rows of the
+    """Fit the final model with the routine (``fit_final``) on ``df``, the prepared rows of the
     window ``window``, and gather it with its cross-validation: ``folds`` (``fold_metrics`` of
     each) and ``oos`` (their out-of-sample rows: trade_date, exchange, symbol, target,
     prediction, fold). ``rows_fingerprint``: ``fingerprint(df, ...)`` when the caller has it."""
-    start, last = window
+    columns = columns or feature_columns(version)
+    unfitted = cv_result(df, version, scope, cfg, window, folds, oos, rows_fingerprint, columns)
+    return with_fit(unfitted, fit_final(df, cfg, columns))
+
+
+def cv_result(df: pl.DataFrame, version: str, scope: str, cfg: TrainConfig, window: tuple[dt.date, dt.date],
+              folds: list[dict], oos: pl.DataFrame, rows_fingerprint: str | None = None,
+              columns: list[str] | None = None) -> TrainResult:
+    """``train_frame``'s result before its final fit (``model`` and ``num_boost_round`` None):
+    for a caller that fits the final model while it does other work (``with_fit`` completes it)."""
     check_rows(df.height, cfg, scope, version, window)
     columns = columns or feature_columns(version)
-    x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
-    dates = df["trade_date"].to_numpy()
-    sessions = sorted(set(df["trade_date"].to_list()))
-    started = time.perf_counter()
-    final, rounds = fit_window(x, y, dates, sessions, cfg, columns)
     return TrainResult(
-        model=final, version=version, scope=scope, feature_columns=columns, window=(start, last),
-        rows=df.height, sessions=len(sessions), fingerprint=rows_fingerprint or fingerprint(df, columns),
-        params=cfg.lgb_params(), num_boost_round=rounds, folds=folds, summary=summarize(folds), oos=oos,
-        seconds={"final_fit": round(time.perf_counter() - started, 3)},
+        model=None, version=version, scope=scope, feature_columns=columns, window=tuple(window), rows=df.height,
+        sessions=df["trade_date"].n_unique(), fingerprint=rows_fingerprint or fingerprint(df, columns),
+        params=cfg.lgb_params(), num_boost_round=None, folds=folds, summary=summarize(folds), oos=oos,
     )
+
+
+def with_fit(result: TrainResult, fitted: tuple[Any, int, float]) -> TrainResult:
+    """``result`` with its final model: ``fitted`` is ``fit_final`` of its rows."""
+    model, rounds, seconds = fitted
+    return replace(result, model=model, num_boost_round=rounds, seconds={"final_fit": seconds})
 
 
 def check_rows(rows: int, cfg: TrainConfig, scope: str, version: str, window: tuple[dt.date, dt.date]) -> None:
