@@ -218,3 +218,20 @@ def test_the_record_grows_back_to_its_oldest_block_and_keeps_record_sessions():
     # the window's blocks stay whatever the cap
     tiny, earlier = pipeline.plan_record(prep, window, first_day, cfg, bt.BacktestConfig(record_sessions=1), "r")
     assert earlier == 0 and tiny == blocks[-2:]
+
+
+def test_the_final_model_fitted_beside_blocks_is_the_one_fitted_alone(small):
+    store, root = small
+    cfg = _cfg(min_rows=100)
+    settings = load_settings(data_dir=store.root, artifacts_dir=root / "artifacts", config=root / "retrain.toml")
+    end = pipeline.last_labelled(store, "v1", "ALL")
+    window = pipeline.training_window(store, "v1", "ALL", cfg.training_days, end)
+    columns = pipeline.steps.feature_columns(store, settings.feature_version)
+    rows = pipeline.load_frame(store, "v1", "ALL", cfg, window)
+    with pipeline.fits_in_pairs(cfg) as fits:  # [model] num_threads = 2: one each when paired
+        assert fits.half == 1
+        paired, alone = fits.final(rows, columns, cfg, alone=False), fits.final(rows, columns, cfg, alone=True)
+        (p_model, p_rounds, _), (a_model, a_rounds, _) = paired.result(), alone.result()
+    text = p_model.model_to_string(num_iteration=-1)
+    assert p_rounds == a_rounds and text == a_model.model_to_string(num_iteration=-1)
+    assert "\n[num_threads: 2]\n" in text  # as a fit on the configured threads writes it
