@@ -102,27 +102,39 @@ def simulate(predictions: pl.DataFrame, cfg: BacktestConfig) -> tuple[pl.DataFra
         .group_by("trade_date", maintain_order=True).head(cfg.max_positions)
     )
     sessions = sorted(predictions["trade_date"].unique().to_list())
-    by_day = {d: g for (d,), g in picks.partition_by("trade_date", as_dict=True).items()}
+    # Compounding is sequential by nature: the loop carries the equity from day to day in plain
+    # floats, over each day's slice of the picks (sorted by day); everything else is one pass.
+    days = picks["trade_date"].to_numpy()
+    net = net_return(picks["actual"].to_numpy(), cfg.side_charge)
+    gross = picks.group_by("trade_date", maintain_order=True).agg(pl.col("actual").mean())
+    gross = dict(zip(gross["trade_date"].to_list(), gross["actual"].to_list()))
+    starts = dict(zip(*np.unique(days, return_index=True)))
+    counts = dict(zip(*np.unique(days, return_counts=True)))
     equity = cfg.bankroll
-    daily_rows, trade_frames = [], []
-    for day in sessions:  # compounding is sequential by nature; each day is vectorized
-        g = by_day.get(day)
-        if g is None or g.is_empty():
+    daily_rows, allocs = [], []
+    for day in sessions:
+        key = np.datetime64(day, "D")
+        n = int(counts.get(key, 0))
+        if n == 0:
             daily_rows.append((day, equity, 0.0, 0.0, 0))
             continue
-        alloc = equity / g.height
-        net = net_return(g["actual"].to_numpy(), cfg.side_charge)
-        pnl = alloc * net
-        trade_frames.append(g.select("trade_date", "symbol", "exchange", "predicted", "actual").with_columns(
-            pl.Series("net_return", net), pl.lit(alloc).alias("allocation"), pl.Series("pnl", pnl)))
-        day_ret = float(pnl.sum() / equity)
-        equity += float(pnl.sum())
-        daily_rows.append((day, equity, day_ret, float(g["actual"].mean()), g.height))
+        alloc = equity / n
+        lo = int(starts[key])
+        total = (alloc * net[lo:lo + n]).sum()
+        day_ret = float(total / equity)
+        equity += float(total)
+        allocs.append(alloc)
+        daily_rows.append((day, equity, day_ret, float(gross[day]), n))
     daily = pl.DataFrame(daily_rows, schema={"date": pl.Date, "equity": pl.Float64, "daily_return": pl.Float64,
                                              "gross_return": pl.Float64, "trades": pl.Int64}, orient="row")
-    trades = (pl.concat(trade_frames).rename({"trade_date": "date"}) if trade_frames else
-              pl.DataFrame(schema={"date": pl.Date, "symbol": pl.String, "exchange": pl.String, "predicted": pl.Float64,
-                                   "actual": pl.Float64, "net_return": pl.Float64, "allocation": pl.Float64, "pnl": pl.Float64}))
+    if picks.is_empty():
+        return daily, pl.DataFrame(schema={"date": pl.Date, "symbol": pl.String, "exchange": pl.String,
+                                           "predicted": pl.Float64, "actual": pl.Float64, "net_return": pl.Float64,
+                                           "allocation": pl.Float64, "pnl": pl.Float64})
+    allocation = np.repeat(np.array(allocs, dtype=np.float64), [int(counts[k]) for k in sorted(counts)])
+    trades = (picks.select(pl.col("trade_date").alias("date"), "symbol", "exchange", "predicted", "actual")
+              .with_columns(pl.Series("net_return", net, pl.Float64), pl.Series("allocation", allocation, pl.Float64),
+                            pl.Series("pnl", allocation * net, pl.Float64)))
     return daily, trades
 
 
