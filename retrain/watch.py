@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,16 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
                                  session="_session")
 
 
+def _started(fn, *args) -> Future:
+    """``fn(*args)`` running on a thread of its own, beside the caller's work (read-only work:
+    if the caller fails first, it finishes unheard)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="retrain-monitor")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _rollback_target(registry: Registry, version: str, scope: str) -> str | None:
     history = registry.state()["history"].get(version, {}).get(scope, [])
     return history[-1] if history else None
@@ -201,6 +212,9 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     run_dir = registry.runs_dir / active
     removed = not (run_dir / "meta.json").exists()
     meta = None if removed else registry.run_meta(active)
+    # The drift reads rows of its own (features): computed beside the live record, not after it.
+    drifting = (_started(_drift, store, meta, exchanges, calendar.next_session(exchanges[0], reference))
+                if meta is not None else None)
     if rows.is_empty():
         scored, uni = rows.with_columns(pl.lit(None, pl.Float64).alias("actual")), no_universe
     else:
@@ -237,7 +251,7 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
                                        mu0_t=expected.get("rank_ic_t"))
             if decay.get("alarm_index") is not None:
                 decay["alarm_session"] = str(daily["trade_date"][decay["alarm_index"]])
-        drift = _drift(store, meta, exchanges, calendar.next_session(exchanges[0], reference))
+        drift = drifting.result()
     else:
         warnings.append(f"the run folder of the active model {active} was removed: its predictions are still "
                         "scored, without an expectation to compare them with")
