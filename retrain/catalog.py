@@ -7,13 +7,14 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
 
 from retrain import queries
 from retrain.schema import BAR_SCHEMA, SYMBOL_SCHEMA
 
 if TYPE_CHECKING:
+    import duckdb
+
     from retrain.store import Store
 
 
@@ -24,6 +25,8 @@ def connect(store: Store) -> duckdb.DuckDBPyConnection:
     features = [f for v in store.table_versions("features") for f in store.table_files("features", v)]
     symbols = [store.symbols_path] if store.symbols_path.exists() else []
     store.verify_files(bars + features + symbols)
+    import duckdb  # here: most commands never need it (about 0.1 s of start-up)
+
     con = duckdb.connect(":memory:")
     files = bars
     if files:

@@ -86,6 +86,14 @@ def files(artifacts_dir: str | os.PathLike, since: dt.date | None = None,
     return out
 
 
+def span(artifacts_dir: str | os.PathLike, since: dt.date | None = None,
+         until: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
+    """(first, last) session of the journal files of sessions in [since, until] (from their
+    folder names: nothing is read), or None when there are none."""
+    days = [dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in files(artifacts_dir, since, until)]
+    return (min(days), max(days)) if days else None
+
+
 def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.date | None = None,
          until: dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
     """(the journal's rows, of ``scope`` and sessions in [since, until]; a warning per

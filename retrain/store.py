@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import polars as pl
 
 from retrain import checksums
@@ -151,6 +150,8 @@ class Store:
             return pl.DataFrame(schema=_STATS_SCHEMA)
         self.verify_files(files, footer_only=True)  # only the footers are read here
         listing = ", ".join(f"'{sql_str(p)}'" for p in files)
+        import duckdb  # here: most commands never need it (about 0.1 s of start-up)
+
         rows = duckdb.sql(
             f"SELECT file_name, path_in_schema, stats_min_value, stats_max_value, stats_null_count, row_group_num_rows "
             f"FROM parquet_metadata([{listing}]) WHERE path_in_schema IN ('date', 'ingest_id', '_n')"

@@ -194,6 +194,9 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     last = {e: as_of.last_complete_session(e) for e in exchanges}
     reference = min(last.values())
     limit = settings.section("monitor")["max_model_age_days"]
+    # The realized returns of the journal's sessions are read beside the journal itself.
+    days = journal.span(settings.artifacts_dir, since, max(last.values()))
+    realizing = _started(realized, store, exchanges, *days) if days else None
     rows, warnings = journal.read(settings.artifacts_dir, scope, since, max(last.values()))
     rows = _complete(rows.filter(pl.col("feature_version") == version), last)
     active = registry.active_run(version, scope)
@@ -218,7 +221,7 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     if rows.is_empty():
         scored, uni = rows.with_columns(pl.lit(None, pl.Float64).alias("actual")), no_universe
     else:
-        actual = realized(store, exchanges, rows["trade_date"].min(), rows["trade_date"].max())
+        actual = realizing.result()  # its sessions cover the rows' (the rows come from those files)
         scored, uni = _scored(rows, actual), universe(actual.rename({"actual": "intraday_return"}))
     # the active run's live sessions: after its training data, each scored once
     mine = scored.filter(pl.col("run_id") == active)
