@@ -664,10 +664,10 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
             # The final model depends on neither the CV nor the record: it is fitted in the
             # background while they (and the report's plots of the record) are done, and waited
-            # for before the gate, which may train blocks of its own.
-            # Blocks the record has no key of are trained now (a block stored under its key is
-            # reused or predicted again, unless its training rows changed: rare, and then only
-            # slower); the final fit goes first, paired with the first of them.
+            # for before the gate, which may train blocks of its own. It runs alone on every
+            # thread unless blocks are to be trained: those the record has no key of (a block
+            # stored under its key is reused or predicted again, unless its training rows
+            # changed: rare, and then only slower). Then it goes first, paired with the first.
             alone = all(b.key in stored for b in [*folds, *blocks])
             with fits_in_pairs(cfg) as fits:
                 final = fits.final(rows, columns, cfg, alone)
