@@ -264,12 +264,14 @@ def _feature_window(store: Store, exchange: str, version: str, first_t: dt.date,
     last_month = last_t.strftime("%Y-%m")
     margin = MARGIN_SESSIONS
     columns = feat.input_columns(version, BAR_SCHEMA)
+    first_bar = store.date_span(exchange)[0]
     while True:
         start = feat.window_start(exchange, first_t, margin)
         first_month = start.strftime("%Y-%m")
         bars = store.read_months(exchange, [m for m in months if first_month <= m <= last_month], columns=columns)
         tight = bars.filter(pl.col("date") >= start)
-        if not feat.truncated(tight, first_t, exchange):
+        # From the exchange's first bar on, no window can be cut short: there is nothing before.
+        if start <= first_bar or not feat.truncated(tight, first_t, exchange):
             bars = tight
             break
         if first_month <= months[0] or not feat.truncated(bars, first_t, exchange) or margin > 100_000:
