@@ -70,6 +70,14 @@ def _bar_file(bars: pl.DataFrame, presorted: bool = False) -> pl.DataFrame:
     return bars if presorted else bars.sort(["symbol", "date"])
 
 
+def _month_stats(month: str, bars: pl.DataFrame) -> dict:
+    """A month file's row of ``Store.file_stats`` from the (non-empty) bars written to it."""
+    row = bars.select(pl.col("date").min().alias("first"), pl.col("date").max().alias("last"),
+                      pl.col("ingest_id").max().fill_null(0).cast(pl.Int64).alias("max_ingest_id"),
+                      pl.col("_n").null_count().cast(pl.Int64).alias("stale"), pl.len().cast(pl.Int64).alias("rows"))
+    return {"month": month, **row.row(0, named=True)}
+
+
 def new_batch_id() -> int:
     """A fresh, increasing ingest batch id (nanoseconds since the epoch)."""
     return time.time_ns()
@@ -461,9 +469,16 @@ class Store:
         atomic_write_parquet(_bar_file(bars, presorted), self.partition_path(exchange, month))
 
     def write_partitions(self, exchange: str, parts: dict[str, pl.DataFrame], presorted: bool = False) -> None:
-        """Write several month files of one exchange (each atomically) on a few threads."""
+        """Write several month files of one exchange (each atomically) on a few threads. The
+        exchange's ``file_stats``, if remembered, are brought up to date from the frames written
+        (what their footers will say), not read again."""
         self._require_lock()
+        known = self._stats.get(exchange)
         parallel_map(lambda item: self.write_partition(exchange, *item, presorted=presorted), list(parts.items()))
+        if known is not None and all(part.height for part in parts.values()):
+            written = pl.DataFrame([_month_stats(month, part) for month, part in parts.items()], schema=_STATS_SCHEMA)
+            self._stats[exchange] = (pl.concat([known.filter(~pl.col("month").is_in(list(parts))), written])
+                                     .sort("month"))
 
     def delete_partition(self, exchange: str, month: str) -> None:
         """Delete one month file of one exchange (a removal left it without bars)."""

@@ -34,6 +34,26 @@ def test_partition_layout_one_file_per_exchange_month(store):
                      "day_symbol/exchange=NYSE/month=2024-02/data.parquet"]
 
 
+def test_footer_stats_remembered_across_writes_are_what_the_footers_say(store, monkeypatch):
+    from retrain import steps
+
+    reads = []
+    read = store._read_file_stats
+    monkeypatch.setattr(store, "_read_file_stats", lambda exchange: reads.append(exchange) or read(exchange))
+    with store.lock("test"):
+        store.upsert_bars(pl.concat([_bars("A", [D(2024, 1, 2), D(2024, 1, 3), D(2024, 2, 1)]),
+                                     _bars("B", [D(2024, 2, 1), D(2024, 2, 2)])]))
+        assert store.file_stats("NYSE")["stale"].to_list() == [2, 3]  # remembered from here on
+        steps.indicators(store, ["NYSE"])  # rewrites both months, with indicators: stale 0
+        store.upsert_bars(_bars("A", [D(2024, 3, 1)]))  # an ingest forgets them: read again
+        store.file_stats("NYSE")
+        steps.indicators(store, ["NYSE"])  # rewrites March only
+    remembered = store.file_stats("NYSE")
+    assert len(reads) == 2  # the footers were read after each ingest, not after the indicators' writes
+    assert remembered["stale"].to_list() == [0, 0, 0] and remembered["rows"].to_list() == [2, 3, 1]
+    assert remembered.equals(Store(store.root).file_stats("NYSE"))  # what a fresh read of the footers gives
+
+
 def test_exception_mid_write_leaves_previous_partition(store, monkeypatch):
     with store.lock("test"):
         store.upsert_bars(_bars("A", [D(2024, 1, 2)]))
