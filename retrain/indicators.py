@@ -177,7 +177,10 @@ def compute_chunk(bars: pl.DataFrame, carry: pl.DataFrame | None = None) -> tupl
 
 
 # ------------------------------------------------------------ incremental window
-def _flags(bars: pl.DataFrame) -> pl.DataFrame:
+FLAGS = ["_stale", "_before_stale", "_anchor", "_has_anchor", "_touched"]
+
+
+def flags(bars: pl.DataFrame) -> pl.DataFrame:
     """``bars`` (one exchange, a window of months) sorted by symbol, date, with: ``_stale`` (the
     bar or an earlier one in the window lacks indicators), ``_anchor`` (the computed bar just
     before a symbol's first stale one), ``_has_anchor`` (that bar can seed the rest: its state
@@ -195,21 +198,19 @@ def _flags(bars: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def without_anchor(bars: pl.DataFrame) -> list[str]:
-    """Symbols of ``bars`` (a window of months) with stale bars and no anchor in the window:
-    ``update_window`` needs their whole earlier history."""
-    flagged = _flags(bars)
+def without_anchor(flagged: pl.DataFrame) -> list[str]:
+    """Symbols of ``flagged`` (``flags`` of a window of months) with stale bars and no anchor in
+    the window: ``update_window`` needs their whole earlier history."""
     return flagged.filter(pl.col("_touched") & ~pl.col("_has_anchor"))["symbol"].unique().sort().to_list()
 
 
-def update_window(bars: pl.DataFrame, history: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
-    """Recompute the stale symbols of ``bars`` (a window of months of one exchange): from the
-    anchor before each one's first stale bar, or, for the symbols ``without_anchor`` names, from
-    their first bar, with ``history`` holding their bars before the window. Returns (every bar of
-    the window, without ``exchange``, with a ``_recomputed`` flag; the number of symbols
-    recomputed)."""
-    flagged = _flags(bars)
-    bars = by_symbol(bars)
+def update_window(flagged: pl.DataFrame, history: pl.DataFrame | None = None) -> tuple[pl.DataFrame, int]:
+    """Recompute the stale symbols of ``flagged`` (``flags`` of a window of months of one
+    exchange): from the anchor before each one's first stale bar, or, for the symbols
+    ``without_anchor`` names, from their first bar, with ``history`` holding their bars before
+    the window. Returns (every bar of the window, without ``exchange``, with a ``_recomputed``
+    flag; the number of symbols recomputed)."""
+    bars = flagged.drop(FLAGS)  # sorted by symbol, date
     stale_symbols = flagged.filter(pl.col("_touched")).select("symbol").unique()
     anchored = flagged.filter(pl.col("_touched") & pl.col("_has_anchor") & (pl.col("_stale") | pl.col("_anchor")))
     no_anchor = flagged.filter(pl.col("_touched") & ~pl.col("_has_anchor")).select("symbol").unique()

@@ -103,11 +103,11 @@ def indicators(store: Store, exchanges: list[str], force: bool = False, progress
             else:
                 first = months.index(stale[0])
                 window = months[max(0, first - 2):]  # two months before: room for each symbol's anchor
-                bars = store.read_months(exchange, window)
-                missing = ind.without_anchor(bars)
+                flagged = ind.flags(store.read_months(exchange, window))
+                missing = ind.without_anchor(flagged)
                 history = (store.read_months(exchange, months[:max(0, first - 2)], symbols=missing)
                            if missing else None)
-                done, n_symbols = ind.update_window(bars, history)
+                done, n_symbols = ind.update_window(flagged, history)
                 # Rewrite only months from the first stale one on; earlier months are unchanged.
                 todo = {m: part for m, part in split_by_month(done, "date").items() if m >= stale[0]}
                 writer.submit(store.write_partitions, exchange, todo)
