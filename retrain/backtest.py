@@ -236,7 +236,8 @@ def plan_blocks(sessions: list[dt.date], ids: list[int], tcfg: training.TrainCon
 
 
 def predict_block(data: pl.DataFrame, x: np.ndarray, y: np.ndarray, dates: np.ndarray, block: Block,
-                  tcfg: training.TrainConfig, columns: list[str], model_text: str | None = None) -> tuple[pl.DataFrame, str]:
+                  tcfg: training.TrainConfig, columns: list[str], model_text: str | None = None,
+                  stop=None) -> tuple[pl.DataFrame, str]:
     """The block's out-of-sample predictions: ``training.fit_window`` on its training window,
     applied to its sessions; or, with ``model_text`` (the stored model of the same
     ``model_fingerprint``), that model applied to them, which gives the same predictions without
@@ -245,7 +246,7 @@ def predict_block(data: pl.DataFrame, x: np.ndarray, y: np.ndarray, dates: np.nd
     import lightgbm as lgb
 
     if model_text is None:
-        model, rounds = training.fit_window(x, y, dates, list(block.train), tcfg, columns)
+        model, rounds = training.fit_window(x, y, dates, list(block.train), tcfg, columns, stop=stop)
         model_text = model.model_to_string(num_iteration=rounds)
     model = lgb.Booster(model_str=model_text)
     rounds = model.current_iteration()

@@ -433,6 +433,7 @@ class Fits:
 
     def __init__(self, tcfg: training.TrainConfig):
         import os
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self.configured = int(tcfg.lgb_params().get("num_threads") or 0)
@@ -440,18 +441,22 @@ class Fits:
         self.half = max(1, threads // 2)
         self.cfg = dataclasses.replace(tcfg, params={**tcfg.params, "num_threads": self.half})
         self.paired = threads >= 2
+        self.stop = threading.Event()  # set: the fits give up between two boosting rounds
         self._pool = ThreadPoolExecutor(2 if self.paired else 1, thread_name_prefix="retrain-fit")
 
-    def text(self, text: str) -> str:
-        """A model's text as a fit on the configured threads writes it."""
-        return text.replace(f"\n[num_threads: {self.half}]\n", f"\n[num_threads: {self.configured}]\n", 1)
+    def text(self, text: str, threads: int | None = None) -> str:
+        """A model's text (fitted on ``threads``, half the configured by default) as a fit on the
+        configured threads writes it."""
+        threads = self.half if threads is None else threads
+        return text.replace(f"\n[num_threads: {threads}]\n", f"\n[num_threads: {self.configured}]\n", 1)
 
     def block(self, prep: Prepared, block, columns: list[str]):
         """The future of ``backtest.predict_block`` of a block to train."""
         from retrain import backtest as bt
 
         def fit():
-            frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, block, self.cfg, columns)
+            frame, text = bt.predict_block(prep.data, prep.x, prep.y, prep.dates, block, self.cfg, columns,
+                                           stop=self.stop)
             return frame, self.text(text)
         return self._pool.submit(fit)
 
@@ -459,14 +464,22 @@ class Fits:
         """The future of ``training.fit_final`` of a training window's rows: on every configured
         thread when it is to run ``alone`` (no block is to be trained beside it: the caller's
         own work, mostly single-threaded, takes less from it than half the threads would), else
-        on half of them, paired with the blocks."""
+        on half of them, paired with the blocks. Either way the model comes back loaded from its
+        text as the configured threads write it, with its best iteration, scores and parameters:
+        the same object, and the same model.joblib, whatever the record's state."""
         def fit():
+            import copy
+
             import lightgbm as lgb
 
-            model, rounds, seconds = training.fit_final(rows, tcfg if alone else self.cfg, columns)
-            if not alone and self.half != self.configured:
-                model = lgb.Booster(model_str=self.text(model.model_to_string(num_iteration=-1)))
-            return model, rounds, seconds
+            cfg = tcfg if alone else self.cfg
+            model, rounds, seconds = training.fit_final(rows, cfg, columns, stop=self.stop)
+            threads = cfg.lgb_params().get("num_threads")
+            text = self.text(model.model_to_string(num_iteration=-1), threads)
+            loaded = lgb.Booster(model_str=text)
+            loaded.best_iteration, loaded.best_score = model.best_iteration, copy.deepcopy(model.best_score)
+            loaded.params = {**model.params, "num_threads": self.configured}
+            return loaded, rounds, seconds
         return self._pool.submit(fit)
 
     def close(self) -> None:
@@ -475,10 +488,14 @@ class Fits:
 
 @contextlib.contextmanager
 def fits_in_pairs(tcfg: training.TrainConfig) -> Iterator[Fits]:
-    """A ``Fits`` for the block; leaving it waits for the fits running and cancels the rest."""
+    """A ``Fits`` for the block; leaving it waits for the fits running and cancels the rest,
+    and an error (or Ctrl-C) in the block gives the running fits up at their next round."""
     fits = Fits(tcfg)
     try:
         yield fits
+    except BaseException:
+        fits.stop.set()
+        raise
     finally:
         fits.close()
 

@@ -111,7 +111,7 @@ class Store:
     def __init__(self, data_dir: str | os.PathLike):
         self.root = Path(data_dir)
         self._lock_depth = 0
-        self._stats: dict[str, pl.DataFrame] = {}  # file_stats per exchange, dropped on bar writes
+        self._stats: dict[str, pl.DataFrame] = {}  # file_stats per exchange (write_partitions keeps them up to date)
 
     # ----------------------------------------------------------------- paths
     @property
@@ -147,7 +147,8 @@ class Store:
     def file_stats(self, exchange: str) -> pl.DataFrame:
         """Per month file of ``exchange``, from Parquet footers only (no data read): month,
         min/max date, max ingest_id, how many bars lack indicators (``_n`` null), and bars (rows).
-        Remembered until this Store writes bars again."""
+        Remembered: ``write_partitions`` brings them up to date, any other bar write (an ingest,
+        a single month, a removal) has them read again."""
         if exchange not in self._stats:
             self._stats[exchange] = self._read_file_stats(exchange)
         return self._stats[exchange]

@@ -140,22 +140,34 @@ class TrainResult:
     seconds: dict = field(default_factory=dict)  # wall time of the final fit
 
 
+class Stopped(Exception):
+    """A fit given up between two boosting rounds: whoever would use it has failed already."""
+
+
+def _stopper(stop):
+    """A LightGBM callback that gives the fit up once ``stop`` (a threading.Event) is set."""
+    def check(env) -> None:
+        if stop.is_set():
+            raise Stopped
+    return check
+
+
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
-              valid: tuple[np.ndarray, np.ndarray] | None = None):
+              valid: tuple[np.ndarray, np.ndarray] | None = None, stop=None):
     import lightgbm as lgb
 
     cats = [c for c in columns if c in CATEGORICAL]
     train = lgb.Dataset(x, y, feature_name=columns, categorical_feature=cats, free_raw_data=False)
-    callbacks = []
+    callbacks = [] if stop is None else [_stopper(stop)]
     sets = []
     if valid is not None:
         sets = [lgb.Dataset(valid[0], valid[1], reference=train, feature_name=columns, categorical_feature=cats)]
-        callbacks = [lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)]
+        callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
     return lgb.train(cfg.lgb_params(), train, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
 
 
 def fit_window(x: np.ndarray, y: np.ndarray, dates: np.ndarray, sessions: list[dt.date], cfg: TrainConfig,
-               columns: list[str]):
+               columns: list[str], stop=None):
     """THE routine: fit a model on the rows of ``sessions`` (one training window, oldest first).
 
     The window's time-ordered tail (``validation_fraction`` of its sessions, after an embargo
@@ -166,15 +178,17 @@ def fit_window(x: np.ndarray, y: np.ndarray, dates: np.ndarray, sessions: list[d
 
     CV folds, backtest blocks, the promotion replay and the final model all call this, so every
     out-of-sample figure measures exactly the routine that produced the saved model.
-    Returns (model, rounds): predict with ``num_iteration=rounds``."""
+    Returns (model, rounds): predict with ``num_iteration=rounds``. ``stop``: a threading.Event
+    that gives the fit up between two rounds (``Stopped``) once set."""
     fit_s, valid_s = split_validation(sessions, cfg.validation_fraction, cfg.embargo)
     in_fit = session_mask(dates, fit_s)
     if in_fit.any():
         in_valid = session_mask(dates, valid_s)
-        model = fit_model(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, (x[in_valid], y[in_valid]))
+        model = fit_model(x[in_fit], y[in_fit], cfg, columns, cfg.num_boost_round, (x[in_valid], y[in_valid]),
+                          stop=stop)
     else:
         rows = session_mask(dates, sessions)
-        model = fit_model(x[rows], y[rows], cfg, columns, cfg.num_boost_round)
+        model = fit_model(x[rows], y[rows], cfg, columns, cfg.num_boost_round, stop=stop)
     return model, int(model.best_iteration or cfg.num_boost_round)
 
 
@@ -254,13 +268,13 @@ def fold_metrics(fold: int, frame: pl.DataFrame, train: list[dt.date], train_row
     return m
 
 
-def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str]) -> tuple[Any, int, float]:
+def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str], stop=None) -> tuple[Any, int, float]:
     """(model, rounds, seconds of the fit): the routine (``fit_window``) on ``df``, the prepared
     rows of a training window."""
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
     sessions = sorted(set(df["trade_date"].to_list()))
     started = time.perf_counter()
-    final, rounds = fit_window(x, y, df["trade_date"].to_numpy(), sessions, cfg, columns)
+    final, rounds = fit_window(x, y, df["trade_date"].to_numpy(), sessions, cfg, columns, stop=stop)
     return final, rounds, round(time.perf_counter() - started, 3)
 
 

@@ -194,12 +194,12 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     last = {e: as_of.last_complete_session(e) for e in exchanges}
     reference = min(last.values())
     limit = settings.section("monitor")["max_model_age_days"]
+    active = registry.active_run(version, scope)
     # The realized returns of the journal's sessions are read beside the journal itself.
-    days = journal.span(settings.artifacts_dir, since, max(last.values()))
+    days = journal.span(settings.artifacts_dir, since, max(last.values())) if active is not None else None
     realizing = _started(realized, store, exchanges, *days) if days else None
     rows, warnings = journal.read(settings.artifacts_dir, scope, since, max(last.values()))
     rows = _complete(rows.filter(pl.col("feature_version") == version), last)
-    active = registry.active_run(version, scope)
     flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
     no_universe = pl.DataFrame(schema={"trade_date": pl.Date, "universe_return": pl.Float64})
     if active is None:
@@ -221,7 +221,11 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     if rows.is_empty():
         scored, uni = rows.with_columns(pl.lit(None, pl.Float64).alias("actual")), no_universe
     else:
-        actual = realizing.result()  # its sessions cover the rows' (the rows come from those files)
+        lo, hi = rows["trade_date"].min(), rows["trade_date"].max()
+        # A journal file written between the listing and the read (a `retrain predict` meanwhile)
+        # may fall outside the sessions read beside: then they are read for these rows.
+        actual = (realizing.result() if realizing is not None and days[0] <= lo and hi <= days[1]
+                  else realized(store, exchanges, lo, hi))
         scored, uni = _scored(rows, actual), universe(actual.rename({"actual": "intraday_return"}))
     # the active run's live sessions: after its training data, each scored once
     mine = scored.filter(pl.col("run_id") == active)

@@ -7,14 +7,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import json
 
+import joblib
 import numpy as np
 import polars as pl
 import pytest
 
 from retrain import backtest as bt
-from retrain import pipeline, sample
+from retrain import pipeline, sample, training
 from retrain.config import load_settings
 from retrain.record import RecordStore
 from retrain.store import Store
@@ -235,3 +237,24 @@ def test_the_final_model_fitted_beside_blocks_is_the_one_fitted_alone(small):
     text = p_model.model_to_string(num_iteration=-1)
     assert p_rounds == a_rounds and text == a_model.model_to_string(num_iteration=-1)
     assert "\n[num_threads: 2]\n" in text  # as a fit on the configured threads writes it
+    assert p_model.best_iteration == a_model.best_iteration == p_rounds and p_model.params["num_threads"] == 2
+    saved = []
+    for model in (p_model, a_model):  # model.joblib is the same whatever the record's state
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer)
+        saved.append(buffer.getvalue())
+    assert saved[0] == saved[1]
+
+
+def test_an_error_beside_the_fits_gives_them_up_at_their_next_round(small):
+    store, root = small
+    cfg = _cfg(min_rows=100, num_boost_round=100_000, early_stopping_rounds=100_000)  # would run for minutes
+    end = pipeline.last_labelled(store, "v1", "ALL")
+    window = pipeline.training_window(store, "v1", "ALL", cfg.training_days, end)
+    columns = pipeline.steps.feature_columns(store, "v1")
+    rows = pipeline.load_frame(store, "v1", "ALL", cfg, window)
+    with pytest.raises(KeyboardInterrupt), pipeline.fits_in_pairs(cfg) as fits:
+        final = fits.final(rows, columns, cfg, alone=True)
+        raise KeyboardInterrupt  # Ctrl-C while the final model is fitted in the background
+    with pytest.raises(training.Stopped):
+        final.result()
