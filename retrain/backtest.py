@@ -108,18 +108,16 @@ def simulate(predictions: pl.DataFrame, cfg: BacktestConfig) -> tuple[pl.DataFra
     net = net_return(picks["actual"].to_numpy(), cfg.side_charge)
     gross = picks.group_by("trade_date", maintain_order=True).agg(pl.col("actual").mean())
     gross = dict(zip(gross["trade_date"].to_list(), gross["actual"].to_list()))
-    starts = dict(zip(*np.unique(days, return_index=True)))
-    counts = dict(zip(*np.unique(days, return_counts=True)))
+    picked, starts, counts = np.unique(days, return_index=True, return_counts=True)  # days with picks, in order
+    slices = {d: (int(lo), int(n)) for d, lo, n in zip(picked, starts, counts)}
     equity = cfg.bankroll
     daily_rows, allocs = [], []
     for day in sessions:
-        key = np.datetime64(day, "D")
-        n = int(counts.get(key, 0))
+        lo, n = slices.get(np.datetime64(day, "D"), (0, 0))
         if n == 0:
             daily_rows.append((day, equity, 0.0, 0.0, 0))
             continue
         alloc = equity / n
-        lo = int(starts[key])
         total = (alloc * net[lo:lo + n]).sum()
         day_ret = float(total / equity)
         equity += float(total)
@@ -131,7 +129,7 @@ def simulate(predictions: pl.DataFrame, cfg: BacktestConfig) -> tuple[pl.DataFra
         return daily, pl.DataFrame(schema={"date": pl.Date, "symbol": pl.String, "exchange": pl.String,
                                            "predicted": pl.Float64, "actual": pl.Float64, "net_return": pl.Float64,
                                            "allocation": pl.Float64, "pnl": pl.Float64})
-    allocation = np.repeat(np.array(allocs, dtype=np.float64), [int(counts[k]) for k in sorted(counts)])
+    allocation = np.repeat(np.array(allocs, dtype=np.float64), counts)
     trades = (picks.select(pl.col("trade_date").alias("date"), "symbol", "exchange", "predicted", "actual")
               .with_columns(pl.Series("net_return", net, pl.Float64), pl.Series("allocation", allocation, pl.Float64),
                             pl.Series("pnl", allocation * net, pl.Float64)))
