@@ -5,7 +5,6 @@ benchmark's own memory to every stage; VmHWM belongs to the new process image on
 
 from __future__ import annotations
 
-import atexit
 import os
 import runpy
 
@@ -26,5 +25,7 @@ def _report() -> None:
 
 
 if __name__ == "__main__":
-    atexit.register(_report)
-    runpy.run_module("retrain.cli", run_name="__main__", alter_sys=True)
+    try:  # the CLI ends its process from an exit handler of its own: the peak is read before
+        runpy.run_module("retrain.cli", run_name="__main__", alter_sys=True)
+    finally:
+        _report()

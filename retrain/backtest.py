@@ -156,8 +156,11 @@ def summarize(daily: pl.DataFrame, trades: pl.DataFrame, bankroll: float, univer
 def universe(labels: pl.DataFrame) -> pl.DataFrame:
     """Equal-weight open-to-close return per session of every labelled symbol in ``labels``
     (trade_date, intraday_return)."""
-    return (labels.group_by("trade_date").agg(pl.col("intraday_return").mean().alias("universe_return"))
-            .sort("trade_date"))
+    # Sorted first: Polars then averages each session's contiguous rows in their order. A hash
+    # grouping gathers a session's rows in an order that varies from call to call on large frames
+    # (~60k rows and up), and so does the last bit of the mean.
+    return (labels.sort("trade_date", maintain_order=True).group_by("trade_date", maintain_order=True)
+            .agg(pl.col("intraday_return").mean().alias("universe_return")))
 
 
 # ------------------------------------------------------------ the block grid

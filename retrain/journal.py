@@ -72,38 +72,51 @@ def files(artifacts_dir: str | os.PathLike, since: dt.date | None = None,
           until: dt.date | None = None) -> list[Path]:
     """Journal files, oldest session first, of sessions in [since, until]."""
     root = folder(artifacts_dir)
-    if not root.is_dir():
+    try:
+        parts = sorted((e.name, e.path) for e in os.scandir(root) if e.name.startswith(f"{PARTITION}=") and e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
     out = []
-    for part in sorted(root.glob(f"{PARTITION}=*")):
+    for name, part in parts:
         try:
-            day = dt.date.fromisoformat(part.name.split("=", 1)[1])
+            day = dt.date.fromisoformat(name.split("=", 1)[1])
         except ValueError:
             continue
         if (since and day < since) or (until and day > until):
             continue
-        out.extend(sorted(part.glob("*.parquet")))
+        out.extend(Path(part) / f for f in sorted(e.name for e in os.scandir(part)
+                                                   if e.name.endswith(".parquet") and e.is_file()))
     return out
 
 
-def span(artifacts_dir: str | os.PathLike, since: dt.date | None = None,
-         until: dt.date | None = None) -> tuple[dt.date, dt.date] | None:
+def span(artifacts_dir: str | os.PathLike, since: dt.date | None = None, until: dt.date | None = None,
+         paths: list[Path] | None = None) -> tuple[dt.date, dt.date] | None:
     """(first, last) session of the journal files of sessions in [since, until] (from their
-    folder names: nothing is read), or None when there are none."""
-    days = [dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in files(artifacts_dir, since, until)]
+    folder names: nothing is read; ``paths``: those files, listed already), or None when there
+    are none."""
+    paths = files(artifacts_dir, since, until) if paths is None else paths
+    days = [dt.date.fromisoformat(p.parent.name.split("=", 1)[1]) for p in paths]
     return (min(days), max(days)) if days else None
 
 
 def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.date | None = None,
-         until: dt.date | None = None) -> tuple[pl.DataFrame, list[str]]:
-    """(the journal's rows, of ``scope`` and sessions in [since, until]; a warning per
-    unreadable file, which is skipped)."""
-    paths = files(artifacts_dir, since, until)
+         until: dt.date | None = None, columns: list[str] | None = None, version: str | None = None,
+         paths: list[Path] | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """(the journal's rows, of ``scope``, feature ``version`` and sessions in [since, until], with
+    ``columns`` only (default: every column of SCHEMA); a warning per unreadable file, which is
+    skipped). ``paths``: the files of those sessions, listed already (``files``)."""
+    paths = files(artifacts_dir, since, until) if paths is None else paths
+    keep = [c for c in SCHEMA if columns is None or c in columns]
+    wanted = [pl.col(c).cast(SCHEMA[c]) for c in keep]
+    where = [pl.col(c) == v for c, v in (("scope", scope), ("feature_version", version)) if v is not None]
     try:  # one parallel read; a file that cannot be read sends it down the careful path below
         for p in paths:
             verified(p)
-        rows = pl.read_parquet(paths, hive_partitioning=False).select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
-        return (rows.filter(pl.col("scope") == scope) if scope is not None else rows), []
+        if not paths:
+            return pl.DataFrame(schema={c: SCHEMA[c] for c in keep}), []
+        found = pl.scan_parquet(paths, hive_partitioning=False).select(
+            [pl.col(c).cast(t) for c, t in SCHEMA.items()])  # every column: a file without one is a bad file
+        return (found.filter(*where) if where else found).select(keep).collect(), []
     except Exception:  # noqa: BLE001 - any failure: read file by file, naming the bad ones
         pass
     frames, warnings = [], []
@@ -117,9 +130,9 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
         except Exception as exc:  # a torn copy, a bad disk, a foreign file: skip it, say so
             warnings.append(f"unreadable prediction journal file {p} ({type(exc).__name__}: {exc}); skipped")
             continue
-        if scope is not None:
-            frame = frame.filter(pl.col("scope") == scope)
-        frames.append(frame)
+        if where:
+            frame = frame.filter(*where)
+        frames.append(frame.select(wanted))
     if not frames:
-        return pl.DataFrame(schema=SCHEMA), warnings
+        return pl.DataFrame(schema={c: SCHEMA[c] for c in keep}), warnings
     return pl.concat(frames), warnings

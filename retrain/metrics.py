@@ -43,14 +43,24 @@ def session_ic(dates: np.ndarray, y: np.ndarray, p: np.ndarray, rank: bool = Fal
     """(sessions in order, correlation of predictions with outcomes in each): Pearson, or
     Spearman with ``rank`` (average ranks for ties). NaN for a session with fewer than two rows
     or no spread on a side. Vectorized over sessions."""
+    days, pearson, spearman = session_ics(dates, y, p, pearson=not rank, spearman=rank)
+    return days, spearman if rank else pearson
+
+
+def session_ics(dates: np.ndarray, y: np.ndarray, p: np.ndarray, pearson: bool = True,
+                spearman: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(sessions in order, Pearson IC, Spearman IC) of each session, as ``session_ic`` computes
+    them, in one grouping (None for the one not asked for)."""
     import polars as pl
 
     frame = pl.DataFrame({"d": np.asarray(dates), "y": np.asarray(y, float), "p": np.asarray(p, float)})
-    if rank:
-        frame = frame.with_columns(pl.col("y", "p").rank("average").over("d"))
-    out = (frame.group_by("d").agg(pl.corr("p", "y").alias("c"), pl.len().alias("n")).sort("d")
-           .with_columns(pl.when(pl.col("n") >= 2).then(pl.col("c")).otherwise(None).fill_null(float("nan"))))
-    return out["d"].to_numpy(), out["c"].to_numpy()
+    ranked = pl.corr(pl.col("p").rank("average"), pl.col("y").rank("average"))  # ranked within each session
+    corr = {**({"c": pl.corr("p", "y")} if pearson else {}), **({"rc": ranked} if spearman else {})}
+    out = (frame.group_by("d").agg(*(e.alias(c) for c, e in corr.items()), pl.len().alias("n")).sort("d")
+           .with_columns(pl.when(pl.col("n") >= 2).then(pl.col(c)).otherwise(None).fill_null(float("nan"))
+                         for c in corr))
+    return (out["d"].to_numpy(), out["c"].to_numpy() if pearson else None,
+            out["rc"].to_numpy() if spearman else None)
 
 
 def daily_ic(dates: np.ndarray, y: np.ndarray, p: np.ndarray, rank: bool = False) -> np.ndarray:

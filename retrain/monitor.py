@@ -104,7 +104,8 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = PSI_BINS) -> float
     finite = s[np.searchsorted(s, -np.inf, side="right"):np.searchsorted(s, np.inf, side="left")]
     if len(finite) == 0 or len(a) == 0:
         return _NAN
-    edges = np.unique(_quantiles(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    edges = _quantiles(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])  # non-decreasing: equal ones merged
+    edges = edges[np.r_[True, edges[1:] != edges[:-1]]]
     cuts = np.searchsorted(s, edges, side="left")  # values below each edge
     e_counts = np.r_[np.diff(np.r_[0, cuts, len(s)]), len(e) - len(s)]
     a_bin = np.where(np.isnan(a), len(edges) + 1, np.searchsorted(edges, a, side="right"))
@@ -145,7 +146,8 @@ def _psi_series(expected: pl.Series, actual: pl.Series) -> float:
     expected, actual = (x.fill_nan(None) if x.dtype.is_float() else x for x in (expected, actual))
     both = pl.DataFrame({"v": pl.concat([expected.cast(pl.String), actual.cast(pl.String)]),
                          "expected": np.r_[np.ones(expected.len(), bool), np.zeros(actual.len(), bool)]})
-    c = both.group_by("v").agg(pl.col("expected").sum().alias("e"), (~pl.col("expected")).sum().alias("a"))
+    c = (both.group_by("v").agg(pl.col("expected").sum().alias("e"), (~pl.col("expected")).sum().alias("a"))
+         .sort("v", nulls_last=True))  # one order of the categories: the same sum, bit for bit, every run
     return _psi_from_counts(c["e"].to_numpy().astype(float), c["a"].to_numpy().astype(float))
 
 
@@ -201,9 +203,10 @@ def psi_noise_permuted(expected: pl.Series, actual: pl.Series, categorical: bool
     step = max(1, PERMUTED_CELLS // pooled.len())  # splits drawn and scored together
     for first in range(0, rounds, step):
         idx = np.stack([rng.permutation(pooled.len()) for _ in range(min(step, rounds - first))])
-        if categorical:
-            values += [_psi_from_counts(np.bincount(codes[i[:n]], minlength=k).astype(float),
-                                        np.bincount(codes[i[n:]], minlength=k).astype(float)) for i in idx]
+        if categorical:  # every split's counts at once: split r's codes are offset into counts r*k..r*k+k-1
+            split = codes[idx] + (np.arange(len(idx)) * k)[:, None]
+            values += list(_psi_from_counts(*(np.bincount(part.ravel(), minlength=len(idx) * k).reshape(len(idx), k)
+                                              .astype(float) for part in (split[:, :n], split[:, n:]))))
         else:
             values += list(psi_rows(values_[idx[:, :n]], values_[idx[:, n:]]))
     values = np.asarray(values, dtype=float)
@@ -257,9 +260,7 @@ def feature_drift(train: pl.DataFrame, recent: pl.DataFrame, columns: list[str],
 def _session_ic(p: pl.DataFrame) -> pl.DataFrame:
     """trade_date, ic (Pearson), rank_ic (Spearman) per session, with metrics.daily_ic's rules
     (NaN for a session with fewer than two rows or no spread)."""
-    args = (p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy())
-    days, ic = metrics.session_ic(*args)
-    _, ric = metrics.session_ic(*args, rank=True)
+    days, ic, ric = metrics.session_ics(p["trade_date"].to_numpy(), p["actual"].to_numpy(), p["predicted"].to_numpy())
     return pl.DataFrame({"trade_date": days, "ic": ic, "rank_ic": ric},
                         schema={"trade_date": pl.Date, "ic": pl.Float64, "rank_ic": pl.Float64})
 

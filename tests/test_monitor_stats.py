@@ -166,6 +166,24 @@ def test_psi_rows_is_psi_row_by_row(kind):
         assert got[~np.isnan(want)] == pytest.approx(want[~np.isnan(want)], rel=1e-13, abs=1e-15)
 
 
+def test_categorical_permutation_bound_is_the_split_by_split_psi():
+    """The categorical bound counts every split's categories in one bincount: the same PSI per
+    split, bit for bit, as counting split by split (the same seeded permutations)."""
+    rng = np.random.default_rng(2)
+    expected = pl.Series(rng.choice(["mon", "tue", "wed", None], size=700).tolist())
+    actual = pl.Series(rng.choice(["mon", "tue", "wed", "thu"], size=90).tolist())
+    pooled = pl.concat([expected, actual]).fill_null("\0")
+    codes = np.unique(pooled.to_numpy(), return_inverse=True)[1].ravel()
+    k, n, perm = int(codes.max()) + 1, expected.len(), np.random.default_rng(0)
+    step = max(1, mo.PERMUTED_CELLS // pooled.len())
+    values = []
+    for first in range(0, mo.PERMUTATIONS, step):
+        for i in [perm.permutation(pooled.len()) for _ in range(min(step, mo.PERMUTATIONS - first))]:
+            values.append(mo._psi_from_counts(np.bincount(codes[i[:n]], minlength=k).astype(float),
+                                              np.bincount(codes[i[n:]], minlength=k).astype(float)))
+    assert mo.psi_noise_permuted(expected, actual, categorical=True) == float(np.quantile(values, mo.NOISE_LEVEL))
+
+
 def test_a_market_wide_feature_over_few_sessions_is_within_noise_not_drift():
     """One value per session: 20 recent sessions against 60 give PSIs above 0.25 with nothing
     moved; the noise bound keeps them from being called drift, while a real shift is still seen."""
