@@ -104,8 +104,18 @@ def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -
 _JOURNAL_COLUMNS = ["trade_date", "exchange", "symbol", "predicted", "run_id", "avg_dollar_volume_20"]
 
 
+def _realized_universe(store: Store, exchanges: list[str], start: dt.date,
+                       end: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``realized`` returns of [start, end], and their universe return per session."""
+    actual = realized(store, exchanges, start, end)
+    return actual, universe(actual.rename({"actual": "intraday_return"}))
+
+
 def _complete(frame: pl.DataFrame, last: dict[str, dt.date]) -> pl.DataFrame:
     """Rows of sessions complete as of the clock, per exchange (``last``: last complete session)."""
+    if frame.is_empty() or (frame["trade_date"].max() <= min(last.values())
+                            and frame["exchange"].is_in(list(last)).all()):
+        return frame  # every row's session is complete (the usual case): nothing to filter
     cut = pl.col("exchange").replace_strict(last, default=None, return_dtype=pl.Date)
     return frame.filter(pl.col("trade_date") <= cut)
 
@@ -117,13 +127,13 @@ def _scored(rows: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
     the three columns, two of them strings, takes twice the memory and a third more time."""
     if rows.is_empty():
         return rows.with_columns(pl.lit(None, pl.Float64).alias("actual"))
-    symbols = pl.Enum(pl.concat([rows["symbol"].unique(), actual["symbol"].unique()]).unique().sort())
-    exchanges = {e: i for i, e in enumerate(sorted(set(rows["exchange"].unique()) | set(actual["exchange"].unique())))}
+    # codes of the realized side's symbols and exchanges: a row with another has no match (null key)
+    symbols = pl.Enum(actual["symbol"].drop_nulls().unique().sort())
+    exchanges = {e: i for i, e in enumerate(sorted(actual["exchange"].drop_nulls().unique()))}
     width = max(1, len(symbols.categories))
-
-    key = (((pl.col("trade_date").cast(pl.Int64) * len(exchanges)
-             + pl.col("exchange").replace_strict(exchanges, return_dtype=pl.Int64)) * width
-           + pl.col("symbol").cast(symbols).to_physical().cast(pl.Int64)).alias("_key"))
+    key = (((pl.col("trade_date").cast(pl.Int64) * max(1, len(exchanges))
+             + pl.col("exchange").replace_strict(exchanges, default=None, return_dtype=pl.Int64)) * width
+           + pl.col("symbol").cast(symbols, strict=False).to_physical().cast(pl.Int64)).alias("_key"))
     left, right = rows.select(key), actual.select(key, pl.col("actual").cast(pl.Float64))
     return rows.with_columns(left.join(right, on="_key", how="left", maintain_order="left")["actual"])
 
@@ -183,6 +193,19 @@ def _drift(store: Store, meta: dict, exchanges: list[str], reference: dt.date) -
                                  session="_session")
 
 
+def _expected_record(run_dir: Path, store: Store, exchanges: list[str],
+                     bcfg: BacktestConfig) -> tuple[pl.DataFrame | None, dict | None]:
+    """(daily, expectation) of the run's own out-of-sample record (``_expected_frame``), scored
+    as the live record is; (None, None) when it has none."""
+    frame, source = _expected_frame(run_dir, store, exchanges)
+    if frame is None or frame.is_empty():
+        return None, None
+    # the record's own symbols are its universe (every labelled symbol had a prediction)
+    rec_uni = universe(frame.select("trade_date", pl.col("actual").alias("intraday_return")).drop_nulls())
+    daily, fig = monitor.live_record(frame, rec_uni, bcfg)
+    return daily, monitor.expectation_of(daily, fig, source)
+
+
 def _started(fn, *args) -> Future:
     """``fn(*args)`` running on a thread of its own, beside the caller's work (read-only work:
     if the caller fails first, it finishes unheard)."""
@@ -216,13 +239,15 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     run_dir = registry.runs_dir / active if active is not None else None
     removed = run_dir is not None and not (run_dir / "meta.json").exists()
     meta = registry.run_meta(active) if run_dir is not None and not removed else None
-    # The drift reads rows of its own (features): computed beside everything else, from the start.
+    # The drift and the model's own record read rows of their own (features; its out-of-sample
+    # predictions): computed beside everything else, from the start.
     drifting = (_started(_drift, store, meta, exchanges, calendar.next_session(exchanges[0], reference))
                 if meta is not None else None)
+    expecting = _started(_expected_record, run_dir, store, exchanges, bcfg) if meta is not None else None
     # The realized returns of the journal's sessions are read beside the journal itself.
     listed = journal.files(settings.artifacts_dir, since, max(last.values()))
     days = journal.span(settings.artifacts_dir, paths=listed) if active is not None else None
-    realizing = _started(realized, store, exchanges, *days) if days else None
+    realizing = _started(_realized_universe, store, exchanges, *days) if days else None
     rows, warnings = journal.read(settings.artifacts_dir, scope, columns=_JOURNAL_COLUMNS, version=version, paths=listed)
     rows = _complete(rows, last)
     flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
@@ -243,9 +268,9 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
         lo, hi = rows["trade_date"].min(), rows["trade_date"].max()
         # A journal file written between the listing and the read (a `retrain predict` meanwhile)
         # may fall outside the sessions read beside: then they are read for these rows.
-        actual = (realizing.result() if realizing is not None and days[0] <= lo and hi <= days[1]
-                  else realized(store, exchanges, lo, hi))
-        scored, uni = _scored(rows, actual), universe(actual.rename({"actual": "intraday_return"}))
+        actual, uni = (realizing.result() if realizing is not None and days[0] <= lo and hi <= days[1]
+                       else _realized_universe(store, exchanges, lo, hi))
+        scored = _scored(rows, actual)
     by_run = {run_id: part for (run_id,), part in scored.partition_by("run_id", as_dict=True,
                                                                         maintain_order=True).items()}
     # the active run's live sessions: after its training data, each scored once
@@ -268,12 +293,8 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
         model.update(model_age(meta, reference, exchanges))
         model["promoted_at"] = next((when.isoformat() for when, r in reversed(registry.activations(version, scope))
                                      if r == active), None)
-        frame, source = _expected_frame(run_dir, store, exchanges)
-        if frame is not None and not frame.is_empty():
-            # the record's own symbols are its universe (every labelled symbol had a prediction)
-            rec_uni = universe(frame.select("trade_date", pl.col("actual").alias("intraday_return")).drop_nulls())
-            record_daily, fig = monitor.live_record(frame, rec_uni, bcfg)
-            expected = monitor.expectation_of(record_daily, fig, source)
+        record_daily, expected = expecting.result()
+        if expected is not None:
             decay = monitor.decay_test(daily["rank_ic"].to_numpy(), expected["rank_ic"], expected["rank_ic_std"],
                                        mu0_t=expected.get("rank_ic_t"))
             if decay.get("alarm_index") is not None:
