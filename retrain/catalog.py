@@ -18,13 +18,30 @@ if TYPE_CHECKING:
     from retrain.store import Store
 
 
-def connect(store: Store) -> duckdb.DuckDBPyConnection:
+VIEWS = ("day_symbol", "symbols", "features", "labels")
+_VIEW_FILES = {"day_symbol": "bars", "labels": "bars", "symbols": "symbols", "features": "features"}
+
+
+def views_named(sql: str, views=VIEWS) -> set[str]:
+    """The ``views`` a statement names (as words, any case). Every view if it names none of them
+    (a look at the catalog, such as SHOW TABLES, reads them all)."""
+    import re
+
+    named = {v for v in views if re.search(rf"(?<![\w$]){re.escape(v)}(?![\w$])", sql, re.IGNORECASE)}
+    return named or set(views)
+
+
+def connect(store: Store, used=VIEWS) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the store's views (symbols, day_symbol, features,
-    labels). Every file a view reads is verified against its checksum first (once per process)."""
+    labels). Every file a view of ``used`` reads is verified against its checksum first (once per
+    process); the other views are there, and are not to be read (a statement that names none of
+    them: ``views_named``)."""
+    kinds = {_VIEW_FILES[v] for v in used}
     bars = store.bar_files()
     features = [f for v in store.table_versions("features") for f in store.table_files("features", v)]
     symbols = [store.symbols_path] if store.symbols_path.exists() else []
-    store.verify_files(bars + features + symbols)
+    store.verify_files([*(bars if "bars" in kinds else []), *(features if "features" in kinds else []),
+                        *(symbols if "symbols" in kinds else [])])
     import duckdb  # here: most commands never need it (about 0.1 s of start-up)
 
     con = duckdb.connect(":memory:")

@@ -974,10 +974,12 @@ def query(settings: Settings, sql, fmt):
     from retrain import journal
     from retrain import query as q
 
-    found, warnings = journal.read(settings.artifacts_dir)
+    used = q.views_named(sql)  # the registry and the journal are read for their views only
+    found, warnings = journal.read(settings.artifacts_dir) if "predictions" in used else (None, [])
     for w in warnings:
         click.echo(report.warn(w), err=True)
-    columns, rows = q.run_query(Store(settings.data_dir), sql, runs=_registry(settings).runs(), predictions=found)
+    runs = _registry(settings).runs() if "runs" in used else None
+    columns, rows = q.run_query(Store(settings.data_dir), sql, runs=runs, predictions=found)
     click.echo(q.render(columns, rows, fmt))
 
 

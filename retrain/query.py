@@ -50,14 +50,29 @@ def runs_frame(runs: list[dict]):
     return pl.DataFrame(rows, schema=schema)
 
 
+VIEWS = (*catalog.VIEWS, "runs", "predictions")
+
+
+def views_named(text: str) -> set[str]:
+    """The views of `retrain query` a statement names (every one if it names none of them):
+    the files of the others are not verified, and the registry and the journal are read only
+    for the runs and predictions views."""
+    return catalog.views_named(text, VIEWS)
+
+
 def run_query(store: Store, text: str, runs: list[dict] | None = None,
               predictions=None) -> tuple[list[str], list[tuple]]:
     """Run one or more read-only statements; return the columns and rows of the last one.
-    ``predictions``: the prediction journal's rows (``journal.read``), the `predictions` view."""
-    con = catalog.connect(store)
-    runs_df = runs_frame(runs or [])  # noqa: F841 - registered below by name
-    con.register("_runs", runs_df)
-    con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
+    ``runs``: the registry's runs (the `runs` view); ``predictions``: the prediction journal's
+    rows (``journal.read``), the `predictions` view. The store's files are verified for the views
+    the statement names (``views_named``); runs and predictions are given only when it names
+    them, or names no view."""
+    used = views_named(text)
+    con = catalog.connect(store, [v for v in catalog.VIEWS if v in used])
+    if runs is not None or "runs" in used:
+        runs_df = runs_frame(runs or [])  # noqa: F841 - registered below by name
+        con.register("_runs", runs_df)
+        con.execute("CREATE OR REPLACE VIEW runs AS SELECT * FROM _runs")
     if predictions is not None:
         con.register("_predictions", predictions)
         con.execute("CREATE OR REPLACE VIEW predictions AS SELECT * FROM _predictions")

@@ -369,3 +369,18 @@ def test_registry_writes_record_checksums_inside_run_folders(tmp_path):
         checksums.forget()
         assert checksums.check(folder / name) == ("ok", "")
     assert reg.run_meta(run_id)["run_id"] == run_id
+
+
+# ----------------------------------------------------------------- retrain query
+def test_a_query_verifies_the_files_of_the_views_it_names(copy):
+    """A statement is checked against the files of the views it names: a count over the bars
+    does not wait for (or stop at) a damaged feature file; one that names features stops there."""
+    feat = next((copy / "data/features").rglob("*.parquet"))
+    flip(feat, 12)
+    counted = _invoke(copy, "query", "SELECT count(*) AS n FROM day_symbol", "--format", "csv")
+    assert counted.exit_code == 0, counted.output
+    assert int(counted.stdout.strip().splitlines()[-1]) > 0
+    named = _invoke(copy, "query", "SELECT count(*) FROM features")
+    assert named.exit_code == 1 and f"{feat} is corrupted" in named.output
+    catalog = _invoke(copy, "query", "SHOW TABLES")  # no view named: every view's files are read, so checked
+    assert catalog.exit_code == 1 and f"{feat} is corrupted" in catalog.output

@@ -142,6 +142,19 @@ def test_query_views_and_types(store):
     assert q.render(cols, rows, "csv").splitlines() == ["name,n,last,t", "A Co,2,2024-01-03,BIGINT"]
 
 
+@pytest.mark.parametrize("sql, views", [
+    ("SELECT count(*) FROM day_symbol", {"day_symbol"}),
+    ("select * from DAY_SYMBOL d join Symbols s using (symbol)", {"day_symbol", "symbols"}),
+    ('SELECT * FROM "features" WHERE trade_date > (SELECT max(trade_date) FROM labels)', {"features", "labels"}),
+    ("SELECT run_id FROM runs; SELECT * FROM main.predictions", {"runs", "predictions"}),
+    ("SELECT * FROM day_symbols_extra, features_v2", set(q.VIEWS)),  # longer words name no view
+    ("SHOW TABLES", set(q.VIEWS)),
+    ("SELECT 1", set(q.VIEWS)),
+])
+def test_views_named(sql, views):
+    assert q.views_named(sql) == views
+
+
 @pytest.mark.parametrize("sql", [
     "CREATE TABLE t AS SELECT 1",
     "INSERT INTO day_symbol VALUES (1)",
