@@ -244,8 +244,9 @@ def predict_block(data: pl.DataFrame, x: np.ndarray, y: np.ndarray, dates: np.nd
     ``model_fingerprint``), that model applied to them, which gives the same predictions without
     training again. ``x``/``y``/``dates``: ``data``'s matrix, target and sessions. Returns
     (predictions, the model as LightGBM text, cut at its best iteration)."""
-    import lightgbm as lgb
+    from retrain import lgbm
 
+    lgb = lgbm.load()
     if model_text is None:
         model, rounds = training.fit_window(x, y, dates, list(block.train), tcfg, columns, stop=stop)
         model_text = model.model_to_string(num_iteration=rounds)

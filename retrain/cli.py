@@ -1093,6 +1093,9 @@ def entry() -> None:
     status is main's: 0, the status it exits with, or 1 for an exception that escaped it."""
     import atexit
 
+    from retrain import lgbm
+
+    lgbm.HIDE_PANDAS = True  # this process hands LightGBM NumPy arrays only: lgbm.load
     status = [1]
     atexit.register(_end_process, status)  # registered first: run last
     try:

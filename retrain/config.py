@@ -417,8 +417,11 @@ def _model_extras(extras: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]
 def _lightgbm_refusals(params: dict[str, Any], keys: list[str]) -> list[Problem]:
     """Let LightGBM itself judge ``keys`` of ``params``: a Booster on a 20-row dataset parses and
     checks every parameter. Names each key it refuses (alone, or the combination)."""
-    import lightgbm as lgb
     import numpy as np
+
+    from retrain import lgbm
+
+    lgb = lgbm.load()
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(20, 2))

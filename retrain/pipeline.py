@@ -470,8 +470,9 @@ class Fits:
         def fit():
             import copy
 
-            import lightgbm as lgb
+            from retrain import lgbm
 
+            lgb = lgbm.load()
             cfg = tcfg if alone else self.cfg
             model, rounds, seconds = training.fit_final(rows, cfg, columns, stop=self.stop)
             threads = cfg.lgb_params().get("num_threads")

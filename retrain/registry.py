@@ -487,6 +487,9 @@ class Registry:
                                hint="retrain it on the current features (`retrain train`)")
         import joblib
 
+        from retrain import lgbm
+
+        lgbm.load()  # the pickle's Booster class, imported as the process imports LightGBM
         return LoadedModel(model=joblib.load(io.BytesIO(data)), meta=meta, path=model_path)
 
     def load_active(self, version: str, scope: str, columns: list[str] | None = None) -> LoadedModel:

@@ -154,8 +154,9 @@ def _stopper(stop):
 
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
               valid: tuple[np.ndarray, np.ndarray] | None = None, stop=None):
-    import lightgbm as lgb
+    from retrain import lgbm
 
+    lgb = lgbm.load()
     cats = [c for c in columns if c in CATEGORICAL]
     train = lgb.Dataset(x, y, feature_name=columns, categorical_feature=cats, free_raw_data=False)
     callbacks = [] if stop is None else [_stopper(stop)]
