@@ -160,8 +160,11 @@ def cross_validate(records: RecordStore | None, prep: Prepared, version: str, sc
     out, oos = [], []
 
     def on_block(block, frame, status):
+        # the targets of the block's sessions only: a join that hashes the whole window per fold
+        # took 0.07 s a fold
+        span = targets.filter(pl.col("trade_date").is_between(frame["trade_date"].min(), frame["trade_date"].max()))
         rows = frame.select("trade_date", "exchange", "symbol", pl.col("predicted").alias("prediction")).join(
-            targets, on=["trade_date", "exchange", "symbol"], how="left", maintain_order="left")
+            span, on=["trade_date", "exchange", "symbol"], how="left", maintain_order="left")
         rounds = int(frame["rounds"][0]) if "rounds" in frame.columns else None
         m = training.fold_metrics(len(out) + 1, rows, list(block.train), sum(prep.rows[d] for d in block.train),
                                   rounds, cfg.top_n)
