@@ -34,14 +34,16 @@ def views_named(sql: str, views=VIEWS) -> set[str]:
 def connect(store: Store, used=VIEWS) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the store's views (symbols, day_symbol, features,
     labels). Every file a view of ``used`` reads is verified against its checksum first (once per
-    process); the other views are there, and are not to be read (a statement that names none of
-    them: ``views_named``)."""
+    process). The other views are there, not to be read (a statement that names none of them:
+    ``views_named``): DuckDB reads only their files' footers, to bind them, and those are what
+    is verified of them."""
     kinds = {_VIEW_FILES[v] for v in used}
     bars = store.bar_files()
     features = [f for v in store.table_versions("features") for f in store.table_files("features", v)]
-    symbols = [store.symbols_path] if store.symbols_path.exists() else []
-    store.verify_files([*(bars if "bars" in kinds else []), *(features if "features" in kinds else []),
-                        *(symbols if "symbols" in kinds else [])])
+    by_kind = {"bars": bars, "features": features,
+               "symbols": [store.symbols_path] if store.symbols_path.exists() else []}
+    store.verify_files([f for kind, paths in by_kind.items() if kind in kinds for f in paths])
+    store.verify_files([f for kind, paths in by_kind.items() if kind not in kinds for f in paths], footer_only=True)
     import duckdb  # here: most commands never need it (about 0.1 s of start-up)
 
     con = duckdb.connect(":memory:")

@@ -372,11 +372,22 @@ def test_registry_writes_record_checksums_inside_run_folders(tmp_path):
 
 
 # ----------------------------------------------------------------- retrain query
+def _flip_byte(path: Path, offset: int) -> None:
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    checksums.forget()
+
+
 def test_a_query_verifies_the_files_of_the_views_it_names(copy):
-    """A statement is checked against the files of the views it names: a count over the bars
-    does not wait for (or stop at) a damaged feature file; one that names features stops there."""
+    """A statement is checked against the files of the views it names; of the other views DuckDB
+    reads only the footers (to bind them), and only those are checked. A count over the bars does
+    not wait for (or stop at) a feature file damaged in its data; one that names features stops
+    there, and so does any statement when the damage is in the footer."""
     feat = next((copy / "data/features").rglob("*.parquet"))
-    flip(feat, 12)
+    _flip_byte(feat, 64)  # in the first column chunk's data
     counted = _invoke(copy, "query", "SELECT count(*) AS n FROM day_symbol", "--format", "csv")
     assert counted.exit_code == 0, counted.output
     assert int(counted.stdout.strip().splitlines()[-1]) > 0
@@ -384,3 +395,7 @@ def test_a_query_verifies_the_files_of_the_views_it_names(copy):
     assert named.exit_code == 1 and f"{feat} is corrupted" in named.output
     catalog = _invoke(copy, "query", "SHOW TABLES")  # no view named: every view's files are read, so checked
     assert catalog.exit_code == 1 and f"{feat} is corrupted" in catalog.output
+    _flip_byte(feat, 64)  # mended
+    _flip_byte(feat, feat.stat().st_size - 40)  # in the footer (the file's metadata)
+    footer = _invoke(copy, "query", "SELECT count(*) AS n FROM day_symbol")
+    assert footer.exit_code == 1 and f"{feat} is corrupted" in footer.output
