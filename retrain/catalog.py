@@ -18,13 +18,16 @@ if TYPE_CHECKING:
     from retrain.store import Store
 
 
-VIEWS = ("day_symbol", "symbols", "features", "labels")
-_VIEW_FILES = {"day_symbol": "bars", "labels": "bars", "symbols": "symbols", "features": "features"}
+# the store's views, and the files each reads (labels is a view over day_symbol: the bars)
+_VIEW_FILES = {"day_symbol": "bars", "symbols": "symbols", "features": "features", "labels": "bars"}
+VIEWS = tuple(_VIEW_FILES)
 
 
 def views_named(sql: str, views=VIEWS) -> set[str]:
     """The ``views`` a statement names (as words, any case). Every view if it names none of them
-    (a look at the catalog, such as SHOW TABLES, reads them all)."""
+    (a look at the catalog, such as SHOW TABLES, reads them all). A view reached without its name
+    in the text (a name built at run time, ``query_table('feat' || 'ures')``, beside a named one)
+    has only its files' footers checked."""
     import re
 
     named = {v for v in views if re.search(rf"(?<![\w$]){re.escape(v)}(?![\w$])", sql, re.IGNORECASE)}

@@ -1088,9 +1088,11 @@ def entry() -> None:
     That teardown (freeing every module of Polars, NumPy, LightGBM one object at a time) costs
     0.15-0.3 s on a 2-core machine: a tenth of `retrain monitor` or `retrain predict`. Nothing of
     the store needs it: every file is written, fsynced and closed by the step that writes it.
-    Threads still running are joined first (Python does that before its exit handlers), and the
-    handlers registered after this one (logging, Dask, temporary folders) run before it. The exit
-    status is main's: 0, the status it exits with, or 1 for an exception that escaped it."""
+    Threads still running are joined first (Python does that before its exit handlers); the
+    handlers registered after this one (Dask's, temporary folders') run before it, and logging is
+    shut down (its handlers flushed and closed) by it. The exit status is main's: 0, the status it
+    exits with, or 1 for an exception that escaped it; 120 when the last of stdout or stderr could
+    not be written (as Python's own exit says), except to a pipe closed by its reader."""
     import atexit
 
     from retrain import lgbm
@@ -1109,12 +1111,19 @@ def entry() -> None:
 
 
 def _end_process(status: list[int]) -> None:
+    import logging
+
+    logging.shutdown()  # registered with atexit before this handler: it would never run
+    code = status[0]
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`retrain ... | head`) has nothing more to take
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:  # `retrain ... | head`: the reader has all it wanted
             pass
-    os._exit(status[0])
+        except (OSError, ValueError):  # a full disk, a closed stream: the output is not whole
+            code = code or 120
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

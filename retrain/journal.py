@@ -108,14 +108,15 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
     paths = files(artifacts_dir, since, until) if paths is None else paths
     keep = [c for c in SCHEMA if columns is None or c in columns]
     wanted = [pl.col(c).cast(SCHEMA[c]) for c in keep]
-    where = [pl.col(c) == v for c, v in (("scope", scope), ("feature_version", version)) if v is not None]
+    filters = [(c, v) for c, v in (("scope", scope), ("feature_version", version)) if v is not None]
+    where = [pl.col(c) == v for c, v in filters]
+    needed = list(dict.fromkeys([*keep, *(c for c, _ in filters)]))  # a file without one of them is bad
     try:  # one parallel read; a file that cannot be read sends it down the careful path below
         for p in paths:
             verified(p)
         if not paths:
             return pl.DataFrame(schema={c: SCHEMA[c] for c in keep}), []
-        found = pl.scan_parquet(paths, hive_partitioning=False).select(
-            [pl.col(c).cast(t) for c, t in SCHEMA.items()])  # every column: a file without one is a bad file
+        found = pl.scan_parquet(paths, hive_partitioning=False).select([pl.col(c).cast(SCHEMA[c]) for c in needed])
         return (found.filter(*where) if where else found).select(keep).collect(), []
     except Exception:  # noqa: BLE001 - any failure: read file by file, naming the bad ones
         pass
@@ -123,10 +124,10 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
     for p in paths:
         try:
             frame = pl.read_parquet(verified(p))
-            missing = [c for c in SCHEMA if c not in frame.columns]
+            missing = [c for c in needed if c not in frame.columns]
             if missing:
                 raise ValueError(f"no column {', '.join(missing)}")
-            frame = frame.select([pl.col(c).cast(t) for c, t in SCHEMA.items()])
+            frame = frame.select([pl.col(c).cast(SCHEMA[c]) for c in needed])
         except Exception as exc:  # a torn copy, a bad disk, a foreign file: skip it, say so
             warnings.append(f"unreadable prediction journal file {p} ({type(exc).__name__}: {exc}); skipped")
             continue

@@ -113,7 +113,8 @@ def _realized_universe(store: Store, exchanges: list[str], start: dt.date,
 
 def _complete(frame: pl.DataFrame, last: dict[str, dt.date]) -> pl.DataFrame:
     """Rows of sessions complete as of the clock, per exchange (``last``: last complete session)."""
-    if frame.is_empty() or (frame["trade_date"].max() <= min(last.values())
+    if frame.is_empty() or (frame["trade_date"].null_count() == 0 and frame["exchange"].null_count() == 0
+                            and frame["trade_date"].max() <= min(last.values())
                             and frame["exchange"].is_in(list(last)).all()):
         return frame  # every row's session is complete (the usual case): nothing to filter
     cut = pl.col("exchange").replace_strict(last, default=None, return_dtype=pl.Date)
@@ -266,8 +267,8 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
         scored, uni = rows.with_columns(pl.lit(None, pl.Float64).alias("actual")), no_universe
     else:
         lo, hi = rows["trade_date"].min(), rows["trade_date"].max()
-        # A journal file written between the listing and the read (a `retrain predict` meanwhile)
-        # may fall outside the sessions read beside: then they are read for these rows.
+        # the journal and its realized returns come from the same listing of files: the sessions
+        # read beside cover the rows (read here only if that were ever not so)
         actual, uni = (realizing.result() if realizing is not None and days[0] <= lo and hi <= days[1]
                        else _realized_universe(store, exchanges, lo, hi))
         scored = _scored(rows, actual)

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from retrain import backtest, journal, watch
+from retrain.files import atomic_write_parquet
 
 DAYS = [dt.date(2025, 3, 3), dt.date(2025, 3, 4), dt.date(2025, 3, 5)]
 
@@ -54,6 +55,23 @@ def test_a_narrow_read_names_and_skips_a_bad_file(tmp_path):
     assert empty.is_empty() and empty.columns == ["symbol", "predicted"] and not warnings
 
 
+def test_a_narrow_read_takes_a_file_without_a_column_it_does_not_read(tmp_path):
+    """A file is bad for a read when it lacks a column that read needs: the same rule whether the
+    read goes through the one parallel scan or, after a bad file, file by file."""
+    for day in DAYS:
+        journal.write(tmp_path, _ranking(day, "r1", "v1", "ALL", ["AA", "BB"]))
+    older = journal.path(tmp_path, DAYS[0], "r1")
+    atomic_write_parquet(pl.read_parquet(older).drop("prev_close"), older)  # a file of another writer
+    columns = ["trade_date", "symbol", "predicted"]
+    rows, warnings = journal.read(tmp_path, "ALL", columns=columns, version="v1")
+    assert not warnings and rows.height == 2 * len(DAYS)
+    journal.path(tmp_path, DAYS[2], "r1").write_bytes(b"not parquet")  # now the careful path
+    rows, warnings = journal.read(tmp_path, "ALL", columns=columns, version="v1")
+    assert sorted(set(rows["trade_date"])) == DAYS[:2] and len(warnings) == 1
+    whole, warnings = journal.read(tmp_path)  # every column: the older file lacks one
+    assert sorted(set(whole["trade_date"])) == [DAYS[1]] and len(warnings) == 2
+
+
 def test_scored_rows_are_a_plain_join_in_the_rows_order():
     """The monitor matches the journal's rows with their realized returns on one integer key: the
     same values as a left join on (trade_date, exchange, symbol), in the rows' own order, null
@@ -66,11 +84,13 @@ def test_scored_rows_are_a_plain_join_in_the_rows_order():
                                  .alias("actual")).sample(fraction=1.0, shuffle=True, seed=1)
     rows = pl.DataFrame([{"trade_date": d, "exchange": e, "symbol": s, "predicted": float(rng.normal()), "run_id": r}
                          for r in ("r1", "r2") for d in DAYS + [dt.date(2025, 3, 6)] for e in ("NYSE", "NASDAQ")
-                         for s in symbols[::-3]])
+                         for s in [*symbols[::-3], "S007"]])
     got = watch._scored(rows, actual)
     want = rows.join(actual, on=["trade_date", "exchange", "symbol"], how="left", maintain_order="left")
     assert got.equals(want)
     assert got["actual"].null_count() < got.height and got.height == rows.height
+    assert got.filter((pl.col("symbol") == "S007") & (pl.col("exchange") == "NYSE")
+                      & pl.col("trade_date").is_in(DAYS))["actual"].null_count() == 2 * len(DAYS)  # a null return
     assert watch._scored(rows.clear(), actual).columns == [*rows.columns, "actual"]
     assert watch._scored(rows, actual.clear())["actual"].null_count() == rows.height
 

@@ -26,7 +26,7 @@ def test_the_command_imports_lightgbm_without_pandas_and_a_library_with_it():
     assert library.stdout.split() == ["True", "True"]
     later = _python("import sys; from retrain import lgbm; lgbm.HIDE_PANDAS = True; import pandas; "
                     "print(lgbm.load().compat.PANDAS_INSTALLED)")  # pandas there already: nothing hidden
-    assert later.stdout.split() == ["True"], later.stderr
+    assert later.returncode == 0 and later.stdout.split() == ["True"], later.stderr
 
 
 def test_the_command_keeps_its_exit_status_and_output():
