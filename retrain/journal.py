@@ -107,7 +107,7 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
     skipped). ``paths``: the files of those sessions, listed already (``files``)."""
     paths = files(artifacts_dir, since, until) if paths is None else paths
     keep = [c for c in SCHEMA if columns is None or c in columns]
-    wanted = [pl.col(c).cast(SCHEMA[c]) for c in keep]
+    empty = pl.DataFrame(schema={c: SCHEMA[c] for c in keep})
     filters = [(c, v) for c, v in (("scope", scope), ("feature_version", version)) if v is not None]
     where = [pl.col(c) == v for c, v in filters]
     needed = list(dict.fromkeys([*keep, *(c for c, _ in filters)]))  # a file without one of them is bad
@@ -115,7 +115,7 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
         for p in paths:
             verified(p)
         if not paths:
-            return pl.DataFrame(schema={c: SCHEMA[c] for c in keep}), []
+            return empty, []
         found = pl.scan_parquet(paths, hive_partitioning=False).select([pl.col(c).cast(SCHEMA[c]) for c in needed])
         return (found.filter(*where) if where else found).select(keep).collect(), []
     except Exception:  # noqa: BLE001 - any failure: read file by file, naming the bad ones
@@ -133,7 +133,7 @@ def read(artifacts_dir: str | os.PathLike, scope: str | None = None, since: dt.d
             continue
         if where:
             frame = frame.filter(*where)
-        frames.append(frame.select(wanted))
+        frames.append(frame.select(keep))  # cast with the rest of needed above
     if not frames:
-        return pl.DataFrame(schema={c: SCHEMA[c] for c in keep}), warnings
+        return empty, warnings
     return pl.concat(frames), warnings
