@@ -292,32 +292,35 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
     feats = bar_features(ordered.lazy(), features).with_columns(
         pl.when(same_symbol_next).then(pl.col("date").shift(-1)).alias("_next_bar")
     ).collect(engine=ENGINE)
-    # Sessions each bar serves: from the session after it up to its next bar (or just the next one).
+    # Sessions each bar serves: from the session after it up to its next bar (or just the next
+    # one), those in [lo, hi) kept: one row per (bar, session).
     i0 = np.searchsorted(sess, feats["date"].to_numpy().astype("datetime64[D]"), "right")
     nxt = feats["_next_bar"]
     i1 = np.searchsorted(sess, nxt.fill_null(dt.date(1970, 1, 1)).to_numpy().astype("datetime64[D]"), "right")
     count = np.where(nxt.is_null().to_numpy(), 1, i1 - i0)
     enough = feats["_n"].to_numpy() >= MIN_HISTORY - 1
-    single = enough & (count == 1) & (i0 >= lo) & (i0 < hi)
-    multi = enough & (count > 1) & (i0 + count > lo) & (i0 < hi)  # bars followed by a gap
+    first = np.maximum(i0, lo)
+    sessions_served = np.where(enough, np.clip(np.minimum(i0 + count, hi) - first, 0, None), 0)
+    bars_used = np.flatnonzero(sessions_served)
+    served = sessions_served[bars_used]
+    si = np.repeat(first[bars_used], served) + (np.arange(served.sum()) - np.repeat(np.cumsum(served) - served, served))
     needed = list(dict.fromkeys(["symbol", "exchange", "sector", *[n for n in names if n in feats.columns]]))
-    feats = feats.select(needed).with_columns(pl.Series("_si", i0, pl.Int64), pl.Series("_count", count, pl.Int64))
-    rows = feats.filter(pl.Series(single))
-    if multi.any():  # each such bar serves every session up to the next bar
-        extra = (feats.filter(pl.Series(multi))
-                 .with_columns(pl.int_ranges(pl.col("_si"), pl.col("_si") + pl.col("_count")).alias("_si"))
-                 .explode("_si").filter((pl.col("_si") >= lo) & (pl.col("_si") < hi)))
-        rows = pl.concat([rows, extra])
-    si = rows["_si"].to_numpy()
-    rows = rows.with_columns(
+    rows = feats.select(needed)[pl.Series(np.repeat(bars_used, served), dtype=pl.Int64)].with_columns(
         pl.Series("trade_date", sess[si]).cast(pl.Date),
         pl.Series("_prev_session", sess[np.maximum(si - 1, 0)]).cast(pl.Date),
     )
+    del feats
+    # Market and sector context of the previous session, joined on the two keys alone (a join
+    # of the whole frame would copy every column), in the rows' order.
     market, sector = context(ordered.lazy())
-    return (
-        rows.lazy()
-        .join(market, left_on="_prev_session", right_on="date", how="left")
-        .join(sector, left_on=["sector", "_prev_session"], right_on=["sector", "date"], how="left")
+    ctx = (rows.lazy().select("_prev_session", "sector")
+           .join(market, left_on="_prev_session", right_on="date", how="left", maintain_order="left")
+           .join(sector, left_on=["sector", "_prev_session"], right_on=["sector", "date"], how="left",
+                 maintain_order="left")
+           .select("market_return", "sector_return")
+           .collect(engine=ENGINE))
+    out = (
+        rows.hstack(ctx.get_columns()).lazy()
         .with_columns(
             (pl.col("intraday_return") - pl.col("market_return")).alias("rel_strength_market"),
             (pl.col("intraday_return") - pl.col("sector_return")).alias("rel_strength_sector"),
@@ -328,6 +331,9 @@ def snapshots(bars: pl.DataFrame, exchange: str, start: dt.date, end: dt.date, v
                 *[pl.col(n).cast(pl.Float32) if n not in categorical else pl.col(n) for n in names if n != "exchange"])
         .collect(engine=ENGINE)
     )
+    # In (trade_date, symbol) order, the order of the files: the rows are in symbol order (the
+    # bars are), so a stable sort on the session gives it, gathered once the values are narrow.
+    return out[pl.Series(np.argsort(si, kind="stable"), dtype=pl.Int64)]
 
 
 # ---------------------------------------------------------------- planning (pure)
@@ -410,13 +416,21 @@ def by_month(rows: pl.DataFrame, exchange: str, first_t: dt.date, last_t: dt.dat
         entry[0] += 1
         entry[1] = d
     months = sorted(per_month)
-    # One sort of everything: each month is then a contiguous slice, already in file order.
-    rows = rows.sort("trade_date", "symbol")
+    # One sort of everything (none when ``snapshots`` gave them so): each month is then a
+    # contiguous slice, already in file order.
+    if not in_file_order(rows):
+        rows = rows.sort("trade_date", "symbol")
     dates = rows["trade_date"].to_numpy().astype("datetime64[D]")
     bounds = np.searchsorted(dates, np.array([f"{m}-01" for m in months] + [_next_month(months[-1])],
                                              dtype="datetime64[D]"))
     parts = {m: rows.slice(int(a), int(b - a)) for m, a, b in zip(months, bounds[:-1], bounds[1:])}
     return parts, {m: tuple(v) for m, v in per_month.items()}
+
+
+def in_file_order(rows: pl.DataFrame) -> bool:
+    """Whether ``rows`` are sorted by trade_date, then symbol, with no (trade_date, symbol) twice."""
+    d, sym = pl.col("trade_date"), pl.col("symbol")
+    return rows.select(((d > d.shift(1)) | ((d == d.shift(1)) & (sym > sym.shift(1)))).fill_null(True).all()).item()
 
 
 def _next_month(month: str) -> str:

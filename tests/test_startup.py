@@ -43,3 +43,23 @@ def test_the_command_keeps_its_exit_status_and_output():
     assert unknown.returncode == 2 and "No such command" in unknown.stderr
     refused = command("query", "DELETE FROM day_symbol", "--data-dir", "/nonexistent/retrain-test")
     assert refused.returncode == 1 and "read-only" in refused.stderr
+
+
+def test_polars_keeps_freed_memory_longer_unless_told_otherwise():
+    import os
+
+    import retrain
+
+    probe = "import os, retrain, polars; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+    clean = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+
+    def conf(code: str, env: dict) -> str:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    # retrain first: Polars appends retrain's setting to its own (the last one wins in jemalloc)
+    assert conf(probe, clean).endswith("," + retrain.ALLOCATOR)
+    # the user's setting is left alone, and so is a Polars imported before retrain
+    assert retrain.ALLOCATOR not in conf(probe, {**clean, "_RJEM_MALLOC_CONF": "narenas:2"})
+    assert retrain.ALLOCATOR not in conf("import polars, os, retrain; print(os.environ['_RJEM_MALLOC_CONF'])", clean)
