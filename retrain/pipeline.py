@@ -287,6 +287,16 @@ def record_first_day(records: RecordStore, version: str, scope: str, routine: st
     return dt.date.fromisoformat(bt.block_key(bt.block_id(first, bcfg.retrain_every), bcfg.retrain_every))
 
 
+def block_keys(frame: pl.DataFrame, first_day: dt.date, bcfg) -> set[str]:
+    """The keys of the grid's blocks that hold a session of ``frame`` from ``first_day`` on: every
+    block a run that reads ``frame`` may plan (CV folds and record blocks), known before the
+    rows are hashed."""
+    from retrain import backtest as bt
+
+    dates = frame.filter(pl.col("trade_date") >= first_day)["trade_date"].unique().to_list()
+    return {bt.block_key(i, bcfg.retrain_every) for i in {bt.block_id(d, bcfg.retrain_every) for d in dates}}
+
+
 def load_frame(store: Store, version: str, scope: str, cfg: training.TrainConfig, window: tuple[dt.date, dt.date],
                first_test_day: dt.date | None = None) -> pl.DataFrame:
     """The prepared rows (``training.prepare``) a run needs: its training window and, with a
@@ -341,17 +351,22 @@ class Record:
     status: dict = field(default_factory=dict)  # block key -> "reused", "trained" or "predicted again"
 
 
+def labelled_in(sessions: list[dt.date], window: tuple[dt.date, dt.date]) -> list[dt.date]:
+    """The labelled ``sessions`` in ``window``; an error when there are none."""
+    in_window = [d for d in sessions if window[0] <= d <= window[1]]
+    if not in_window:
+        raise RetrainError(f"no labelled sessions between {window[0]} and {window[1]}",
+                           hint="pick dates inside the labelled range (`retrain status` shows it)")
+    return in_window
+
+
 def plan_record(prep: Prepared, window: tuple[dt.date, dt.date], first_day: dt.date, tcfg, bcfg, routine: str):
     """The blocks of the record: every grid block with a session in ``window`` (an error when one
     cannot be formed), and before them the blocks from ``first_day`` on that can be formed,
     trimmed to the newest ``record_sessions`` sessions (whole blocks; the window's blocks stay)."""
     from retrain import backtest as bt
 
-    start, end = window
-    in_window = [d for d in prep.sessions if start <= d <= end]
-    if not in_window:
-        raise RetrainError(f"no labelled sessions between {start} and {end}",
-                           hint="pick dates inside the labelled range (`retrain status` shows it)")
+    in_window = labelled_in(prep.sessions, window)
     every = bcfg.retrain_every
     window_ids = sorted({bt.block_id(d, every) for d in in_window})
     blocks, problems = bt.plan_blocks(prep.sessions, window_ids, tcfg, bcfg, routine, prep.hashes, prep.rows)
@@ -446,6 +461,7 @@ class Fits:
         self.paired = threads >= 2
         self.stop = threading.Event()  # set: the fits give up between two boosting rounds
         self._pool = ThreadPoolExecutor(2 if self.paired else 1, thread_name_prefix="retrain-fit")
+        self._wait = True  # close() waits for the fits running (not once they are given up)
 
     def text(self, text: str, threads: int | None = None) -> str:
         """A model's text (fitted on ``threads``, half the configured by default) as a fit on the
@@ -486,8 +502,13 @@ class Fits:
             return loaded, rounds, seconds
         return self._pool.submit(fit)
 
+    def give_up(self) -> None:
+        """Stop the fits at their next boosting round and leave without waiting for them."""
+        self.stop.set()
+        self._wait = False
+
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=self._wait, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -664,34 +685,38 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         first_day = cv_first_day(window, cfg, bcfg)
         if backtest_window:
             first_day = min(first_day, record_first_day(records, version, scope, routine, backtest_window, bcfg))
-        frame = load_frame(store, version, scope, cfg, window, first_day)
-        _check_scope_size(frame, scope, window, bcfg.max_positions)
-        prep = Prepared.of(frame, columns)
-        fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
-        blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
-                             if backtest_window else ([], 0))
-        training.check_rows(sum(n for d, n in prep.rows.items() if d >= window[0]), cfg, scope, version, window)
-        folds = plan_cv(prep, window, cfg, bcfg, routine)
-        identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks, folds)
-        seconds = {"load": round(time.perf_counter() - clock, 3)}
-        same = find_same(registry.runs(), version, scope, identity)
+        stored = set(records.keys(version, scope, routine))
         result = bt = None
-        if same is not None:
-            meta, run_id, run_dir = same, same["run_id"], registry.runs_dir / same["run_id"]
-            if on_unchanged:
-                on_unchanged(meta)
-        else:
-            stored = set(records.keys(version, scope, routine))
+        # The final model depends on neither the CV nor the record: it is fitted in the
+        # background from the moment its rows are loaded, while the rows are hashed, the CV and
+        # the record are done and the report's plots drawn; it is waited for before the gate,
+        # which may train blocks of its own. It runs alone on every thread unless blocks may
+        # have to be trained: any block from the first day the run reads whose key the record
+        # lacks (a block stored under its key is reused or predicted again, unless its training
+        # rows changed: rare, and then only slower). Then it goes first, paired with the first.
+        # A run found unchanged gives the fit up.
+        with fits_in_pairs(cfg) as fits:
+            frame = load_frame(store, version, scope, cfg, window, first_day)
+            _check_scope_size(frame, scope, window, bcfg.max_positions)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
-            # The final model depends on neither the CV nor the record: it is fitted in the
-            # background while they (and the report's plots of the record) are done, and waited
-            # for before the gate, which may train blocks of its own. It runs alone on every
-            # thread unless blocks are to be trained: those the record has no key of (a block
-            # stored under its key is reused or predicted again, unless its training rows
-            # changed: rare, and then only slower). Then it goes first, paired with the first.
-            alone = all(b.key in stored for b in [*folds, *blocks])
-            with fits_in_pairs(cfg) as fits:
-                final = fits.final(rows, columns, cfg, alone)
+            if backtest_window:  # the errors in the order planning gives them
+                labelled_in(frame["trade_date"].unique().sort().to_list(), backtest_window)
+            training.check_rows(rows.height, cfg, scope, version, window)
+            final = fits.final(rows, columns, cfg, alone=block_keys(frame, first_day, bcfg) <= stored)
+            prep = Prepared.of(frame, columns)
+            fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
+            blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
+                                 if backtest_window else ([], 0))
+            folds = plan_cv(prep, window, cfg, bcfg, routine)
+            identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks, folds)
+            seconds = {"load": round(time.perf_counter() - clock, 3)}
+            same = find_same(registry.runs(), version, scope, identity)
+            if same is not None:
+                fits.give_up()
+                meta, run_id, run_dir = same, same["run_id"], registry.runs_dir / same["run_id"]
+                if on_unchanged:
+                    on_unchanged(meta)
+            else:
                 clock = time.perf_counter()
                 fold_metrics, oos, cv = cross_validate(records, prep, version, scope, folds, cfg, bcfg, routine, spec,
                                                        progress, fits)
@@ -738,6 +763,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                 clock = time.perf_counter()
                 result = training.with_fit(result, final.result())
                 seconds["final_fit_wait"] = round(time.perf_counter() - clock, 3)
+        if same is None:
             seconds.update(result.seconds)
             meta["num_boost_round"] = result.num_boost_round
             if on_final:
@@ -872,13 +898,23 @@ def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.d
 
 def record_universe(store: Store, scope: str, first: dt.date, end: dt.date) -> pl.DataFrame:
     """The equal-weight universe (``backtest.universe``) of ``scope`` over ``first``..``end``,
-    from the labels of every symbol in scope."""
+    from the labels of every symbol in scope: the labels view (``labels.label_rows``) of the bars
+    of those sessions' months alone. Each session's mean adds its rows in (exchange, symbol)
+    order, so its last bit does not depend on the order the files are read in."""
     from retrain import backtest as bt
+    from retrain import labels
 
-    labels = catalog.scan_labels(store, None if scope == "ALL" else scope, first, end)
-    if labels is None:
+    horizon = {e: d for e, d in store.label_horizon().items() if scope in ("ALL", e)}
+    if not store.label_horizon() or not store.has_bars():
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
-    return bt.universe(labels.select("trade_date", "intraday_return").collect())
+    last = min(end, max(horizon.values(), default=first))
+    bars = store.scan_bars(None if scope == "ALL" else scope, (first, last))
+    complete = pl.DataFrame({"exchange": list(horizon), "_last": list(horizon.values())},
+                            schema={"exchange": pl.String, "_last": pl.Date})
+    rows = (labels.label_rows(bars.join(complete.lazy(), on="exchange", how="inner", maintain_order="left")
+                              .filter(pl.col("date") <= pl.col("_last")), last)
+            .sort("trade_date", "exchange", "symbol").select("trade_date", "intraday_return"))
+    return bt.universe(rows.collect())
 
 
 def assess_record(record: Record, uni: pl.DataFrame, window: tuple[dt.date, dt.date], bcfg) -> BacktestOutcome:
