@@ -145,3 +145,20 @@ def test_walk_forward_blocks_are_out_of_sample_and_the_run_holds_its_outputs(tmp
     assert "model" in pl.read_parquet(out.run_dir / "predictions.parquet").columns
     page = (out.run_dir / "report.html").read_text()
     assert page.count("data:image/svg+xml;base64,") >= 8 and "http://" not in page and "https://" not in page
+
+
+def test_the_record_universe_is_the_labels_view_averaged_in_a_fixed_order(tmp_path):
+    store = _market(tmp_path / "data", symbols=60, days=70)
+    horizon = store.label_horizon()
+    cut_exchange = sorted(horizon)[0]  # one exchange labelled less far: its later sessions are left out
+    state = store.read_state("labels")
+    state[cut_exchange]["last_complete"] = (horizon[cut_exchange] - dt.timedelta(days=10)).isoformat()
+    with store.lock("test"):
+        store.write_state("labels", state)
+    first, end = min(horizon.values()) - dt.timedelta(days=45), max(horizon.values())
+    for scope in ["ALL", cut_exchange, sorted(horizon)[-1]]:
+        got = pipeline.record_universe(store, scope, first, end)
+        view = catalog.scan_labels(store, None if scope == "ALL" else scope, first, end).collect()
+        want = bt.universe(view.sort("trade_date", "exchange", "symbol").select("trade_date", "intraday_return"))
+        assert got.height > 20 and got.equals(want)
+    assert pipeline.record_universe(store, "ALL", end + dt.timedelta(days=1), end + dt.timedelta(days=9)).is_empty()
