@@ -186,7 +186,7 @@ def _time_plot(fig, ax, title: str, ylabel: str, legend: bool = False) -> str:
     if legend:
         ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)
     fig.autofmt_xdate(bottom=0.75 / fig.get_figheight())
     return _image(fig)
 
@@ -243,7 +243,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.set_xlabel(f"prediction bucket (1 = lowest of {k}, ranked within each session)")
         ax.set_ylabel("mean return (bps)")
         ax.grid(alpha=0.3, axis="y")
-        ax.set_title(f"Mean open-to-close return by prediction bucket (top − bottom: {spread:+.1f} bps)")
+        ax.set_title(f"Mean open-to-close return by prediction bucket (top − bottom: {spread:+.1f} bps)", y=1.0)
         out["quantile_mean"] = _image(fig)
 
         wide = q.pivot(on="bucket", index="trade_date", values="mean").sort("trade_date")
@@ -277,7 +277,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.set_ylabel("sessions")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.set_title(f"Daily rank IC: mean {mean:+.4f}, t = {_f(t)} over {len(vals)} sessions")
+        ax.set_title(f"Daily rank IC: mean {mean:+.4f}, t = {_f(t)} over {len(vals)} sessions", y=1.0)
         out["ic_hist"] = _image(fig)
 
         monthly = (ic.with_columns(pl.col("trade_date").dt.truncate("1mo").alias("month"))
@@ -289,7 +289,7 @@ def _plots(daily: pl.DataFrame, universe: pl.DataFrame, p: pl.DataFrame, trades:
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_ylabel("mean rank IC")
         ax.grid(alpha=0.3, axis="y")
-        ax.set_title("Rank IC by month (mean of the daily rank IC)")
+        ax.set_title("Rank IC by month (mean of the daily rank IC)", y=1.0)
         if len(labels) > 8:
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         out["ic_month"] = _image(fig)
@@ -316,7 +316,7 @@ def _importance_plot(importance: list[tuple[str, float]]) -> tuple[str | None, s
     fig, ax = _figure(max(2.5, 0.28 * len(top) + 1.0), left=min(4.0, 0.35 + 0.085 * width))
     ax.barh([n for n, _ in top], [v for _, v in top])
     ax.set_xlabel("total gain")
-    ax.set_title("Feature importance (gain), final model")
+    ax.set_title("Feature importance (gain), final model", y=1.0)
     return _image(fig), ""
 
 

@@ -502,6 +502,12 @@ class Fits:
             return loaded, rounds, seconds
         return self._pool.submit(fit)
 
+    def warm(self) -> None:
+        """Import LightGBM on a fit thread now, so that the first fit does not wait for it."""
+        from retrain import lgbm
+
+        self._pool.submit(lgbm.load)
+
     def give_up(self) -> None:
         """Stop the fits at their next boosting round and leave without waiting for them."""
         self.stop.set()
@@ -696,6 +702,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         # rows changed: rare, and then only slower). Then it goes first, paired with the first.
         # A run found unchanged gives the fit up.
         with fits_in_pairs(cfg) as fits:
+            fits.warm()  # LightGBM's import, on a fit thread, while the rows load (DuckDB lets go of the GIL)
             frame = load_frame(store, version, scope, cfg, window, first_day)
             _check_scope_size(frame, scope, window, bcfg.max_positions)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
