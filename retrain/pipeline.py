@@ -700,7 +700,13 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         # have to be trained: any block from the first day the run reads whose key the record
         # lacks (a block stored under its key is reused or predicted again, unless its training
         # rows changed: rare, and then only slower). Then it goes first, paired with the first.
-        # A run found unchanged gives the fit up.
+        # When an earlier run of the version and scope had the same training window, this one
+        # may be that run again (nothing new: it is not repeated), and the fit waits until the
+        # rows are hashed and the run is known to be new.
+        runs = registry.runs()
+        may_repeat = any(r.get("feature_version") == version and r.get("scope") == scope
+                         and (r.get("training_window") or {}).get("start") == str(window[0])
+                         and (r.get("training_window") or {}).get("end") == str(window[1]) for r in runs)
         with fits_in_pairs(cfg) as fits:
             fits.warm()  # LightGBM's import, on a fit thread, while the rows load (DuckDB lets go of the GIL)
             frame = load_frame(store, version, scope, cfg, window, first_day)
@@ -709,7 +715,8 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             if backtest_window:  # the errors in the order planning gives them
                 labelled_in(frame["trade_date"].unique().sort().to_list(), backtest_window)
             training.check_rows(rows.height, cfg, scope, version, window)
-            final = fits.final(rows, columns, cfg, alone=block_keys(frame, first_day, bcfg) <= stored)
+            alone = block_keys(frame, first_day, bcfg) <= stored
+            final = None if may_repeat else fits.final(rows, columns, cfg, alone)
             prep = Prepared.of(frame, columns)
             fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
             blocks, n_earlier = (plan_record(prep, backtest_window, first_day, cfg, bcfg, routine)
@@ -717,13 +724,14 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             folds = plan_cv(prep, window, cfg, bcfg, routine)
             identity = run_identity(fingerprint, version, scope, cfg, window, backtest_window, bcfg, blocks, folds)
             seconds = {"load": round(time.perf_counter() - clock, 3)}
-            same = find_same(registry.runs(), version, scope, identity)
+            same = find_same(runs, version, scope, identity)
             if same is not None:
                 fits.give_up()
                 meta, run_id, run_dir = same, same["run_id"], registry.runs_dir / same["run_id"]
                 if on_unchanged:
                     on_unchanged(meta)
             else:
+                final = final or fits.final(rows, columns, cfg, alone)
                 clock = time.perf_counter()
                 fold_metrics, oos, cv = cross_validate(records, prep, version, scope, folds, cfg, bcfg, routine, spec,
                                                        progress, fits)
