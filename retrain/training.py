@@ -207,16 +207,22 @@ def session_hashes(df: pl.DataFrame, columns: list[str], x: np.ndarray | None = 
     extra = [c for c in HASHED_EXTRA if c in df.columns]
     base = matrix(df, columns) if x is None else x
     more = df.select([pl.col(c).cast(pl.Float64) for c in ("target", *extra)]).to_numpy()
-    values = np.empty((df.height, base.shape[1] + more.shape[1]), dtype=np.float64)  # row-major: one copy
-    values[:, :base.shape[1]] = base
-    values[:, base.shape[1]:] = more
     dates = df["trade_date"].to_numpy()
     cuts = np.flatnonzero(dates[1:] != dates[:-1]) + 1
+    starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(dates)]])
+    # Each session's values, row-major, in one buffer the size of the largest session (the
+    # bytes hashed are the same as those of one row-major copy of everything, without
+    # allocating and touching that copy).
+    width = base.shape[1] + more.shape[1]
+    buf = np.empty((int((ends - starts).max()), width), dtype=np.float64)
     out = {}
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(dates)]])):
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
         h = hashlib.sha256("\n".join(keys[lo:hi]).encode())
-        h.update(values[lo:hi].tobytes())
-        out[df["trade_date"][int(lo)]] = h.hexdigest()
+        rows = buf[: hi - lo]
+        rows[:, :base.shape[1]] = base[lo:hi]
+        rows[:, base.shape[1]:] = more[lo:hi]
+        h.update(rows)
+        out[df["trade_date"][lo]] = h.hexdigest()
     return out
 
 
