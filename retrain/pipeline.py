@@ -919,9 +919,10 @@ def record_universe(store: Store, scope: str, first: dt.date, end: dt.date) -> p
     from retrain import backtest as bt
     from retrain import labels
 
-    horizon = {e: d for e, d in store.label_horizon().items() if scope in ("ALL", e)}
-    if not store.label_horizon() or not store.has_bars():
+    labelled = store.label_horizon()
+    if not labelled or not store.has_bars():
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
+    horizon = {e: d for e, d in labelled.items() if scope in ("ALL", e)}
     last = min(end, max(horizon.values(), default=first))
     bars = store.scan_bars(None if scope == "ALL" else scope, (first, last))
     complete = pl.DataFrame({"exchange": list(horizon), "_last": list(horizon.values())},
