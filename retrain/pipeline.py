@@ -708,7 +708,8 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                          and (r.get("training_window") or {}).get("start") == str(window[0])
                          and (r.get("training_window") or {}).get("end") == str(window[1]) for r in runs)
         with fits_in_pairs(cfg) as fits:
-            fits.warm()  # LightGBM's import, on a fit thread, while the rows load (DuckDB lets go of the GIL)
+            if not may_repeat:  # LightGBM's import, on a fit thread, while the rows load (DuckDB lets go of the GIL)
+                fits.warm()
             frame = load_frame(store, version, scope, cfg, window, first_day)
             _check_scope_size(frame, scope, window, bcfg.max_positions)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
