@@ -287,14 +287,14 @@ def record_first_day(records: RecordStore, version: str, scope: str, routine: st
     return dt.date.fromisoformat(bt.block_key(bt.block_id(first, bcfg.retrain_every), bcfg.retrain_every))
 
 
-def block_keys(frame: pl.DataFrame, first_day: dt.date, bcfg) -> set[str]:
-    """The keys of the grid's blocks that hold a session of ``frame`` from ``first_day`` on: every
-    block a run that reads ``frame`` may plan (CV folds and record blocks), known before the
+def block_keys(sessions: list[dt.date], first_day: dt.date, bcfg) -> set[str]:
+    """The keys of the grid's blocks that hold one of ``sessions`` from ``first_day`` on: every
+    block a run that reads those sessions may plan (CV folds and record blocks), known before the
     rows are hashed."""
     from retrain import backtest as bt
 
-    dates = frame.filter(pl.col("trade_date") >= first_day)["trade_date"].unique().to_list()
-    return {bt.block_key(i, bcfg.retrain_every) for i in {bt.block_id(d, bcfg.retrain_every) for d in dates}}
+    ids = {bt.block_id(d, bcfg.retrain_every) for d in sessions if d >= first_day}
+    return {bt.block_key(i, bcfg.retrain_every) for i in ids}
 
 
 def load_frame(store: Store, version: str, scope: str, cfg: training.TrainConfig, window: tuple[dt.date, dt.date],
@@ -713,10 +713,11 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
             frame = load_frame(store, version, scope, cfg, window, first_day)
             _check_scope_size(frame, scope, window, bcfg.max_positions)
             rows = frame.filter(pl.col("trade_date") >= window[0])  # the training window's rows
+            sessions = frame["trade_date"].unique().sort().to_list()
             if backtest_window:  # the errors in the order planning gives them
-                labelled_in(frame["trade_date"].unique().sort().to_list(), backtest_window)
+                labelled_in(sessions, backtest_window)
             training.check_rows(rows.height, cfg, scope, version, window)
-            alone = block_keys(frame, first_day, bcfg) <= stored
+            alone = block_keys(sessions, first_day, bcfg) <= stored
             final = None if may_repeat else fits.final(rows, columns, cfg, alone)
             prep = Prepared.of(frame, columns)
             fingerprint = prep.fingerprint([d for d in prep.sessions if d >= window[0]])
@@ -914,24 +915,18 @@ def evaluate_record(store: Store, record: Record, scope: str, window: tuple[dt.d
 
 def record_universe(store: Store, scope: str, first: dt.date, end: dt.date) -> pl.DataFrame:
     """The equal-weight universe (``backtest.universe``) of ``scope`` over ``first``..``end``,
-    from the labels of every symbol in scope: the labels view (``labels.label_rows``) of the bars
-    of those sessions' months alone. Each session's mean adds its rows in (exchange, symbol)
-    order, so its last bit does not depend on the order the files are read in."""
+    from the labels of every symbol in scope (``steps.realized``, up to each exchange's label
+    horizon). Each session's mean adds its rows in (exchange, symbol) order, so its last bit
+    does not depend on the order the files are read in."""
     from retrain import backtest as bt
-    from retrain import labels
 
     labelled = store.label_horizon()
     if not labelled or not store.has_bars():
         raise RetrainError("no labels in the store", hint="run `retrain labels`")
     horizon = {e: d for e, d in labelled.items() if scope in ("ALL", e)}
-    last = min(end, max(horizon.values(), default=first))
-    bars = store.scan_bars(None if scope == "ALL" else scope, (first, last))
-    complete = pl.DataFrame({"exchange": list(horizon), "_last": list(horizon.values())},
-                            schema={"exchange": pl.String, "_last": pl.Date})
-    rows = (labels.label_rows(bars.join(complete.lazy(), on="exchange", how="inner", maintain_order="left")
-                              .filter(pl.col("date") <= pl.col("_last")), last)
-            .sort("trade_date", "exchange", "symbol").select("trade_date", "intraday_return"))
-    return bt.universe(rows.collect())
+    actual = steps.realized(store, sorted(horizon), first, end, last=horizon)
+    return bt.universe(actual.sort("trade_date", "exchange", "symbol")
+                       .select("trade_date", pl.col("actual").alias("intraday_return")))
 
 
 def assess_record(record: Record, uni: pl.DataFrame, window: tuple[dt.date, dt.date], bcfg) -> BacktestOutcome:

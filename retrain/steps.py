@@ -24,6 +24,7 @@ import polars as pl
 from retrain import calendar
 from retrain import features as feat
 from retrain import indicators as ind
+from retrain import labels as lab
 from retrain.calendar import AsOf
 from retrain.errors import RetrainError
 from retrain.files import IO_THREADS, fault_point, parallel_map
@@ -383,3 +384,29 @@ def labels(
         if changed:
             store.write_state("labels", state)
     return result
+
+
+def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date,
+             last: dict[str, dt.date] | None = None) -> pl.DataFrame:
+    """trade_date, exchange, symbol, actual: the open-to-close return (the labels view's
+    ``intraday_return``, ``labels.label_rows``) of every bar of ``exchanges`` from ``start`` to
+    ``end``, read from the bars of those months alone: exchange by exchange in the order given,
+    each in its files' order (by session, then symbol). ``last``: per exchange, the last complete
+    session (labels stop there; an exchange without one is left out); without it, the caller
+    knows every session up to ``end`` is complete."""
+    frames = []
+    for e in exchanges:
+        if last is not None and e not in last:
+            continue
+        hi = end if last is None else min(end, last[e])
+        months = [m for m in store.months(e) if f"{start:%Y-%m}" <= m <= f"{hi:%Y-%m}"]
+        if not months:
+            continue
+        bars = store.read_months(e, months, columns=lab.INPUTS).lazy().filter(pl.col("date") >= start).with_columns(
+            pl.lit(e).alias("exchange"))
+        frames.append(lab.label_rows(bars, hi).select("trade_date", "exchange", "symbol",
+                                                      pl.col("intraday_return").alias("actual")).collect())
+    if not frames:
+        return pl.DataFrame(schema={"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String,
+                                    "actual": pl.Float64})
+    return pl.concat(frames)

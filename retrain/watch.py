@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from retrain import calendar, journal, labels, monitor
+from retrain import calendar, journal, monitor
 from retrain.backtest import BacktestConfig, universe
 from retrain.calendar import AsOf
 from retrain.config import Settings
@@ -25,6 +25,7 @@ from retrain.errors import RetrainError, storage_fault
 from retrain.features import CATEGORICAL
 from retrain.files import atomic_write_text
 from retrain.registry import ROOT, Registry, verified
+from retrain.steps import realized
 from retrain.store import Store
 
 DRIFT_SESSIONS = 20  # the recent sessions whose features are compared with the training window's
@@ -80,24 +81,6 @@ def _plain(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def realized(store: Store, exchanges: list[str], start: dt.date, end: dt.date) -> pl.DataFrame:
-    """trade_date, exchange, symbol, actual: the open-to-close return of every bar from ``start``
-    to ``end`` (sessions the caller knows are complete), read from the bars."""
-    frames = []
-    for e in exchanges:
-        months = [m for m in store.months(e) if f"{start:%Y-%m}" <= m <= f"{end:%Y-%m}"]
-        if not months:
-            continue
-        bars = store.read_months(e, months, columns=labels.INPUTS).lazy().filter(pl.col("date") >= start).with_columns(
-            pl.lit(e).alias("exchange"))
-        frames.append(labels.label_rows(bars, end).select("trade_date", "exchange", "symbol",
-                                                          pl.col("intraday_return").alias("actual")).collect())
-    if not frames:
-        return pl.DataFrame(schema={"trade_date": pl.Date, "exchange": pl.String, "symbol": pl.String,
-                                    "actual": pl.Float64})
-    return pl.concat(frames)
 
 
 # the journal's columns the monitor scores (a narrower read: a year of journal is ~750k rows)
