@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 _VIEW_FILES = {"day_symbol": "bars", "symbols": "symbols", "features": "features", "labels": "bars"}
 VIEWS = tuple(_VIEW_FILES)
 
+# DuckDB's working memory (its buffer manager: hash tables, sorts, aggregates). Past it, a query
+# spills to a temporary folder of its own, so that a join over every bar of a long history takes
+# the same memory at 25 M bars as at 100 M, not 80% of the machine's RAM (DuckDB's default).
+# The rows a query returns are not counted. $RETRAIN_QUERY_MEMORY sets another value (DuckDB's
+# units: "512MB", "4GB").
+QUERY_MEMORY = "1GB"
+QUERY_MEMORY_ENV = "RETRAIN_QUERY_MEMORY"
+
 
 def views_named(sql: str, views=VIEWS) -> set[str]:
     """The ``views`` a statement names (as words, any case). Every view if it names none of them
@@ -50,6 +58,11 @@ def connect(store: Store, used=VIEWS) -> duckdb.DuckDBPyConnection:
     import duckdb  # here: most commands never need it (about 0.1 s of start-up)
 
     con = duckdb.connect(":memory:")
+    try:
+        limit(con)
+    except BaseException:
+        con.close()
+        raise
     files = bars
     if files:
         source = parquet_source(files)
@@ -74,6 +87,30 @@ def connect(store: Store, used=VIEWS) -> duckdb.DuckDBPyConnection:
     con.execute(queries.load("view_labels").replace(
         "{complete}", rows or "SELECT NULL::VARCHAR AS exchange, NULL::DATE AS last_complete WHERE false"))
     return con
+
+
+def limit(con: duckdb.DuckDBPyConnection) -> None:
+    """Bound ``con``'s working memory (``QUERY_MEMORY``, or $RETRAIN_QUERY_MEMORY) and give it
+    a spill folder of its own in the system's temporary folder, which DuckDB makes only when it
+    spills and removes when the connection closes (by default it spills into ./.tmp). No
+    progress bar."""
+    import os
+    import tempfile
+
+    import duckdb
+
+    from retrain.errors import RetrainError
+
+    value = os.environ.get(QUERY_MEMORY_ENV, "").strip() or QUERY_MEMORY
+    try:
+        con.execute(f"SET memory_limit = '{sql_str(value)}'")
+    except duckdb.Error as exc:
+        raise RetrainError(f"${QUERY_MEMORY_ENV} = {value!r} is not a memory size DuckDB reads ({exc})".splitlines()[0],
+                           hint=f"use a size such as 512MB or 4GB, or unset {QUERY_MEMORY_ENV} (default {QUERY_MEMORY})") \
+            from None
+    folder = Path(tempfile.gettempdir()) / f"retrain-duckdb-{os.getpid()}-{id(con):x}"
+    con.execute(f"SET temp_directory = '{sql_str(folder)}'")
+    con.execute("SET enable_progress_bar = false")  # a long query draws none into a cron job's log
 
 
 def scan_labels(store: Store, exchange: str | None = None, start: dt.date | None = None,

@@ -970,6 +970,9 @@ def query(settings: Settings, sql, fmt):
     runs(run_id, feature_version, scope, created_at, rows, r2, rank_ic, ic, icir, hit_rate, status, ...);
     predictions(trade_date, exchange, symbol, predicted, rank, run_id, feature_version, scope, active,
     predicted_at, as_of, avg_dollar_volume_20, prev_close): the journal of `retrain predict`.
+
+    A statement works in 1 GB of memory ($RETRAIN_QUERY_MEMORY sets another size, e.g. 4GB) and
+    spills past it to the system's temporary folder.
     """
     from retrain import journal
     from retrain import query as q

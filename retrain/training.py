@@ -279,7 +279,7 @@ def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str], stop=None)
     """(model, rounds, seconds of the fit): the routine (``fit_window``) on ``df``, the prepared
     rows of a training window."""
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
-    sessions = sorted(set(df["trade_date"].to_list()))
+    sessions = df["trade_date"].unique().sort().to_list()
     started = time.perf_counter()
     final, rounds = fit_window(x, y, df["trade_date"].to_numpy(), sessions, cfg, columns, stop=stop)
     return final, rounds, round(time.perf_counter() - started, 3)

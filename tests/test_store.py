@@ -174,3 +174,25 @@ def test_query_cli(cli):
     assert r.exit_code == 1 and "read-only" in r.output
     r = cli("query", "SELECT nope FROM day_symbol")
     assert r.exit_code == 1 and "SQL error" in r.output
+
+
+def test_queries_keep_to_their_memory_and_spill_into_a_folder_of_their_own(store, tmp_path, monkeypatch):
+    import tempfile
+
+    spill, here = tmp_path / "tmp", tmp_path / "cwd"
+    spill.mkdir()
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    _, rows = q.run_query(store, "SELECT current_setting('memory_limit')")
+    assert rows == [("953.6 MiB",)]  # QUERY_MEMORY, 1GB
+    monkeypatch.setenv("RETRAIN_QUERY_MEMORY", "40MB")
+    # a hash table of 4 M keys is several times 40 MB: DuckDB spills it and still answers
+    _, rows = q.run_query(store, "SELECT current_setting('memory_limit'), current_setting('temp_directory'), "
+                                 "(SELECT count(*) FROM range(4000000) a JOIN range(4000000) b ON a.range = b.range)")
+    assert rows[0][0] == "38.1 MiB" and rows[0][2] == 4_000_000
+    assert rows[0][1].startswith(str(spill / "retrain-duckdb-"))
+    assert list(here.iterdir()) == [] and list(spill.iterdir()) == []  # nothing left behind
+    monkeypatch.setenv("RETRAIN_QUERY_MEMORY", "lots")
+    with pytest.raises(RetrainError, match="RETRAIN_QUERY_MEMORY = 'lots' is not a memory size"):
+        q.run_query(store, "SELECT 1")
