@@ -992,7 +992,7 @@ def query(settings: Settings, sql, fmt):
               help="Rebuild what can be rebuilt: feature rows, their build state and the label horizon from the "
                    "bars; the active model's copies from its run folder; record files and the dashboard are "
                    "deleted (the next run writes them); an unreadable checksum file is recorded again from its "
-                   "file when that reads whole. Says what it could not repair.")
+                   "file when that reads whole. Says what it could not repair, and leaves that as it was.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a machine-readable summary as the last line (one JSON object).")
 @store_options
@@ -1002,7 +1002,8 @@ def verify(settings: Settings, repair, as_json):
     Exit status 0 when every file matches (or --repair repaired everything found), 1 when
     something is left, each finding with the file, what it holds and what to do. Files without
     a checksum (a store written by an earlier release) get one recorded, as they are: not a
-    finding. Bars cannot be rebuilt: the finding names the input files to ingest again.
+    finding. Bars cannot be rebuilt: the finding names the input files to ingest again. Files
+    set aside as *.corrupt are not checked (a note lists them).
     """
     from retrain import integrity
 

@@ -18,14 +18,21 @@ says what to do (for bars, the input files to ingest again for that exchange and
 
 ``healing`` wraps a step: when it meets a corrupted derived file of the store, the file is
 rebuilt from the bars with a warning, and the step runs again.
+
+A rebuild that fails (indicators missing for the bars it reads, a full disk) leaves the
+corrupted files where they were, with their checksums: they are set aside (``SetAside``) while
+it runs, not deleted, and put back when it fails, or at the next verify or repair when it was
+killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +42,7 @@ import polars as pl
 from retrain import checksums, report
 from retrain.config import Settings
 from retrain.errors import CorruptFile, Holds, RetrainError, StorageError
-from retrain.files import unlink
+from retrain.files import machine_faults, unlink
 from retrain.registry import Registry, describe, sha256
 from retrain.store import PARTITION_FILE, STATE_FILE, Store
 
@@ -87,9 +94,13 @@ class VerifyResult:
 
 
 # --------------------------------------------------------------------- the walk
-def _files(root: Path, skip: set[str] = frozenset()) -> list[Path]:
+SET_ASIDE_SUFFIX = ".corrupt"  # what the recovery hints say to rename a corrupted file to (`mv F F.corrupt`)
+
+
+def _files(root: Path, skip: set[str] = frozenset(), set_aside: list[Path] | None = None) -> list[Path]:
     """Every file retrain may have written under ``root``: not hidden files (the checksums,
-    temporary files, the lock), not ``skip`` (names)."""
+    temporary files, the lock), not ``skip`` (names), not files set aside by hand as the
+    recovery hints say (``*.corrupt``: appended to ``set_aside``)."""
     out = []
     if not root.is_dir():
         return out
@@ -97,6 +108,10 @@ def _files(root: Path, skip: set[str] = frozenset()) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
             if name.startswith(".") or name in skip:  # checksums, temporary files, the lock: not ours to check
+                continue
+            if name.endswith(SET_ASIDE_SUFFIX):
+                if set_aside is not None:
+                    set_aside.append(Path(folder) / name)
                 continue
             out.append(Path(folder) / name)
     return out
@@ -149,8 +164,18 @@ def verify(settings: Settings, repair: bool = False) -> VerifyResult:
 
 
 def _verify(store: Store, registry: Registry, result: VerifyResult, repair: bool, writable: bool) -> None:
-    files = [(p, store.describe) for p in _files(store.root, {store.lock_path.name})]
-    files += [(p, describe) for p in _files(registry.root)]
+    if writable:
+        back = SetAside.put_back(store)
+        if back:
+            result.notes.append(f"a repair killed part-way had set {back} corrupted file(s) aside: put back, to be "
+                                "checked (and repaired) again")
+    set_aside: list[Path] = []
+    files = [(p, store.describe) for p in _files(store.root, {store.lock_path.name}, set_aside)]
+    files += [(p, describe) for p in _files(registry.root, set_aside=set_aside)]
+    if set_aside:
+        result.notes.append(f"{len(set_aside)} file(s) set aside as {SET_ASIDE_SUFFIX} are not checked (nothing reads "
+                            f"them): delete them once you no longer need them ({', '.join(map(str, set_aside[:3]))}"
+                            f"{', ...' if len(set_aside) > 3 else ''})")
     checksums.forget()  # read everything from disk, not from this process's memory
 
     statuses = [checksums.check(path) for path, _ in files]
@@ -234,10 +259,11 @@ def _repair(store: Store, registry: Registry, status: dict[Path, str], findings:
         try:
             done = rebuild_derived(store, features, labels)
         except RetrainError as exc:
+            fix = f" ({exc.hint})" if exc.hint else ""
             for f in findings.values():
                 if f.kind in ("features", "features state", "labels state"):
                     f.action = (f"--repair could not rebuild it, and left it as it was: {exc.message}. Once that is "
-                                "fixed, `retrain verify --repair` rebuilds it")
+                                f"fixed{fix}, `retrain verify --repair` rebuilds it")
             return
         result.repaired.extend(done)
         for p in [p for p, f in findings.items() if f.kind in ("features", "features state", "labels state")]:
@@ -268,57 +294,156 @@ def rebuild_derived(store: Store, features: dict[str, list[tuple[str, str]] | No
                     labels: bool = False) -> list[str]:
     """Rebuild derived files of the store from the bars: per feature version, the given
     (exchange, month) files, or (None) the whole version with its state; and the label
-    horizon. The bars and symbols are verified first; then the corrupted files are deleted (a
-    rebuild may read what it replaces) and built again.
+    horizon. The bars and symbols are verified first; then the corrupted files are set aside
+    (a rebuild may read what it replaces) and built again. When the rebuild fails, the files
+    set aside are put back as they were, and the error is raised.
     The one place that calls the steps for a repair. Returns what was done, in words."""
+    with store.lock("retrain verify --repair"):
+        SetAside.put_back(store)  # a repair killed part-way: its files first
+        with SetAside.around(store) as aside:
+            return _rebuild(store, aside, features or {}, labels)
+
+
+def _rebuild(store: Store, aside: SetAside, features: dict[str, list[tuple[str, str]] | None],
+             labels: bool) -> list[str]:
     from retrain import steps
     from retrain.calendar import AsOf
 
     done = []
-    with store.lock("retrain verify --repair"):
-        # What the rebuild reads must be sound before anything is deleted (else CorruptFile, nothing touched).
-        store.verify_files(store.bar_files() + ([store.symbols_path] if store.symbols_path.exists() else []))
-        for version, months in (features or {}).items():
-            state = None
-            if months is not None:
-                try:
-                    state = store.read_state("features", version)
-                except CorruptFile:
-                    months = None  # the state too: the whole version
-            if months is None:
-                exchanges = sorted({p.parent.parent.name.split("=", 1)[1] for p in store.table_files("features", version)}
-                                   & set(store.exchanges()))
-                unlink(store.table_dir("features", version) / STATE_FILE)
-                for path in store.table_files("features", version):
-                    if checksums.check(path)[0] != "ok":
-                        unlink(path)
-                steps.features(store, version, exchanges, full_rebuild=True)
-                done.append(f"features {version}: rebuilt from the bars ({', '.join(exchanges) or 'no exchange'}), "
-                            "with its build state")
-                continue
-            for exchange, month in sorted(set(months)):
-                unlink(store.table_dir("features", version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
-                first, last = _month_span(month)
-                covered = state.get(exchange, {})
-                if covered.get("first_trade_date"):
-                    first = max(first, dt.date.fromisoformat(covered["first_trade_date"]))
-                if covered.get("last_trade_date"):
-                    last = min(last, dt.date.fromisoformat(covered["last_trade_date"]))
-                if first <= last:
-                    steps.features(store, version, [exchange], start=first, end=last)
-                done.append(f"features {version} of {exchange} for {month}: rebuilt from the bars")
-        if labels:
-            # Each exchange's horizon again as of its last bar (or its last complete session, if
-            # earlier): the labels view is the same, as no session after the last bar has a label.
-            unlink(store.table_dir("labels") / STATE_FILE)
-            built = {p.parent.parent.name.split("=", 1)[1] for v in store.table_versions("features")
-                     for p in store.table_files("features", v)}  # the exchanges the steps have labelled
-            for exchange in [e for e in store.exchanges() if e in built] or store.exchanges():
-                last_bar = store.date_span(exchange)[1]
-                complete = AsOf(None).last_complete_session(exchange)
-                steps.labels(store, [exchange], AsOf(min(last_bar, complete) if complete else last_bar))
-            done.append("label horizon: recorded again from the bars (each exchange's last complete session with bars)")
+    # What the rebuild reads must be sound before anything is moved (else CorruptFile, nothing touched).
+    store.verify_files(store.bar_files() + ([store.symbols_path] if store.symbols_path.exists() else []))
+    for version, months in features.items():
+        state = None
+        if months is not None:
+            try:
+                state = store.read_state("features", version)
+            except CorruptFile:
+                months = None  # the state too: the whole version
+        if months is None:
+            exchanges = sorted({p.parent.parent.name.split("=", 1)[1] for p in store.table_files("features", version)}
+                               & set(store.exchanges()))
+            aside.move(store.table_dir("features", version) / STATE_FILE)
+            for path in store.table_files("features", version):
+                if checksums.check(path)[0] != "ok":
+                    aside.move(path)
+            steps.features(store, version, exchanges, full_rebuild=True)
+            done.append(f"features {version}: rebuilt from the bars ({', '.join(exchanges) or 'no exchange'}), "
+                        "with its build state")
+            continue
+        for exchange, month in sorted(set(months)):
+            aside.move(store.table_dir("features", version) / f"exchange={exchange}" / f"month={month}" / PARTITION_FILE)
+            first, last = _month_span(month)
+            covered = state.get(exchange, {})
+            if covered.get("first_trade_date"):
+                first = max(first, dt.date.fromisoformat(covered["first_trade_date"]))
+            if covered.get("last_trade_date"):
+                last = min(last, dt.date.fromisoformat(covered["last_trade_date"]))
+            if first <= last:
+                steps.features(store, version, [exchange], start=first, end=last)
+            done.append(f"features {version} of {exchange} for {month}: rebuilt from the bars")
+    if labels:
+        # Each exchange's horizon again as of its last bar (or its last complete session, if
+        # earlier): the labels view is the same, as no session after the last bar has a label.
+        aside.move(store.table_dir("labels") / STATE_FILE)
+        built = {p.parent.parent.name.split("=", 1)[1] for v in store.table_versions("features")
+                 for p in store.table_files("features", v)}  # the exchanges the steps have labelled
+        for exchange in [e for e in store.exchanges() if e in built] or store.exchanges():
+            last_bar = store.date_span(exchange)[1]
+            complete = AsOf(None).last_complete_session(exchange)
+            steps.labels(store, [exchange], AsOf(min(last_bar, complete) if complete else last_bar))
+        done.append("label horizon: recorded again from the bars (each exchange's last complete session with bars)")
     return done
+
+
+class SetAside:
+    """Files a repair moves out of the readers' way, each with its checksum file, into the
+    store's hidden ``.repair`` folder (same relative path): put back if the repair fails, removed
+    once it succeeds. The moves are renames, made durable (fsync) before the rebuild writes."""
+
+    FOLDER = ".repair"
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.root = store.root / self.FOLDER
+        self.moved: list[Path] = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def around(cls, store: Store) -> Iterator[SetAside]:
+        """A SetAside for a rebuild: put back if the block raises, else removed."""
+        aside = cls(store)
+        try:
+            yield aside
+        except BaseException:
+            aside.restore()
+            raise
+        aside.discard()
+
+    def move(self, path: Path) -> None:
+        if not path.exists():
+            return
+        target = self.root / path.relative_to(self.store.root)
+        with machine_faults(path, action="setting aside"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with checksums.folder_locks([path.parent]):
+                os.replace(path, target)
+                side = checksums.sidecar(path)
+                if side.exists():
+                    os.replace(side, checksums.sidecar(target))
+                checksums.forget(path)
+                _fsync(target.parent)
+                _fsync(path.parent)
+        self.moved.append(path)
+
+    def restore(self) -> None:
+        """Put every file moved back where it was (unless something was written there since)."""
+        for path in reversed(self.moved):
+            _put_back(self.root / path.relative_to(self.store.root), path)
+        self.moved.clear()
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    @classmethod
+    def put_back(cls, store: Store) -> int:
+        """Put back what a repair killed part-way left set aside (a file rebuilt since at its
+        place stays: the set-aside copy goes). Returns how many files went back. Call with the
+        store's lock held."""
+        root = store.root / cls.FOLDER
+        if not root.is_dir():
+            return 0
+        back = 0
+        for folder, _, names in os.walk(root):
+            for name in names:
+                held = Path(folder) / name
+                if checksums.is_sidecar(held) or name.startswith(checksums.TMP_PREFIX):
+                    continue
+                back += _put_back(held, store.root / held.relative_to(root))
+        shutil.rmtree(root, ignore_errors=True)
+        return back
+
+
+def _put_back(held: Path, path: Path) -> int:
+    if not held.exists() or path.exists():
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with checksums.folder_locks([path.parent]):
+        side = checksums.sidecar(held)
+        if side.exists():
+            os.replace(side, checksums.sidecar(path))
+        os.replace(held, path)
+        checksums.forget(path)
+        _fsync(path.parent)
+    return 1
+
+
+def _fsync(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _month_span(month: str) -> tuple[dt.date, dt.date]:

@@ -367,7 +367,11 @@ class Store:
             dirs = sorted({str(Path(f).parent) for f in files})
             listing = (" ".join(files) if len(files) <= 5 else " ".join(dirs) if len(dirs) <= 3 else
                        f"{' '.join(files[:5])} ... ({len(files)} files, all listed in {self.sources_path(exchange)})")
-            fix += f": `retrain ingest {listing} --exchange {exchange}`"
+            fix += (f": `retrain ingest {listing} --exchange {exchange}`. That brings back the bars of those files "
+                    "only, and with them any symbol removed since (`retrain remove` it again)")
+            if (self.root / "sample" / STATE_FILE).exists():
+                fix += (f"; this store also holds the sample market, whose bars of {month} come from no input file: "
+                        "only a backup has them")
         elif (self.root / "sample" / STATE_FILE).exists():
             fix += (": this store holds the sample market, which has no input files: write it afresh into a new "
                     "store (`retrain sample-data`)")

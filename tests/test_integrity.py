@@ -140,11 +140,16 @@ def test_corrupted_bars_stop_the_pipeline_naming_the_month_and_the_files_to_inge
     assert repaired.exit_code == 1 and "could not be repaired" in repaired.output
 
     # what the message says to do: move it aside, ingest the source again; then all is as before
-    path.rename(path.with_name("data.parquet.corrupt"))
+    aside = path.with_name("data.parquet.corrupt")
+    path.rename(aside)
     again = _invoke(copy, "ingest", str(copy / "input" / "NASDAQ.csv"), "--format", "long", "--as-of", str(THU))
     assert again.exit_code == 0, again.output
     assert _invoke(copy, *RUN).exit_code == 0
     assert _features(copy).equals(clean["features"])
+    checked = _invoke(copy, "verify", "--json")  # the file set aside is neither checked nor adopted: noted
+    assert checked.exit_code == 0, checked.output
+    notes = " ".join(_last_json(checked)["notes"])
+    assert "set aside as .corrupt" in notes and str(aside) in notes and not checksums.sidecar(aside).exists()
 
 
 def test_derived_files_are_not_touched_when_the_bars_they_come_from_are_corrupted(copy):
@@ -160,6 +165,54 @@ def test_derived_files_are_not_touched_when_the_bars_they_come_from_are_corrupte
     assert feat.read_bytes() == damaged  # nothing deleted that could not be rebuilt
     ran = _invoke(copy, *RUN)
     assert ran.exit_code == 1 and f"error: {bars} is corrupted" in ran.output
+
+
+def test_a_repair_that_cannot_rebuild_leaves_the_corrupted_file_where_it_was(copy, clean):
+    """Indicators missing for bars a feature month reads: --repair cannot rebuild it, says what
+    to run first, and leaves the file and its checksum in place (so verify still finds it);
+    once the indicators are there, --repair rebuilds it."""
+    feat = copy / "data/features/version=v1/exchange=NASDAQ/month=2025-08/data.parquet"
+    flip(feat, 9)
+    damaged = feat.read_bytes()
+    july = pl.read_parquet(copy / "data/day_symbol/exchange=NASDAQ/month=2025-07/data.parquet")
+    bar = july.sort("symbol", "date").head(1).select("symbol", "date", "open", "high", "low", "close", "adj_close",
+                                                     "volume")
+    edited = copy / "input" / "edit.csv"
+    bar.with_columns(pl.col("volume") + 1).write_csv(edited)  # one July bar ingested again: its indicators go
+    ingested = _invoke(copy, "ingest", str(edited), "--exchange", "NASDAQ", "--format", "long", "--as-of", str(THU))
+    assert ingested.exit_code == 0, ingested.output
+
+    repaired = _invoke(copy, "verify", "--repair", "--json")
+    assert repaired.exit_code == 1, repaired.output
+    out = _last_json(repaired)
+    assert [f["kind"] for f in out["findings"]] == ["features"] and out["repaired"] == []
+    action = out["findings"][0]["action"]
+    assert "left it as it was" in action and "indicators are missing" in action and "retrain indicators" in action
+    assert feat.read_bytes() == damaged and checksums.sidecar(feat).exists()  # where it was, with its checksum
+    assert not (copy / "data" / ".repair").exists()
+    _only_finding(copy, "features", feat)  # still found
+
+    assert _invoke(copy, "indicators", "--exchange", "NASDAQ").exit_code == 0
+    again = _invoke(copy, "verify", "--repair")
+    assert again.exit_code == 0, again.output
+    assert _invoke(copy, "verify").exit_code == 0
+
+
+def test_a_repair_killed_part_way_is_put_back_at_the_next_verify(copy):
+    from retrain.integrity import SetAside
+
+    feat = copy / "data/features/version=v1/exchange=NASDAQ/month=2025-08/data.parquet"
+    flip(feat, 9)
+    damaged = feat.read_bytes()
+    store = Store(copy / "data")
+    with store.lock("test"):
+        SetAside(store).move(feat)  # as a repair does before it rebuilds; then the process dies
+    assert not feat.exists() and (copy / "data/.repair").is_dir()
+    checked = _invoke(copy, "verify", "--json")
+    assert checked.exit_code == 1
+    out = _last_json(checked)
+    assert [f["file"] for f in out["findings"]] == [str(feat)] and "put back" in " ".join(out["notes"])
+    assert feat.read_bytes() == damaged and not (copy / "data/.repair").exists()
 
 
 def test_corrupted_symbols_stop_the_pipeline(copy):
