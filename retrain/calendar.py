@@ -32,12 +32,13 @@ CACHE_ENV = "RETRAIN_CACHE_DIR"
 CACHE_MAX_AGE_DAYS = 30
 
 
-def normalize_exchange(name: str, known: list[str] | None = None) -> str:
-    """Canonical exchange code (NASDAQ, NYSE, TSE) for a user-typed name; RetrainError otherwise."""
+def normalize_exchange(name: str, known: list[str] | None = None, or_all: bool = False) -> str:
+    """Canonical exchange code (NASDAQ, NYSE, TSE) for a user-typed name; RetrainError otherwise
+    (its hint lists ``known``, else every exchange, and ALL when the option takes it: ``or_all``)."""
     code = str(name).strip().upper()
     code = ALIASES.get(code, code)
     if code not in EXCHANGES:
-        listed = ", ".join(known or EXCHANGES)
+        listed = ", ".join(known or EXCHANGES) + (", or ALL (every exchange)" if or_all else "")
         raise RetrainError(f"unknown exchange {name!r}", hint=f"use one of: {listed}")
     return code
 

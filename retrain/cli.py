@@ -234,7 +234,11 @@ def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of
         click.echo(report.fail("--strict: nothing was written, because of the problems above"))
     code = ing.exit_code(rep, strict)
     if code and not rep.accepted:
-        click.echo("error: nothing was ingested", err=True)
+        why = ("every file above had a problem" if rep.file_problems and not rep.rows_read else
+               f"every row was rejected (reasons above; the rows are in {rep.quarantine})" if rep.rejected else
+               "no bar was read")
+        click.echo(f"error: nothing was ingested: {why}\n  -> fix the input and ingest it again (`retrain ingest "
+                   "--help` lists the formats it reads); no bar was stored", err=True)
     sys.exit(code)
 
 
@@ -298,7 +302,7 @@ def _exchanges(store: Store, exchange: str | None) -> list[str]:
     from retrain.store import require_exchange_bars
 
     if exchange and exchange.upper() != "ALL":
-        ex = calendar.normalize_exchange(exchange)
+        ex = calendar.normalize_exchange(exchange, or_all=True)
         require_exchange_bars(store, ex)
         return [ex]
     have = store.exchanges()
@@ -717,7 +721,7 @@ def models_rollback(settings: Settings, version, exchange):
     version = check_version(version or settings.feature_version)
     scope = (exchange or settings.default_exchange).upper()
     if scope != "ALL":
-        scope = calendar.normalize_exchange(scope)
+        scope = calendar.normalize_exchange(scope, or_all=True)
     with Store(settings.data_dir).lock("retrain models rollback"):
         old, new = _registry(settings).rollback(version, scope)
     click.echo(report.ok(f"Rolled back {version} {scope}: {old} -> {new} (active again)"))
@@ -1043,6 +1047,10 @@ def status(settings: Settings, exchange):
 
     store = Store(settings.data_dir)
     ex = calendar.normalize_exchange(exchange) if exchange else None
+    if not store.root.is_dir():
+        raise RetrainError(f"the data directory {store.root} does not exist",
+                           hint="check --data-dir (or $RETRAIN_DATA_DIR, or [store] data_dir in retrain.toml); "
+                                "`retrain ingest` or `retrain sample-data` creates it")
     rows = exchange_status(store, ex)
     click.echo(f"Store: {settings.data_dir}   Artifacts: {settings.artifacts_dir}   "
                f"Feature version: {settings.feature_version}")

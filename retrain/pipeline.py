@@ -1016,7 +1016,17 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
     version = version or settings.feature_version
     columns = steps.feature_columns(store, version)
     if as_of.is_now:
-        return registry.load_active(version, scope, columns), None, None, True
+        try:
+            return registry.load_active(version, scope, columns), None, None, True
+        except RetrainError as exc:
+            if version == settings.feature_version or registry.active_run(version, scope) is not None:
+                raise
+            # `retrain run` trains the current version, not the one asked for
+            raise RetrainError(exc.message, hint=(
+                f"{version} is not the current feature version ({settings.feature_version}, in retrain.toml), and "
+                f"no {version} model of {scope} was ever activated: rank with a {version} run by its id "
+                f"(`retrain models list --version {version}`, then `retrain predict --model RUN_ID`), or with the "
+                f"current version's model (`retrain predict` without --version)")) from None
     instant = min(as_of.instant(e) for e in (calendar.EXCHANGES if scope == "ALL" else [scope]))
     then = registry.active_at(version, scope, instant)
     if then is not None and not (registry.runs_dir / then).is_dir():
@@ -1041,8 +1051,15 @@ def choose_model(registry: Registry, settings: Settings, scope: str, as_of: AsOf
         hint = (f"rank with a model trained before {session}: `retrain predict{flag} --as-of {as_of.label()} "
                 f"--model {earlier[-1]['run_id']}` (the latest such run)")
     else:
-        hint = (f"train one as of then: `retrain run{flag} --as-of {as_of.label()} --promote never`, then "
-                f"`retrain predict{flag} --as-of {as_of.label()} --model RUN_ID` with the run id it prints")
+        held = [e for e in (store.exchanges() if scope == "ALL" else [scope]) if store.bar_files(e)]
+        first = min((store.date_span(e)[0] for e in held), default=None)
+        if first is None or first >= session:
+            hint = (f"no model can be trained as of then: the store's bars of {scope} start "
+                    f"{f'on {first}' if first else 'nowhere'}; pass a later --as-of, with enough sessions after "
+                    f"{first or 'the first bar'} for the training window, or load older bars (`retrain ingest`)")
+        else:
+            hint = (f"train one as of then: `retrain run{flag} --as-of {as_of.label()} --promote never`, then "
+                    f"`retrain predict{flag} --as-of {as_of.label()} --model RUN_ID` with the run id it prints")
     what = (f"the active one, {current}, was trained on data through {_trained_through(registry.run_meta(current))}"
             if current else "there is no active one")
     raise RetrainError(

@@ -92,7 +92,13 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
     recent = pl.concat([store.scan_bars(e, between=(since, today)).filter(pl.col("date").is_between(since, today, closed="right")).select("date", "rsi").collect()
                         for e in exchanges])
     if recent.is_empty():
-        last = max(store.date_span(e)[1] for e in exchanges)
+        spans = [store.date_span(e) for e in exchanges]
+        first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+        if today < first:  # before the data: no earlier date can help
+            raise RetrainError(
+                f"No bars for {scope} as of {clock.label()}: the store's bars start on {first}",
+                hint=f"pass an --as-of after {first} with enough history before it for the training window "
+                     "(or load older bars: `retrain ingest PATH --exchange EX`)")
         raise RetrainError(
             f"No recent bars for {scope}: none between {since + dt.timedelta(days=1)} and {today} "
             f"(the last bar is from {last}; as of {clock.label()})",
@@ -205,7 +211,7 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
     store = Store(settings.data_dir)
     scope = (exchange or settings.default_exchange).strip().upper()
     if scope != "ALL":
-        scope = calendar.normalize_exchange(scope, known=store.exchanges() or None)
+        scope = calendar.normalize_exchange(scope, known=store.exchanges() or None, or_all=True)
     cfg = training.TrainConfig.from_settings(settings, training_days=training_days, min_rows=min_rows)
     old_version = settings.feature_version
     if bump_version:  # check now that the file can be bumped; it is written only once the new model exists

@@ -260,7 +260,7 @@ def new_spec(settings: Settings, store, scope: str | None, trials: int | None, s
                            hint="load some with `retrain ingest PATH --exchange EX` or `retrain sample-data`")
     scope = (scope or settings.default_exchange).strip().upper()
     if scope != "ALL":
-        scope = calendar.normalize_exchange(scope, known=exchanges)
+        scope = calendar.normalize_exchange(scope, known=exchanges, or_all=True)
         exchanges = [scope]
     version = settings.feature_version
     section = settings.section("sweep")

@@ -205,6 +205,10 @@ def _rollback_target(registry: Registry, version: str, scope: str) -> str | None
     return history[-1] if history else None
 
 
+class NotYetTrained(RetrainError):
+    """A monitor as of a day before the active model's training data ends (it did not exist then)."""
+
+
 def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | None = None,
                 version: str | None = None) -> MonitorResult:
     """The live record of the active model of (version, scope), its expectation, decay, drift,
@@ -223,6 +227,11 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     run_dir = registry.runs_dir / active if active is not None else None
     removed = run_dir is not None and not (run_dir / "meta.json").exists()
     meta = registry.run_meta(active) if run_dir is not None and not removed else None
+    if meta is not None and dt.date.fromisoformat(meta["training_window"]["end"]) > reference:
+        end = meta["training_window"]["end"]
+        raise NotYetTrained(f"as of {as_of.label()}, the active {version} model of {scope}, {active}, did not exist yet: "
+                           f"its training data ends {end}, after {reference}, the last complete session then",
+                           hint=f"monitor it as of a date after {end}, or without --as-of")
     # The drift and the model's own record read rows of their own (features; its out-of-sample
     # predictions): computed beside everything else, from the start.
     drifting = (_started(_drift, store, meta, exchanges, calendar.next_session(exchanges[0], reference))
@@ -343,8 +352,13 @@ def write_dashboard(settings: Settings, as_of: AsOf | None = None, known: Monito
     registry = Registry(settings.artifacts_dir, settings.default_exchange)
     version = settings.feature_version
     scopes = sorted(registry.state()["active"].get(version, {}))
-    views = [_scope_view(known if known is not None and (known.scope, known.version) == (scope, version) else
-                         run_monitor(settings, scope, as_of or AsOf(), version=version)) for scope in scopes]
+    views = []
+    for scope in scopes:  # a scope whose active model came after ``as_of`` is left out of a past page
+        try:
+            views.append(_scope_view(known if known is not None and (known.scope, known.version) == (scope, version)
+                                     else run_monitor(settings, scope, as_of or AsOf(), version=version)))
+        except NotYetTrained:
+            continue
     runs = []
     for r in reversed(registry.runs()[-15:]):
         gate = r.get("gate") or {}

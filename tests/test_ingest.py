@@ -269,6 +269,13 @@ def test_ingest_cli_summary_and_exit_codes(cli, tmp_path):
     assert r.exit_code == 1 and "nothing was written, because of the problems above" in r.output
     r = cli("ingest", "in", "--exchange", "LSE")
     assert r.exit_code != 0 and "unknown exchange" in r.output
+    write(tmp_path / "empty.csv", "")
+    r = cli("ingest", "empty.csv", "--exchange", "NYSE")
+    assert r.exit_code == 1 and "error: nothing was ingested: every file above had a problem\n  -> fix the input" \
+        in r.stderr
+    write(tmp_path / "bad" / "Y.csv", "Date,Open,High,Low,Close,Volume\n2024-01-03,10,11,9,0,100\n")
+    r = cli("ingest", "bad", "--exchange", "NYSE", "--as-of", "2024-12-31")
+    assert r.exit_code == 1 and "nothing was ingested: every row was rejected" in r.stderr
 
 
 def test_a_future_date_without_as_of_is_not_called_after_as_of(store, tmp_path):

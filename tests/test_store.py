@@ -196,3 +196,22 @@ def test_queries_keep_to_their_memory_and_spill_into_a_folder_of_their_own(store
     monkeypatch.setenv("RETRAIN_QUERY_MEMORY", "lots")
     with pytest.raises(RetrainError, match="RETRAIN_QUERY_MEMORY = 'lots' is not a memory size"):
         q.run_query(store, "SELECT 1")
+
+
+def test_status_of_a_data_directory_that_does_not_exist_says_so(cli, tmp_path):
+    r = cli("status", "--data-dir", str(tmp_path / "nowhere"))
+    assert r.exit_code == 1 and f"the data directory {tmp_path / 'nowhere'} does not exist" in r.output
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_unknown_exchange_lists_all_only_where_the_option_takes_it(cli):
+    from retrain import calendar
+
+    with pytest.raises(RetrainError) as err:
+        calendar.normalize_exchange("NASDQ", or_all=True)
+    assert err.value.hint == "use one of: NASDAQ, NYSE, TSE, or ALL (every exchange)"
+    with pytest.raises(RetrainError) as err:
+        calendar.normalize_exchange("NASDQ")
+    assert err.value.hint == "use one of: NASDAQ, NYSE, TSE"
+    r = cli("indicators", "--exchange", "NASDQ")
+    assert r.exit_code == 1 and "or ALL (every exchange)" in r.output

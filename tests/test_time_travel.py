@@ -106,6 +106,18 @@ def test_a_past_as_of_reads_the_past_and_leaves_the_present(project, cli):
     official = project / "artifacts" / "daytrading" / "predictions" / "2025-10-10.parquet"
     assert not official.exists()  # another model's ranking goes beside the session's record
 
+    # as of a day before any bar: each says where the bars start, and never suggests an earlier day
+    first = Store(project / "data").date_span("NASDAQ")[0]
+    early = str(first - dt.timedelta(days=30))
+    ran = cli("run", "--as-of", early, "--skip-backtest")
+    assert ran.exit_code == 1 and f"the store's bars start on {first}" in ran.output and "earlier" not in ran.output
+    ranked = cli("predict", "--as-of", early)
+    assert ranked.exit_code == 1 and "no model can be trained as of then" in ranked.output
+    assert f"start on {first}" in ranked.output and "retrain run --as-of" not in ranked.output
+    # the active model, trained through THU, did not exist as of PAST: the monitor says so
+    watched = cli("monitor", "--as-of", str(PAST))
+    assert watched.exit_code == 1 and "did not exist yet" in watched.output and f"ends {THU}" in watched.output
+
     # `retrain backtest` never touches the active model unless --promote is given
     bt = cli("backtest", "--start-date", "2025-10-06", "--retrain-every", "5")
     assert bt.exit_code == 0, bt.output
@@ -159,3 +171,18 @@ def test_step_3_names_what_helps_when_history_is_short(project, capsys):
     assert "Not enough history for the 430-day window" in out
     assert "a later --as-of" in out and "--training-days" in out and "older bars" in out
     assert "--full-rebuild" not in out
+
+
+def test_predict_of_an_older_version_without_a_model_does_not_send_you_to_train_the_current_one(
+        tmp_path, monkeypatch):
+    reg = Registry(tmp_path / "artifacts", "NYSE")
+    settings = dataclasses.replace(load_settings(artifacts_dir=tmp_path / "artifacts", data_dir=tmp_path / "d"),
+                                   default_exchange="NYSE", feature_version="v2")
+    monkeypatch.setattr(pipeline.steps, "feature_columns", lambda store, version: None)
+    with pytest.raises(RetrainError) as err:
+        pipeline.choose_model(reg, settings, "NYSE", AsOf(None), THU, version="v1")
+    assert "no active model of v1 for NYSE" in err.value.message
+    assert "not the current feature version (v2" in err.value.hint and "--model RUN_ID" in err.value.hint
+    with pytest.raises(RetrainError) as err:  # the current version: training it is the answer
+        pipeline.choose_model(reg, settings, "NYSE", AsOf(None), THU, version="v2")
+    assert err.value.hint == "train one: `retrain run`"
