@@ -51,7 +51,7 @@ def fault_point(name: str) -> None:
 _FAULT_HITS: dict[str, int] = {}
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -117,14 +117,14 @@ def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
                 checksums.intend(tmp, path, digest)
         if any(d is not None for *_, d in sums):
             for folder in folders:
-                _fsync_dir(folder)
+                fsync_dir(folder)
             fault_point("store.checksums_written")
         for tmp, path in staged:
             os.replace(tmp, path)
             if between:
                 fault_point(between)
         for folder in folders:
-            _fsync_dir(folder)
+            fsync_dir(folder)
 
 
 def discard(staged: list[tuple[Path, Path]]) -> None:
@@ -174,7 +174,7 @@ def unlink(path: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             checksums.remove(path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
 
 def parallel_map(fn, items: list) -> list:

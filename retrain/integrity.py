@@ -42,7 +42,7 @@ import polars as pl
 from retrain import checksums, report
 from retrain.config import Settings
 from retrain.errors import CorruptFile, Holds, RetrainError, StorageError
-from retrain.files import machine_faults, unlink
+from retrain.files import fsync_dir, machine_faults, unlink
 from retrain.registry import Registry, describe, sha256
 from retrain.store import PARTITION_FILE, STATE_FILE, Store
 
@@ -391,8 +391,8 @@ class SetAside:
                 if side.exists():
                     os.replace(side, checksums.sidecar(target))
                 checksums.forget(path)
-                _fsync(target.parent)
-                _fsync(path.parent)
+                fsync_dir(target.parent)
+                fsync_dir(path.parent)
         self.moved.append(path)
 
     def restore(self) -> None:
@@ -434,16 +434,8 @@ def _put_back(held: Path, path: Path) -> int:
             os.replace(side, checksums.sidecar(path))
         os.replace(held, path)
         checksums.forget(path)
-        _fsync(path.parent)
+        fsync_dir(path.parent)
     return 1
-
-
-def _fsync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _month_span(month: str) -> tuple[dt.date, dt.date]:
