@@ -230,10 +230,17 @@ def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of
         click.echo(report.warn(f"Rejected {report.n(rep.rejected)} row(s); details in {rep.quarantine}"))
         for reason, count in rep.rejects.items():
             click.echo(f"   {report.n(count):>8}  {reason}")
-    if not rep.written and strict and (rep.rejected or rep.file_problems):
+    refused = not rep.written and strict and (rep.rejected or rep.file_problems)
+    if refused:
         click.echo(report.fail("--strict: nothing was written, because of the problems above"))
     code = ing.exit_code(rep, strict)
-    if code and not rep.accepted:
+    if code and refused and rep.accepted:
+        click.echo(f"error: nothing was ingested: --strict, and {report.n(rep.rejected)} row(s) and "
+                   f"{report.n(len(rep.file_problems))} file(s) had problems (above"
+                   + (f"; the rows are in {rep.quarantine})" if rep.rejected else ")")
+                   + "\n  -> fix them and ingest again, or ingest without --strict to store the "
+                   f"{report.n(rep.accepted)} good bar(s)", err=True)
+    elif code and not rep.accepted:
         why = ("every file above had a problem" if rep.file_problems and not rep.rows_read else
                f"every row was rejected (reasons above; the rows are in {rep.quarantine})" if rep.rejected else
                "no bar was read")

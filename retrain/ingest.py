@@ -41,13 +41,16 @@ R_PRICE = "price <= 0"
 R_RANGE = "high below open/close or low above open/close"
 R_VOLUME_BAD = "non-numeric or missing volume"
 R_VOLUME_NEG = "negative volume"
+R_VOLUME_BIG = "volume too large (over 2^62)"
+R_ADJ = "adj close given but not a positive number"
 R_EXCHANGE = "unknown exchange"
 R_SESSION = "date is not a session of the exchange"
 R_FUTURE = "date after --as-of"
 R_FUTURE_NOW = "date in the future (after today at the exchange)"
 R_DUPLICATE = "conflicting duplicates in input"
-REASON_ORDER = [R_DATE, R_OHLC, R_PRICE, R_RANGE, R_VOLUME_BAD, R_VOLUME_NEG, R_EXCHANGE, R_SESSION, R_FUTURE,
-                R_FUTURE_NOW, R_DUPLICATE]
+REASON_ORDER = [R_DATE, R_OHLC, R_PRICE, R_RANGE, R_VOLUME_BAD, R_VOLUME_NEG, R_VOLUME_BIG, R_ADJ, R_EXCHANGE,
+                R_SESSION, R_FUTURE, R_FUTURE_NOW, R_DUPLICATE]
+MAX_VOLUME = 2.0 ** 62  # within Int64, with room for sums
 
 _SYMBOL_SUFFIX = re.compile(r"\.(US|TO|TSX|NQ|N)$", re.IGNORECASE)
 
@@ -313,14 +316,18 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf,
     ohlc = ["_open", "_high", "_low", "_close"]
     reason = (
         pl.when(pl.col("_date").is_null()).then(pl.lit(R_DATE))
-        .when(pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in ohlc])).then(pl.lit(R_OHLC))
+        .when(pl.any_horizontal([pl.col(c).is_null() | ~pl.col(c).is_finite() for c in ohlc])).then(pl.lit(R_OHLC))
         .when(pl.any_horizontal([pl.col(c) <= 0 for c in ohlc])).then(pl.lit(R_PRICE))
         .when(
             (pl.col("_high") < pl.max_horizontal("_open", "_close"))
             | (pl.col("_low") > pl.min_horizontal("_open", "_close"))
         ).then(pl.lit(R_RANGE))
-        .when(pl.col("_volume").is_null() | pl.col("_volume").is_nan()).then(pl.lit(R_VOLUME_BAD))
+        .when(pl.col("_volume").is_null() | ~pl.col("_volume").is_finite()).then(pl.lit(R_VOLUME_BAD))
         .when(pl.col("_volume") < 0).then(pl.lit(R_VOLUME_NEG))
+        .when(pl.col("_volume") > MAX_VOLUME).then(pl.lit(R_VOLUME_BIG))
+        # an adj close that is there must be a price (empty or text: the close stands in)
+        .when(pl.col("_adj_close").is_not_null() & (~pl.col("_adj_close").is_finite() | (pl.col("_adj_close") <= 0)))
+        .then(pl.lit(R_ADJ))
         .when(~pl.col("_exchange").is_in(known)).then(pl.lit(R_EXCHANGE))
         .when(~ok_session).then(pl.lit(R_SESSION))
         .when(after).then(pl.lit(R_FUTURE_NOW if as_of.is_now else R_FUTURE))
@@ -364,26 +371,44 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf,
 
 
 def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
-    """symbol[,exchange],name,sector (any case) -> symbols rows."""
-    df = _read_csv_strings(path)
+    """symbol[,exchange],name,sector (any case) -> symbols rows. A file that cannot be used, a
+    row without a symbol or a known exchange, or two rows of one symbol that disagree, is a
+    RetrainError naming the file and line (nothing is ingested)."""
+    layout = "a symbols file is a CSV with columns symbol[,exchange],name,sector"
+    try:
+        df = _read_csv_strings(path)
+    except FileProblem as problem:
+        raise RetrainError(f"--symbols-file {path}: {problem}", hint=layout) from None
     names = {_norm(c): c for c in df.columns}
     sym = _pick(df, names, "symbol", "ticker")
     if sym is None:
-        raise RetrainError(f"{path}: no symbol column", hint="a symbols file has columns symbol[,exchange],name,sector")
+        raise RetrainError(f"{path}: no symbol column", hint=layout)
     ex = _pick(df, names, "exchange")
     out = df.select(
         pl.col(sym).str.strip_chars().str.to_uppercase().alias("symbol"),
         (pl.col(ex).str.strip_chars().str.to_uppercase() if ex else pl.lit(default_exchange)).alias("exchange"),
         (pl.col(names["name"]) if "name" in names else pl.lit(None, pl.String)).alias("name"),
         (pl.col(names["sector"]) if "sector" in names else pl.lit(None, pl.String)).alias("sector"),
-    ).with_columns(pl.col("exchange").replace(calendar.ALIASES))
+    ).with_columns(pl.col("exchange").replace(calendar.ALIASES)).with_row_index("_line", offset=2)
+    blank = out.filter(pl.col("symbol").is_null() | (pl.col("symbol") == ""))
+    if blank.height:
+        raise RetrainError(f"{path}: {blank.height} row(s) without a symbol (first: line {blank['_line'][0]})",
+                           hint=f"give every row a symbol, or delete the row ({layout})")
     bad = out.filter(pl.col("exchange").is_null() | ~pl.col("exchange").is_in(list(calendar.EXCHANGES)))
     if bad.height:
-        raise RetrainError(
-            f"{path}: {bad.height} row(s) without a known exchange (first: {bad.row(0)})",
-            hint="add an exchange column (NASDAQ, NYSE, TSE) or pass --exchange",
-        )
-    return out
+        first = bad.row(0, named=True)
+        if first["exchange"] is None:
+            raise RetrainError(f"{path}: {bad.height} row(s) without an exchange (first: line {first['_line']}, "
+                               f"{first['symbol']})", hint="add an exchange column (NASDAQ, NYSE, TSE) or pass --exchange")
+        raise RetrainError(f"{path}: {bad.height} row(s) with an unknown exchange (first: line {first['_line']}, "
+                           f"{first['symbol']} on {first['exchange']!r})",
+                           hint="use NASDAQ, NYSE or TSE in the exchange column (or leave the row out)")
+    clash = out.unique(["exchange", "symbol", "name", "sector"]).filter(pl.struct("exchange", "symbol").is_duplicated())
+    if clash.height:
+        first = clash.sort("_line").row(0, named=True)
+        raise RetrainError(f"{path}: rows of {first['symbol']} on {first['exchange']} disagree on its name or sector "
+                           f"(line {first['_line']} and another)", hint="keep one row per symbol and exchange")
+    return out.unique(["exchange", "symbol"], keep="first", maintain_order=True).drop("_line")
 
 
 # --------------------------------------------------------------------- ingest
@@ -460,6 +485,8 @@ def ingest(
     symbols_meta = read_symbols_file(Path(symbols_file), default_exchange) if symbols_file else None
 
     with store.lock("retrain ingest"):
+        if bars.height or symbols_meta is not None:
+            store.read_symbols()  # verified before any write: a corrupted symbols file stops the ingest whole
         if rejects.height:
             report.quarantine = store.write_quarantine(rejects)
         if strict and (rejects.height or report.file_problems):

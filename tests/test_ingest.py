@@ -123,22 +123,41 @@ K,2024-01-04,10,11,9,10.5,100
 K,2024-01-04,10,11,9,10.5,100
 L,not-a-date,10,11,9,10.5,100
 M,2024-01-02,10,11,9,10.5,lots
+N,2024-01-02,10,inf,9,10.5,100
+O,2024-01-02,10,11,9,inf,100
+P,2024-01-02,10,11,9,10.5,1e30
+Q,2024-01-02,10,11,9,10.5,inf
 """)
     rep = ing.ingest(store, [f], "NYSE", as_of)
     assert rep.accepted == 2  # OK and K (identical duplicates collapse)
     assert rep.rejects == {
-        ing.R_OHLC: 2, ing.R_PRICE: 2, ing.R_RANGE: 2, ing.R_DUPLICATE: 2, ing.R_VOLUME_NEG: 1,
-        ing.R_SESSION: 1, ing.R_FUTURE: 1, ing.R_DATE: 1, ing.R_VOLUME_BAD: 1,
+        ing.R_OHLC: 4, ing.R_PRICE: 2, ing.R_RANGE: 2, ing.R_DUPLICATE: 2, ing.R_VOLUME_NEG: 1,
+        ing.R_SESSION: 1, ing.R_FUTURE: 1, ing.R_DATE: 1, ing.R_VOLUME_BAD: 2, ing.R_VOLUME_BIG: 1,
     }
     # most frequent first, ties in the order of the checks: the same listing on every run
-    assert list(rep.rejects) == [ing.R_OHLC, ing.R_PRICE, ing.R_RANGE, ing.R_DUPLICATE, ing.R_DATE,
-                                 ing.R_VOLUME_BAD, ing.R_VOLUME_NEG, ing.R_SESSION, ing.R_FUTURE]
+    assert list(rep.rejects) == [ing.R_OHLC, ing.R_PRICE, ing.R_RANGE, ing.R_VOLUME_BAD, ing.R_DUPLICATE, ing.R_DATE,
+                                 ing.R_VOLUME_NEG, ing.R_VOLUME_BIG, ing.R_SESSION, ing.R_FUTURE]
     q = pl.read_csv(rep.quarantine, infer_schema=False)
     assert set(q.columns) >= {"source", "line", "symbol", "date", "reason"}
     by_symbol = dict(zip(q["symbol"], q["reason"]))
     assert by_symbol["H"] == ing.R_SESSION and by_symbol["I"] == ing.R_FUTURE
     assert q.filter(pl.col("symbol") == "A")["line"].to_list() == ["3"]
     assert sorted(bars_of(store)["symbol"].to_list()) == ["K", "OK"]
+
+
+def test_an_adj_close_given_must_be_a_positive_number(store, tmp_path, as_of):
+    f = write(tmp_path / "long.csv", """
+symbol,date,open,high,low,close,adj_close,volume
+OK,2024-01-02,10,11,9,10.5,10.4,100
+BLANK,2024-01-02,10,11,9,10.5,,100
+INF,2024-01-02,10,11,9,10.5,inf,100
+NEG,2024-01-02,10,11,9,10.5,-1,100
+NAN,2024-01-02,10,11,9,10.5,nan,100
+""")
+    rep = ing.ingest(store, [f], "NYSE", as_of)
+    assert rep.rejects == {ing.R_ADJ: 3}
+    bars = bars_of(store).sort("symbol")
+    assert bars["symbol"].to_list() == ["BLANK", "OK"] and bars["adj_close"].to_list() == [10.5, 10.4]
 
 
 def test_unknown_exchange_in_long_file_is_rejected(store, tmp_path, as_of):
@@ -250,6 +269,24 @@ def test_symbols_file(store, tmp_path, as_of):
     assert store.read_symbols()["name"].to_list() == ["Ex Corp", "Why Inc"]
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "--symbols-file {f}: empty file"),
+    ('symbol,name\n"AB,Broken\n', "--symbols-file {f}: "),
+    ("Symbol,Name,Sector\n ,No Symbol,Energy\n", "{f}: 1 row(s) without a symbol (first: line 2)"),
+    ("Symbol,Exchange,Name\nX,LSE,Ex Corp\n", "{f}: 1 row(s) with an unknown exchange (first: line 2, X on 'LSE')"),
+    ("Symbol,Name,Sector\nX,Ex Corp,Energy\nX,Ex Corp,Utilities\n", "rows of X on NYSE disagree on its name or sector"),
+])
+def test_a_symbols_file_that_cannot_be_used_is_one_message_and_nothing_is_ingested(store, tmp_path, as_of, text,
+                                                                                  message):
+    f = write(tmp_path / "X.csv", "Date,Open,High,Low,Close,Volume\n2024-01-02,10,11,9,10.5,100\n")
+    s = tmp_path / "syms.csv"
+    s.write_text(text)
+    with pytest.raises(ing.RetrainError) as err:
+        ing.ingest(store, [f], "NYSE", as_of, symbols_file=s)
+    assert message.format(f=s) in err.value.message and err.value.hint
+    assert not store.has_bars()
+
+
 def test_missing_path_and_unknown_exchange_are_errors(store, tmp_path, as_of):
     with pytest.raises(ing.RetrainError, match="no such file"):
         ing.ingest(store, [tmp_path / "nope"], "NYSE", as_of)
@@ -267,6 +304,8 @@ def test_ingest_cli_summary_and_exit_codes(cli, tmp_path):
     assert "Stored 1 bars: 1 new" in r.output and "price <= 0" in r.output and "quarantine" in r.output
     r = cli("ingest", "in", "--exchange", "NYSE", "--as-of", "2024-12-31", "--strict")
     assert r.exit_code == 1 and "nothing was written, because of the problems above" in r.output
+    assert "error: nothing was ingested: --strict, and 1 row(s) and 0 file(s) had problems" in r.stderr
+    assert "ingest without --strict to store the 1 good bar(s)" in r.stderr
     r = cli("ingest", "in", "--exchange", "LSE")
     assert r.exit_code != 0 and "unknown exchange" in r.output
     write(tmp_path / "empty.csv", "")

@@ -221,6 +221,13 @@ def test_corrupted_symbols_stop_the_pipeline(copy):
     ran = _invoke(copy, *RUN)
     assert ran.exit_code == 1 and f"error: {path} is corrupted" in ran.output and "sector" in ran.output
     _only_finding(copy, "symbols", path)
+    # an ingest stops before it writes anything: all or nothing
+    before = {p: p.read_bytes() for p in (copy / "data").rglob("*") if p.is_file()}
+    new = copy / "input" / "NEWX.csv"
+    new.write_text("Date,Open,High,Low,Close,Volume\n2025-10-17,10,11,9,10.5,100\n")  # a new symbol's bar
+    ingested = _invoke(copy, "ingest", str(new), "--exchange", "NASDAQ", "--as-of", str(END))
+    assert ingested.exit_code == 1 and f"{path} is corrupted" in ingested.output
+    assert {p: p.read_bytes() for p in (copy / "data").rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize(("relative", "kind"), [
