@@ -12,7 +12,7 @@ import click
 
 from retrain import calendar, report
 from retrain.calendar import AsOf
-from retrain.config import DEFAULT_CONFIG, Settings, load_settings
+from retrain.config import DEFAULT_CONFIG, MAX_WINDOW_DAYS, Settings, load_settings
 from retrain.console import build_features, fmt_metric, train_and_report, update_labels
 from retrain.errors import RetrainError, storage_fault
 from retrain.integrity import healing
@@ -405,7 +405,7 @@ def _scope(store: Store, exchange: str | None, settings: Settings) -> str:
 
 @main.command()
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
-@click.option("--training-days", type=click.IntRange(min=1), default=None, help="Calendar days of training window [90].")
+@click.option("--training-days", type=click.IntRange(min=1, max=MAX_WINDOW_DAYS), default=None, help="Calendar days of training window [90].")
 @click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
 @click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="auto: activate when out-of-sample rank IC is not worse than the active model's.")
@@ -433,7 +433,7 @@ def train(settings: Settings, exchange, training_days, min_rows, promote, end_da
 @click.option("--min-dollar-volume", type=click.FloatRange(min=0), default=None,
               help="Skip symbols whose 20-session average dollar volume is below this.")
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange].")
-@click.option("--training-days", type=click.IntRange(min=1), default=None, help="Calendar days of each training window [90].")
+@click.option("--training-days", type=click.IntRange(min=1, max=MAX_WINDOW_DAYS), default=None, help="Calendar days of each training window [90].")
 @click.option("--min-rows", type=click.IntRange(min=1), default=None, help="Fewest training rows accepted [500].")
 @click.option("--promote", type=click.Choice(["auto", "always", "never"]), default="never", show_default=True,
               help="never: the run stays a candidate, the active model is untouched; auto or always to apply "
@@ -494,9 +494,9 @@ def backtest(settings: Settings, start_date, end_date, bankroll, max_positions, 
 # ------------------------------------------------------------------------ run
 @main.command()
 @click.option("--exchange", default=None, help="NASDAQ, NYSE, TSE or ALL [retrain.toml [run] exchange; NASDAQ].")
-@click.option("--training-days", type=click.IntRange(min=1), default=None,
+@click.option("--training-days", type=click.IntRange(min=1, max=MAX_WINDOW_DAYS), default=None,
               help="Calendar days of the rolling training window [retrain.toml; 90].")
-@click.option("--backtest-days", type=click.IntRange(min=1), default=30, show_default=True,
+@click.option("--backtest-days", type=click.IntRange(min=1, max=MAX_WINDOW_DAYS), default=30, show_default=True,
               help="Calendar days of the backtest window shown as the headline (at least one block of the "
                    "out-of-sample record: 7); the verdict and the gate judge the whole record.")
 @click.option("--full-rebuild", is_flag=True, help="Recompute every indicator, feature and label, not only new ones.")
@@ -789,7 +789,7 @@ def models_prune(settings: Settings, keep, yes):
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Use the Dask cluster at ADDRESS (tcp://host:8786) instead of a local one "
                    "[env RETRAIN_DASK_SCHEDULER].")
-@click.option("--backtest-days", type=click.IntRange(min=1), default=None,
+@click.option("--backtest-days", type=click.IntRange(min=1, max=MAX_WINDOW_DAYS), default=None,
               help="Calendar days of the window each trial replays walk-forward [90].")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the trials and the best one as the last line (one JSON object).")

@@ -54,6 +54,9 @@ MODEL_PARAMS_SET_ELSEWHERE = {"num_iterations": "[training] num_boost_round",
                               "early_stopping_round": "[training] early_stopping_rounds"}
 
 
+MAX_WINDOW_DAYS = 36_500  # a training or backtest window of calendar days: a century at most
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting: ``kind`` is "int", "float" (ints accepted), "str", "path", or "custom" (any
@@ -223,7 +226,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "seed": Key("int", 7, "random seed of the sample market", low=0),
     },
     "training": {
-        "training_days": Key("int", 90, "calendar days of the rolling training window", low=1),
+        "training_days": Key("int", 90, "calendar days of the rolling training window", low=1, high=MAX_WINDOW_DAYS),
         "min_rows": Key("int", 500, "fewest training rows accepted", low=1),
         "cv_folds": Key("int", 5, "walk-forward cross-validation folds: the newest blocks of the grid", low=1),
         "embargo": Key("int", 1, "sessions left out between a fold's training sessions and its test block", low=0),
@@ -511,6 +514,9 @@ def read_toml(path: Path | None) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise RetrainError(f"{path}: not valid TOML ({exc})", hint="fix the file and rerun") from None
+    except UnicodeDecodeError as exc:
+        raise RetrainError(f"{path}: not UTF-8 text (byte {exc.start}), so not a TOML file",
+                           hint="save it as UTF-8, or write a fresh one with `retrain init --force`") from None
 
 
 def load_settings(

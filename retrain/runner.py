@@ -21,7 +21,7 @@ import polars as pl
 
 from retrain import calendar, report
 from retrain.calendar import AsOf
-from retrain.config import Settings, load_settings
+from retrain.config import MAX_WINDOW_DAYS, Settings, load_settings
 from retrain.config import bump_version as bump
 from retrain.errors import RetrainError
 from retrain.files import atomic_write_text
@@ -203,6 +203,9 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         raise RetrainError(f"--backtest-days {backtest_days} is shorter than one block of the out-of-sample record "
                            f"({BacktestConfig.retrain_every} sessions: {block_days} calendar days)",
                            hint=f"use --backtest-days {block_days} or more, or --skip-backtest to run without a backtest")
+    for name, days in (("--training-days", training_days), ("--backtest-days", backtest_days)):
+        if days is not None and not 1 <= days <= MAX_WINDOW_DAYS:
+            raise RetrainError(f"{name} {days} is out of range", hint=f"use 1 to {MAX_WINDOW_DAYS:,} calendar days")
     if promote not in PROMOTE_MODES:
         raise RetrainError(f"--promote {promote!r} is not one of {', '.join(PROMOTE_MODES)}")
     if bump_version and promote == "never":
@@ -222,7 +225,10 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
 
     mode = ("full rebuild" if full_rebuild else
             f"incremental; {version} features built from scratch" if bump_version else "incremental")
-    with store.lock(f"retrain run --exchange {scope}"):
+    flags = "".join(f" {flag}" for flag, on in (("--full-rebuild", full_rebuild), ("--bump-version", bump_version),
+                                                ("--skip-indicators", skip_indicators), ("--skip-backtest", skip_backtest))
+                    if on) + ("" if clock.is_now else f" --as-of {clock.label()}")
+    with store.lock(f"retrain run --exchange {scope}{flags}"):
         exchanges = store.exchanges() if scope == "ALL" else [scope]
         as_of_text = clock.label() if clock.label() != "now" else \
             f"now ({', '.join(f'{clock.today(e)} at {e}' for e in exchanges) or dt.date.today()})"

@@ -280,8 +280,21 @@ def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str], stop=None)
     rows of a training window."""
     x, y = matrix(df, columns), df["target"].to_numpy().astype(np.float64)
     sessions = df["trade_date"].unique().sort().to_list()
+    dates = df["trade_date"].to_numpy()
     started = time.perf_counter()
-    final, rounds = fit_window(x, y, df["trade_date"].to_numpy(), sessions, cfg, columns, stop=stop)
+    final, rounds = fit_window(x, y, dates, sessions, cfg, columns, stop=stop)
+    if final.best_score:
+        # LightGBM sums the early-stopping metric on its threads, so its last digits depend on how
+        # many there were (the trees do not). The saved model carries it: computed again here,
+        # the same on any number of threads, so the same rows give the same model file.
+        import collections
+
+        tail = session_mask(dates, split_validation(sessions, cfg.validation_fraction, cfg.embargo)[1])
+        l2 = float(np.mean(np.square(final.predict(x[tail], num_iteration=rounds) - y[tail])))
+        score = collections.defaultdict(collections.OrderedDict)
+        for name, metrics in final.best_score.items():
+            score[name].update({k: (l2 if k == "l2" else v) for k, v in metrics.items()})
+        final.best_score = score
     return final, rounds, round(time.perf_counter() - started, 3)
 
 

@@ -274,3 +274,14 @@ def test_init_into_a_new_directory(cli, tmp_path):
     assert r.exit_code == 0 and target.is_file()
     assert validate_config(tomllib.loads(target.read_text(encoding="utf-8"))) == DEFAULTS
     assert not (tmp_path / "retrain.toml").exists()
+
+
+def test_a_config_that_is_not_utf8_and_windows_past_a_century_are_refused(cli, tmp_path):
+    (tmp_path / "retrain.toml").write_bytes(b"\xff\xfe[run]\n")
+    r = cli("status")
+    assert r.exit_code == 1 and "retrain.toml: not UTF-8 text (byte 0)" in r.stderr and "Traceback" not in r.output
+    (tmp_path / "retrain.toml").write_text(_with("training", "training_days = 1000000"))
+    r = cli("status")
+    assert r.exit_code == 1 and "training_days" in r.stderr
+    r = cli("run", "--training-days", "1000000")
+    assert r.exit_code == 2 and "1<=x<=36500" in r.output

@@ -326,3 +326,27 @@ def test_after_a_bump_another_scope_says_which_run_to_do(tmp_path):
     settings = dataclasses.replace(load_settings(artifacts_dir=tmp_path / "artifacts", data_dir=tmp_path / "d"),
                                    default_exchange="NASDAQ")
     assert runner._stranded(settings, "v2", "NASDAQ") == ["NYSE"]
+
+
+def test_the_final_model_file_is_the_same_on_any_number_of_threads(built):
+    """The trees are the same on any number of threads; the early-stopping score the model
+    carries is computed again so that it is too: the same rows give the same model.joblib."""
+    import io
+
+    import joblib
+
+    store, _ = built
+    cfg = _cfg(training_days=60)
+    prep, window, _ = _folds(store, cfg)
+    rows = prep.data.filter(pl.col("trade_date") >= window[0])  # prepared by load_frame
+    files = []
+    for threads in (1, 2):
+        tcfg = dataclasses.replace(cfg, params={**cfg.params, "num_threads": threads})
+        model, rounds, _ = training.fit_final(rows, tcfg, prep.columns)
+        assert model.best_score["valid_0"]["l2"] > 0
+        model.params["num_threads"] = 2  # as Fits writes it: the configured threads
+        text = model.model_to_string(num_iteration=-1).replace("[num_threads: 1]", "[num_threads: 2]")
+        buf = io.BytesIO()
+        joblib.dump((text, rounds, dict(model.best_score)), buf)
+        files.append(buf.getvalue())
+    assert files[0] == files[1]
