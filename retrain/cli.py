@@ -551,13 +551,22 @@ def _registry(settings: Settings):
     return Registry(settings.artifacts_dir, settings.default_exchange)
 
 
+def _unreadable_runs(registry) -> None:
+    """Warn (stderr) of the run folders ``registry.runs()`` had to leave out."""
+    for run_id, why in registry.unreadable:
+        click.echo(report.warn(f"run {run_id} left out: {why.splitlines()[0]} (`retrain verify` says what to do)"),
+                   err=True)
+
+
 @models.command("list")
 @click.option("--version", default=None, help="Only this feature version.")
 @store_options
 def models_list(settings: Settings, version):
     """Every run: id, version, scope, trained at, samples, R², rank IC, backtest, Sharpe, the
     verdict with the record's PSR and sessions, status."""
-    runs = [r for r in _registry(settings).runs() if not version or r["feature_version"] == version]
+    registry = _registry(settings)
+    runs = [r for r in registry.runs() if not version or r["feature_version"] == version]
+    _unreadable_runs(registry)
     if not runs:
         click.echo("No runs yet - train one with `retrain train` (or `retrain run`).")
         return
@@ -992,7 +1001,9 @@ def query(settings: Settings, sql, fmt):
     found, warnings = journal.read(settings.artifacts_dir) if "predictions" in used else (None, [])
     for w in warnings:
         click.echo(report.warn(w), err=True)
-    runs = _registry(settings).runs() if "runs" in used else None
+    registry = _registry(settings)
+    runs = registry.runs() if "runs" in used else None
+    _unreadable_runs(registry)
     columns, rows = q.run_query(Store(settings.data_dir), sql, runs=runs, predictions=found)
     click.echo(q.render(columns, rows, fmt))
 

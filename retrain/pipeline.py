@@ -827,13 +827,25 @@ def _decide(registry: Registry, promote: str, meta: dict, same: dict | None, rec
     run_id, version, scope = meta["run_id"], meta["feature_version"], meta["scope"]
     active_id = registry.active_run(version, scope)
     if active_id == run_id:
-        return False, "it is the active model already", None
+        copied = registry.restore_active_copies(version, scope)  # a damaged copy is made whole again
+        return False, "it is the active model already" + (
+            f" ({' and '.join(copied)} did not match it: copied again from its run folder)" if copied else ""), None
     if same is not None and promote != "always" and same.get("status") != "candidate":
         # A run that was active once and was replaced or rolled back since: finding it again
         # must not undo that. Only --promote always (or `models promote`) changes it.
         return False, (f"nothing changed since this run, which was active once and stays {same.get('status')} "
                        f"(activate it with `retrain models promote {run_id}`)"), None
-    active = registry.run_meta(active_id) if active_id else None
+    try:
+        active = registry.run_meta(active_id) if active_id else None
+    except CorruptFile as exc:  # the champion cannot be judged: only the user can replace it
+        ok = promote == "always"
+        reason = (f"the active model's run {active_id} cannot be read ({exc.path.name} is corrupted), so this run "
+                  "cannot be compared with it" + ("; --promote always: activated" if ok else
+                                                  f"; kept as a candidate: `retrain models promote {run_id}` "
+                                                  "activates it (`retrain verify` says what else to do)"))
+        return ok, reason, {"mode": promote, "promoted": ok, "reason": reason, "champion": active_id,
+                            "outcome": "champion unreadable",
+                            "decided_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     compared = None
     store, records, prep, blocks, cfg, bcfg, routine, window, first_day = gate_args
     if (promote == "auto" and active is not None and record is not None and window

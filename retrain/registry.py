@@ -345,8 +345,11 @@ class Registry:
             raise RetrainError(f"no run {run_id!r} in {self.runs_dir}", hint=f"`retrain models list` shows them (latest: {known})")
         return read_meta(path)
 
+    unreadable: list[tuple[str, str]] = []  # (run id, why) of the run folders ``runs`` had to leave out
+
     def runs(self) -> list[dict]:
-        """Every run's metadata with its status (active / candidate / retired), oldest first."""
+        """Every run's metadata with its status (active / candidate / retired), oldest first. A
+        run whose meta.json cannot be read is left out, and listed in ``unreadable``."""
         if not self.runs_dir.exists():
             return []
         state = self.state()
@@ -354,10 +357,12 @@ class Registry:
         retired = {r for scopes in state["history"].values() for runs in scopes.values() for r in runs}
         retired |= set(state.get("retired_by_rollback", []))
         out = []
+        self.unreadable = []
         for folder in sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             try:
                 meta = read_meta(folder / "meta.json")
-            except (OSError, RetrainError):
+            except (OSError, RetrainError) as exc:
+                self.unreadable.append((folder.name, getattr(exc, "message", None) or str(exc)))
                 continue
             meta["status"] = "active" if meta["run_id"] in active else "retired" if meta["run_id"] in retired else "candidate"
             out.append(meta)
@@ -442,6 +447,28 @@ class Registry:
         for leftover in self.runs_dir.glob(".tmp-pruned-*"):  # from a prune that was killed
             shutil.rmtree(leftover, ignore_errors=True)
         return doomed
+
+    def restore_active_copies(self, version: str, scope: str) -> list[str]:
+        """Check the active model's plain-named copies of (version, scope) against their checksums
+        and the run's sha256, and copy them again from the run folder when either is damaged or
+        missing. Returns the names copied again (none when both are sound, or no run is active)."""
+        run_id = self.active_run(version, scope)
+        if run_id is None or not (self.runs_dir / run_id / "model.joblib").exists():
+            return []
+        model_path, meta_path = self.active_paths(version, scope)
+        checksums.forget(model_path)
+        checksums.forget(meta_path)
+        sound = all(p.exists() and checksums.check(p)[0] == "ok" for p in (model_path, meta_path))
+        if sound:
+            try:
+                sound = (json.loads(meta_path.read_text()).get("run_id") == run_id and
+                         sha256(model_path.read_bytes()) == self.run_meta(run_id).get("model_sha256"))
+            except (OSError, ValueError):
+                sound = False
+        if sound:
+            return []
+        self._activate(self.load_run(run_id, version=version, scope=scope))
+        return [model_path.name, meta_path.name]
 
     def _activate(self, loaded: LoadedModel) -> None:
         """Copy a run's model and metadata to the plain active names. Two files cannot be

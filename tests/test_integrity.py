@@ -302,6 +302,34 @@ def test_corrupted_registry_files_and_models(copy, clean):
     assert run_dir.is_dir() and _invoke(copy, "verify").exit_code == 0
 
 
+def test_a_run_that_finds_its_model_active_already_mends_a_damaged_active_copy(copy, clean):
+    model = copy / "artifacts/daytrading/intraday_model_v1.joblib"
+    model.write_bytes(b"")  # truncated, as a full disk or a bad copy leaves it
+    ran = _invoke(copy, *RUN)
+    assert ran.exit_code == 0, ran.output
+    out = _last_json(ran)
+    assert out["unchanged"] and out["run_id"] == clean["run_id"]
+    assert "copied again from its run folder" in ran.output
+    assert _invoke(copy, "verify").exit_code == 0
+    assert _invoke(copy, "predict", "--as-of", str(THU), "--top", "3", "--no-update").exit_code == 0
+
+
+def test_a_run_whose_champion_cannot_be_read_is_kept_as_a_candidate_that_can_be_promoted(copy, clean):
+    meta = copy / "artifacts/daytrading/runs" / clean["run_id"] / "meta.json"
+    flip(meta, 3)
+    listed = _invoke(copy, "models", "list")
+    assert listed.exit_code == 0 and f"run {clean['run_id']} left out" in listed.output
+    ran = _invoke(copy, *RUN)
+    assert ran.exit_code == 0, ran.output
+    out = _last_json(ran)
+    assert not out["promoted"] and "cannot be read" in out["promotion_reason"]
+    assert f"retrain models promote {out['run_id']}" in out["promotion_reason"]
+    assert Registry(copy / "artifacts").active_run("v1", "NASDAQ") == clean["run_id"]  # the user decides
+    promoted = _invoke(copy, "models", "promote", out["run_id"])
+    assert promoted.exit_code == 0, promoted.output
+    assert Registry(copy / "artifacts").active_run("v1", "NASDAQ") == out["run_id"]
+
+
 def test_a_corrupted_record_block_is_rebuilt(copy, clean):
     """A week later the CV folds before the newest are read back from the record: a corrupted
     one is rebuilt, with a warning, bit for bit."""
