@@ -686,6 +686,7 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
                            hint=f"use --backtest-days {bcfg.block_days} or more (or an earlier --start-date)")
     with store.lock("retrain train"):
         clock = time.perf_counter()
+        training.check_params(cfg.params, columns)  # before any work: what LightGBM would abort on
         window = training_window(store, version, scope, cfg.training_days, end)
         routine, spec = routine_spec(cfg, bcfg, version, columns)
         first_day = cv_first_day(window, cfg, bcfg)

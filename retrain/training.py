@@ -152,10 +152,33 @@ def _stopper(stop):
     return check
 
 
+MONOTONE_KEYS = ("monotone_constraints", "monotone_constraint", "mc")  # LightGBM's name and aliases
+
+
+def check_params(params: dict, columns: list[str]) -> None:
+    """What LightGBM would stop the process for (a fatal error inside its threads: no exception
+    to catch), said first as a RetrainError: monotone constraints that do not give one value per
+    feature column, or that constrain a categorical one."""
+    for key in MONOTONE_KEYS:
+        if key not in params:
+            continue
+        raw = params[key]
+        values = [int(v) for v in (raw.split(",") if isinstance(raw, str) else raw)]
+        order = "in the feature set's order (`retrain query \"DESCRIBE features\"`, after feature_version)"
+        if len(values) != len(columns):
+            raise RetrainError(f"retrain.toml [model] {key} has {len(values)} value(s), and the feature set has "
+                               f"{len(columns)} columns", hint=f"give one value (-1, 0 or 1) per feature column, {order}")
+        bad = [c for c, v in zip(columns, values) if v and c in CATEGORICAL]
+        if bad:
+            raise RetrainError(f"retrain.toml [model] {key} constrains the categorical feature(s) {', '.join(bad)}, "
+                               "which LightGBM cannot make monotone", hint=f"give them 0 ({order})")
+
+
 def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str], rounds: int,
               valid: tuple[np.ndarray, np.ndarray] | None = None, stop=None):
     from retrain import lgbm
 
+    check_params(cfg.params, columns)
     lgb = lgbm.load()
     cats = [c for c in columns if c in CATEGORICAL]
     train = lgb.Dataset(x, y, feature_name=columns, categorical_feature=cats, free_raw_data=False)

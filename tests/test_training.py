@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -350,3 +351,16 @@ def test_the_final_model_file_is_the_same_on_any_number_of_threads(built):
         joblib.dump((text, rounds, dict(model.best_score)), buf)
         files.append(buf.getvalue())
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ([1, -1], "has 2 value(s), and the feature set has"),
+    ("categorical", "constrains the categorical feature(s) day_of_week"),
+])
+def test_monotone_constraints_lightgbm_would_abort_on_are_refused_first(value, message):
+    columns = features.feature_columns("v1")
+    if value == "categorical":
+        value = [1 if c == "day_of_week" else 0 for c in columns]
+    with pytest.raises(RetrainError, match=re.escape(message)):
+        training.check_params({"monotone_constraints": value}, columns)
+    training.check_params({"monotone_constraints": [0] * len(columns)}, columns)  # one per column: fine
