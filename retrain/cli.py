@@ -910,7 +910,7 @@ def predict(settings: Settings, top, exchange, version, run_id, no_update, stric
                                                    check_version(version) if version else None, run_id,
                                                    update=not no_update, strict=strict))
     if pred.built:
-        click.echo(report.ok(pred.built))
+        click.echo(report.warn(pred.built) if pred.update_failed else report.ok(pred.built))
     if pred.note:
         click.echo(f"Model: {pred.note}")
     if pred.warning:

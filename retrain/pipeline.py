@@ -999,6 +999,7 @@ class Prediction:
     warning: str | None = None  # look-ahead by the user's own --model choice
     save_error: RetrainError | None = None  # the ranking is valid, but writing it failed
     built: str | None = None  # what bringing indicators and features up to date did, in words
+    update_failed: bool = False  # it could not: ``built`` says why, and what to do
     stale: str | None = None  # why the model is stale (older than [monitor] max_model_age_days)
     age: dict | None = None  # model_age: age_days, age_sessions, trained_through
     journal: Path | None = None  # the journal file of this ranking
@@ -1164,7 +1165,8 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
                  f"{version} feature rows the store holds for {session}")
     elif failed is not None:
         built = (f"{version} features were not brought up to date ({failed.message}); ranked with the {version} "
-                 f"rows the store holds for {session}")
+                 f"rows the store holds for {session}" + (f". To bring them up to date: {failed.hint}"
+                                                          if failed.hint else ""))
     if rows.is_empty():
         missing = _missing_for(store, version, exchanges, session)
         raise RetrainError(
@@ -1203,7 +1205,7 @@ def predict(settings: Settings, scope: str, as_of: AsOf, top: int | None = None,
         save_error = save_error or StorageError(failed.message, hint=f"The ranking above is complete, from "
                                                 f"the feature rows already stored. {failed.hint}")
     return Prediction(session, table.head(top) if top else table, out, loaded.meta["run_id"], note, warning, save_error,
-                      built=built, stale=stale, age=age, journal=journal_path)
+                      built=built, update_failed=failed is not None, stale=stale, age=age, journal=journal_path)
 
 
 def _missing_for(store: Store, version: str, exchanges: list[str], session: dt.date) -> str:

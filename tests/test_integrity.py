@@ -330,6 +330,15 @@ def test_a_run_whose_champion_cannot_be_read_is_kept_as_a_candidate_that_can_be_
     assert Registry(copy / "artifacts").active_run("v1", "NASDAQ") == out["run_id"]
 
 
+def test_predict_past_a_corrupted_bars_file_warns_and_says_what_to_do(copy):
+    bars = copy / "data/day_symbol/exchange=NASDAQ/month=2025-10/data.parquet"
+    flip(bars, 2)
+    ranked = _invoke(copy, "predict", "--as-of", str(THU), "--top", "3")
+    assert ranked.exit_code == 0, ranked.output
+    line = next(x for x in ranked.output.splitlines() if "were not brought up to date" in x)
+    assert line.startswith("⚠") and str(bars) in line and "To bring them up to date:" in line
+
+
 def test_a_corrupted_record_block_is_rebuilt(copy, clean):
     """A week later the CV folds before the newest are read back from the record: a corrupted
     one is rebuilt, with a warning, bit for bit."""
