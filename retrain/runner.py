@@ -114,7 +114,31 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
         report.echo(report.warn(f"Low RSI coverage. {text}{note}"))
     else:
         report.echo(report.ok(text))
-    return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage}
+    holes = {e: m for e in exchanges if (m := _missing_months(store, e))}
+    for e, months in holes.items():
+        listed = ", ".join(months[:4]) + (f" and {len(months) - 4} more" if len(months) > 4 else "")
+        report.echo(report.warn(
+            f"{e} has no bar file for {listed}, between months that have one: those sessions have no bars, no "
+            f"labels and no new features, so a window over them trains on fewer rows. Restore the file from a "
+            f"backup, or ingest that month's bars again (`retrain ingest PATH --exchange {e}`; `retrain verify` "
+            f"lists a file set aside as .corrupt)"))
+    return {"symbols": symbols.height, "recent_bars": recent.height, "rsi_coverage": coverage,
+            "missing_months": holes}
+
+
+def _missing_months(store: Store, exchange: str) -> list[str]:
+    """Months (YYYY-MM) between the exchange's first and last bar file that have none: a whole
+    month of sessions without a bar, which an ingest never leaves (a file deleted or moved)."""
+    have = sorted(p.parent.name.split("=", 1)[1] for p in store.bar_files(exchange))
+    if len(have) < 3:
+        return []
+    year, month = map(int, have[0].split("-"))
+    out, present = [], set(have)
+    while f"{year:04d}-{month:02d}" < have[-1]:
+        if f"{year:04d}-{month:02d}" not in present:
+            out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
 
 
 def _live_line(settings, scope: str, clock: AsOf):

@@ -142,6 +142,8 @@ def test_corrupted_bars_stop_the_pipeline_naming_the_month_and_the_files_to_inge
     # what the message says to do: move it aside, ingest the source again; then all is as before
     aside = path.with_name("data.parquet.corrupt")
     path.rename(aside)
+    gap = _invoke(copy, *RUN)  # a month without its file: the run says so (its sessions have no labels)
+    assert "NASDAQ has no bar file for 2025-09, between months that have one" in gap.output
     again = _invoke(copy, "ingest", str(copy / "input" / "NASDAQ.csv"), "--format", "long", "--as-of", str(THU))
     assert again.exit_code == 0, again.output
     assert _invoke(copy, *RUN).exit_code == 0
