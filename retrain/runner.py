@@ -310,8 +310,9 @@ def _run(exchange, training_days, backtest_days, full_rebuild, bump_version, ski
         end = healing(store, lambda: pipeline.last_labelled(store, version, scope, until=until)) if until else None
         if end is None:
             raise RetrainError(f"no labelled {version} feature rows for {scope} as of {clock.label()}",
-                               hint="no session with features was complete by then: pass a later --as-of, "
-                                    "or load older bars (`retrain ingest`)")
+                               hint="no session with features was complete by then: "
+                                    + ("" if clock.is_now else "pass a later --as-of, or ")
+                                    + "load older bars (`retrain ingest`; step 3 above says how many a snapshot needs)")
         window = None if skip_backtest else (end - dt.timedelta(days=backtest_days - 1), end)
         bcfg = BacktestConfig.from_settings(settings, max_positions=cfg.top_n)
         out = train_and_report(settings, scope, cfg, promote, end=end, backtest_window=window, bcfg=bcfg, store=store,
@@ -402,11 +403,16 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
                 report.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
                             f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
                             f"bar, {first_bar})")
-    if earliest > need:
+    last_bar = max(store.date_span(e)[1] for e in exchanges)
+    if all(first_possible(e) > calendar.next_session(e, store.date_span(e)[1]) for e in exchanges):
+        report.echo(report.warn(
+            f"Too little history for any snapshot: the bars run from {first_bar} to {last_bar}, and a symbol needs "
+            f"{MIN_HISTORY} earlier bars for its first snapshot. What can help: older bars (`retrain ingest`)"))
+    elif earliest > need:
         report.echo(report.warn(
             f"Not enough history for the {days}-day window: it starts {need}, but the bars start {first_bar} and a "
             f"symbol needs {MIN_HISTORY} earlier bars for its first snapshot, so snapshots start {earliest} at the "
-            f"earliest. What can help: a later --as-of, a shorter --training-days"
+            f"earliest. What can help: " + ("" if clock.is_now else "a later --as-of, ") + "a shorter --training-days"
             + ("" if skip_backtest else " or --backtest-days")
             + ", or older bars (`retrain ingest`)"))
     return extend
