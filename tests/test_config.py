@@ -81,7 +81,7 @@ def test_unknown_section_and_keys_outside_or_in_the_wrong_section(tmp_path, monk
 # --------------------------------------------------------- types and values
 def test_wrong_type_names_key_value_and_expectation(tmp_path, monkeypatch):
     err = _refused(tmp_path, monkeypatch, '[training]\ntraining_days = "ninety"\n')
-    assert err.message == 'retrain.toml [training]: training_days = "ninety": expected an integer >= 1'
+    assert err.message == 'retrain.toml [training]: training_days = "ninety": expected an integer >= 1 and <= 36500'
     assert err.hint == "training_days: calendar days of the rolling training window (default 90)"
 
 
@@ -111,7 +111,7 @@ def test_num_leaves_is_checked_when_the_file_is_read(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("section, line, expected", [
-    ("training", "training_days = 0", "expected an integer >= 1"),
+    ("training", "training_days = 0", "expected an integer >= 1 and <= 36500"),
     ("training", "embargo = -1", "expected an integer >= 0"),
     ("training", "validation_fraction = 1", "expected a number > 0 and < 1"),
     ("training", "validation_fraction = 0.0", "expected a number > 0 and < 1"),
@@ -136,7 +136,7 @@ def test_out_of_range_values_are_refused(tmp_path, monkeypatch, section, line, e
 def test_every_problem_is_named_at_once(tmp_path, monkeypatch):
     err = _refused(tmp_path, monkeypatch, '[training]\ntraining_days = "ninety"\n[model]\nnum_leaves = "seven"\n')
     assert err.message == ('retrain.toml has 2 problems:\n'
-                           '  [training]: training_days = "ninety": expected an integer >= 1\n'
+                           '  [training]: training_days = "ninety": expected an integer >= 1 and <= 36500\n'
                            '  [model]: num_leaves = "seven": expected an integer >= 2')
 
 
