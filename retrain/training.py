@@ -163,7 +163,10 @@ def check_params(params: dict, columns: list[str]) -> None:
         if key not in params:
             continue
         raw = params[key]
-        values = [int(v) for v in (raw.split(",") if isinstance(raw, str) else raw)]
+        try:
+            values = [int(v) for v in (raw.split(",") if isinstance(raw, str) else raw)]
+        except (TypeError, ValueError):
+            continue  # not a list of integers: the config's own check with LightGBM speaks of it
         order = "in the feature set's order (`retrain query \"DESCRIBE features\"`, after feature_version)"
         if len(values) != len(columns):
             raise RetrainError(f"retrain.toml [model] {key} has {len(values)} value(s), and the feature set has "

@@ -227,10 +227,13 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     run_dir = registry.runs_dir / active if active is not None else None
     removed = run_dir is not None and not (run_dir / "meta.json").exists()
     meta = registry.run_meta(active) if run_dir is not None and not removed else None
-    if meta is not None and dt.date.fromisoformat(meta["training_window"]["end"]) > reference:
+    # as of a past day, the active model may postdate it (as of now it never does: its data ends at
+    # the last complete session of one of the scope's exchanges, which may be after ``reference``)
+    if (meta is not None and not as_of.is_now
+            and dt.date.fromisoformat(meta["training_window"]["end"]) > max(last.values())):
         end = meta["training_window"]["end"]
         raise NotYetTrained(f"as of {as_of.label()}, the active {version} model of {scope}, {active}, did not exist yet: "
-                           f"its training data ends {end}, after {reference}, the last complete session then",
+                           f"its training data ends {end}, after {max(last.values())}, the last complete session then",
                            hint=f"monitor it as of a date after {end}, or without --as-of")
     # The drift and the model's own record read rows of their own (features; its out-of-sample
     # predictions): computed beside everything else, from the start.
