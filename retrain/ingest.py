@@ -485,8 +485,8 @@ def ingest(
     symbols_meta = read_symbols_file(Path(symbols_file), default_exchange) if symbols_file else None
 
     with store.lock("retrain ingest"):
-        if bars.height or symbols_meta is not None:
-            store.read_symbols()  # verified before any write: a corrupted symbols file stops the ingest whole
+        if (bars.height or symbols_meta is not None) and store.symbols_path.exists():
+            store.verify(store.symbols_path)  # before any write: a corrupted symbols file stops the ingest whole
         if rejects.height:
             report.quarantine = store.write_quarantine(rejects)
         if strict and (rejects.height or report.file_problems):

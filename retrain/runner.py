@@ -129,16 +129,14 @@ def _prerequisites(store: Store, scope: str, exchanges: list[str], clock: AsOf, 
 def _missing_months(store: Store, exchange: str) -> list[str]:
     """Months (YYYY-MM) between the exchange's first and last bar file that have none: a whole
     month of sessions without a bar, which an ingest never leaves (a file deleted or moved)."""
-    have = sorted(p.parent.name.split("=", 1)[1] for p in store.bar_files(exchange))
+    from retrain.remove import months_between
+
+    have = store.months(exchange)  # sorted: the bar files are
     if len(have) < 3:
         return []
-    year, month = map(int, have[0].split("-"))
-    out, present = [], set(have)
-    while f"{year:04d}-{month:02d}" < have[-1]:
-        if f"{year:04d}-{month:02d}" not in present:
-            out.append(f"{year:04d}-{month:02d}")
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
+    present = set(have)
+    first, last = (dt.date.fromisoformat(f"{m}-01") for m in (have[0], have[-1]))
+    return [m for m in months_between(first, last) if m not in present]
 
 
 def _live_line(settings, scope: str, clock: AsOf):
