@@ -219,6 +219,9 @@ def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of
     rep = ing.ingest(store, paths, exchange, AsOf.parse(as_of), fmt=fmt, symbols_file=symbols_file, strict=strict)
     where = ", ".join(f"{ex} {report.n(c)}" for ex, c in rep.by_exchange.items()) or "-"
     click.echo(f"Read {report.n(rep.files)} file(s), {report.n(rep.rows_read)} row(s); valid bars by exchange: {where}")
+    if rep.skipped:
+        click.echo(report.warn(f"Skipped {report.n(len(rep.skipped))} file(s) in the directories given that are not "
+                               f"data files (.csv, .txt, .parquet, .pq; .csv.gz, .txt.gz), e.g. {rep.skipped[0]}"))
     for path, problem in rep.file_problems:
         click.echo(report.fail(f"{path}: {problem}"))
     if rep.written:

@@ -54,6 +54,29 @@ MODEL_PARAMS_SET_ELSEWHERE = {"num_iterations": "[training] num_boost_round",
                               "early_stopping_round": "[training] early_stopping_rounds"}
 
 
+# The model regresses a return, which may be negative: the objectives (and early-stopping
+# metrics) of a real-valued target, with LightGBM's other names for them. Classification and
+# ranking objectives, and those of a non-negative target (poisson, gamma, tweedie), do not fit it.
+REGRESSION_OBJECTIVES = {
+    "regression": ("regression_l2", "l2", "mean_squared_error", "mse", "l2_root", "root_mean_squared_error", "rmse"),
+    "regression_l1": ("l1", "mean_absolute_error", "mae"),
+    "huber": (), "fair": (), "quantile": (), "mape": ("mean_absolute_percentage_error",),
+}
+REGRESSION_METRICS = {"l2", "l1", "rmse", "quantile", "mape", "huber", "fair", "regression", "regression_l2",
+                      "regression_l1", "mean_squared_error", "mse", "l2_root", "root_mean_squared_error",
+                      "mean_absolute_error", "mae", "mean_absolute_percentage_error", "", "None", "na", "null",
+                      "custom"}
+_OBJECTIVE_NAMES = {alias: main for main, aliases in REGRESSION_OBJECTIVES.items() for alias in (main, *aliases)}
+
+
+def _objective(value: str) -> str:
+    value = _non_empty(value)
+    if value.lower() not in _OBJECTIVE_NAMES:
+        raise ValueError(f"a regression objective ({', '.join(REGRESSION_OBJECTIVES)}): the model predicts a "
+                         "return, which may be negative")
+    return value
+
+
 MAX_WINDOW_DAYS = 36_500  # a training or backtest window of calendar days: a century at most
 
 
@@ -272,7 +295,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
                          parse=_choices("str", empty=True)),
     },
     "model": {
-        "objective": Key("str", "regression", "LightGBM objective", parse=_non_empty),
+        "objective": Key("str", "regression", f"LightGBM objective, one for a real-valued target: "
+                         f"{', '.join(REGRESSION_OBJECTIVES)}", parse=_objective),
         "learning_rate": Key("float", 0.02, "LightGBM shrinkage rate", low=0, low_open=True),
         "num_leaves": Key("int", 7, "most leaves per tree", low=2),
         "min_data_in_leaf": Key("int", 50, "fewest rows per leaf", low=0),
@@ -409,12 +433,24 @@ def _model_extras(extras: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]
         elif main in FIXED_MODEL_PARAMS:
             problems.append(("[model]", f"{key} is set by retrain ({main} = "
                              f"{_toml_value(FIXED_MODEL_PARAMS[main])} for every model)", "remove it from [model]"))
+        elif main == "metric" and _odd_metrics(value):
+            problems.append(("[model]", f"{key} = {_toml_value(value)}: {', '.join(_odd_metrics(value))} is not a "
+                             "metric of a regression (the model predicts a return, which may be negative)",
+                             f"use one of l2, l1, rmse, huber, fair, quantile, mape (or leave {key} out: l2 for the "
+                             "default objective)"))
         elif main in MODEL_PARAMS_SET_ELSEWHERE:
             problems.append(("[model]", f"{key} is set by retrain from {MODEL_PARAMS_SET_ELSEWHERE[main]}",
                              f"remove it from [model] and set {MODEL_PARAMS_SET_ELSEWHERE[main]} instead"))
         else:
             accepted[key] = value
     return accepted, problems
+
+
+def _odd_metrics(value: Any) -> list[str]:
+    """The early-stopping metrics of ``value`` (a name, a comma-separated list or a TOML list)
+    that do not measure a regression."""
+    names = value if isinstance(value, list) else str(value).split(",")
+    return [str(n).strip() for n in names if str(n).strip().lower() not in {m.lower() for m in REGRESSION_METRICS}]
 
 
 def _lightgbm_refusals(params: dict[str, Any], keys: list[str]) -> list[Problem]:

@@ -9,6 +9,9 @@ Formats (``--format auto`` picks one per file):
   with YYYYMMDD dates; ``AAPL.US`` becomes ``AAPL``.
 * ``long``: CSV or Parquet with ``symbol,date,open,high,low,close,volume[,adj_close][,exchange]``.
 
+CSV files may be gzip-compressed (``.csv.gz``, ``.txt.gz``). A directory is searched for these
+suffixes; any other file in it is skipped and counted, with an example name.
+
 CSV files that share a header line are read in one scan, the rest one by one; either way a
 file that cannot be read is reported by name and skipped. Parsing and validation are
 vectorized over all rows of all files at once.
@@ -33,6 +36,8 @@ from retrain.store import Store
 FORMATS = ("auto", "yahoo", "stooq", "long")
 RAW_COLUMNS = ["source", "line", "exchange", "symbol", "date", "open", "high", "low", "close", "adj_close", "volume"]
 DATA_SUFFIXES = {".csv", ".txt", ".parquet", ".pq"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+COMPRESSED = ".gz"  # gzip-compressed CSV: Polars reads it as it is
 
 # Reject reasons, in the order they are checked: a row gets the first that applies.
 R_DATE = "unparseable or missing date"
@@ -73,6 +78,7 @@ class IngestReport:
     quarantine: Path | None = None
     written: bool = False
     by_exchange: dict[str, int] = field(default_factory=dict)
+    skipped: list[Path] = field(default_factory=list)  # files in the directories given that are not data files
 
     @property
     def rejected(self) -> int:
@@ -80,12 +86,37 @@ class IngestReport:
 
 
 # ------------------------------------------------------------------ reading
-def collect_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files named, plus data files (.csv .txt .parquet) found recursively in directories."""
+def data_suffix(path: Path) -> str:
+    """The suffix that says what a file holds: ``.csv`` of ``x.csv`` and of ``x.csv.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes[-1:] == [COMPRESSED]:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
+
+
+def _stem(path: Path) -> str:
+    """The file name without its data suffix (and ``.gz``): the symbol of a Yahoo file."""
+    name = path.name[:-len(COMPRESSED)] if path.name.lower().endswith(COMPRESSED) else path.name
+    return Path(name).stem
+
+
+def _is_data_file(path: Path) -> bool:
+    suffix = data_suffix(path)
+    compressed = path.name.lower().endswith(COMPRESSED)
+    return suffix in DATA_SUFFIXES and not (compressed and suffix in PARQUET_SUFFIXES)
+
+
+def collect_files(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """Files named, plus data files (.csv .txt .parquet, .csv.gz .txt.gz) found recursively in
+    directories; the other files found there (hidden ones aside) go to ``skipped``."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in DATA_SUFFIXES))
+            found = sorted(f for f in p.rglob("*") if f.is_file())
+            out.extend(f for f in found if _is_data_file(f))
+            if skipped is not None:
+                skipped.extend(f for f in found if not _is_data_file(f)
+                               and not any(part.startswith(".") for part in f.relative_to(p).parts))
         elif p.is_file():
             out.append(p)
         else:
@@ -102,7 +133,35 @@ def _norm(name: str) -> str:
     return re.sub(r"[\s_<>\-]", "", name.strip().lower())
 
 
+PARQUET_MAGIC = b"PAR1"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _sniff(path: Path) -> None:
+    """A file that is not text is a FileProblem that says what it is (a Parquet file with
+    another suffix, a compressed file, binary data) rather than a CSV read as garbage."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError as exc:
+        raise FileProblem(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if head.startswith(PARQUET_MAGIC):
+        raise FileProblem("this is a Parquet file, not a CSV: rename it to .parquet (read as the long format)")
+    if head.startswith(GZIP_MAGIC):
+        if path.name.lower().endswith(COMPRESSED):
+            return
+        raise FileProblem("this is a gzip-compressed file: name it .csv.gz, or decompress it")
+    if head.startswith((b"PK\x03\x04", b"\xfd7zXZ", b"BZh", b"\x28\xb5\x2f\xfd")):
+        raise FileProblem("this is a compressed archive (zip, xz, bzip2 or zstd), not a CSV: extract it first"
+                          " (gzip-compressed .csv.gz files are read as they are)")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise FileProblem(f"not a text file (binary data: a NUL byte at offset {nul}); a CSV or Parquet file was "
+                          "expected")
+
+
 def _read_csv_strings(path: Path) -> pl.DataFrame:
+    _sniff(path)
     try:
         df = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=True, encoding="utf8-lossy")
     except pl.exceptions.NoDataError:
@@ -119,7 +178,13 @@ def _read_long_parquet(path: Path) -> pl.DataFrame:
     try:
         df = pl.read_parquet(path)
     except Exception as exc:  # noqa: BLE001
-        raise FileProblem(f"unreadable as Parquet ({type(exc).__name__})") from None
+        try:
+            with open(path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError:
+            magic = b""
+        what = "" if magic == PARQUET_MAGIC else "; it does not start as a Parquet file does (PAR1): is it a CSV?"
+        raise FileProblem(f"unreadable as Parquet ({type(exc).__name__}){what}") from None
     if df.height == 0:
         raise FileProblem("no data rows")
     return df.with_columns(pl.all().cast(pl.String))
@@ -132,7 +197,7 @@ def _looks_like_dates(values: pl.Series) -> bool:
 
 def detect_format(path: Path, columns: list[str]) -> str:
     normed = {_norm(c) for c in columns}
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if data_suffix(path) in PARQUET_SUFFIXES:
         return "long"
     if any(c.strip().startswith("<") for c in columns) or {"ticker", "per"} <= normed:
         return "stooq"
@@ -150,7 +215,7 @@ def _pick(df: pl.DataFrame, names: dict[str, str], *wanted: str) -> str | None:
 
 def read_file(path: Path, fmt: str = "auto") -> pl.DataFrame:
     """Read one file into raw string rows with RAW_COLUMNS (exchange may be null)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
+    if data_suffix(path) in PARQUET_SUFFIXES:
         if fmt not in ("auto", "long"):
             raise FileProblem(f"Parquet input is read as the long format, not {fmt}")
         df = _read_long_parquet(path)
@@ -171,8 +236,9 @@ def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | Non
     names: dict[str, str] = {}
     for c in df.columns:
         names.setdefault(_norm(c), c)
-    if batch is None:
-        line = pl.int_range(2, df.height + 2, dtype=pl.Int64)
+    if batch is None:  # a CSV line (the header is line 1); a Parquet file's row, from 1
+        first = 1 if data_suffix(path) in PARQUET_SUFFIXES else 2
+        line = pl.int_range(first, df.height + first, dtype=pl.Int64)
         source = pl.lit(str(path))
     else:
         line = pl.int_range(pl.len(), dtype=pl.Int64).over("_path") + 2
@@ -198,9 +264,9 @@ def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | Non
         adj = _pick(df, names, "adjclose")
     else:  # yahoo
         if batch is None:
-            symbol = pl.lit(symbol_from_name(path.stem))
+            symbol = pl.lit(symbol_from_name(_stem(path)))
         else:
-            symbol = pl.col("_path").replace_strict({str(p): symbol_from_name(p.stem) for p in batch},
+            symbol = pl.col("_path").replace_strict({str(p): symbol_from_name(_stem(p)) for p in batch},
                                                     return_dtype=pl.String)
         date_col = _pick(df, names, "date", "datetime", "timestamp")
         if date_col is None:  # a pandas date index is written with an empty (or "Unnamed: 0") header
@@ -217,6 +283,11 @@ def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | Non
     if close is None:
         raise FileProblem(f"no close column (columns: {', '.join(df.columns)})")
     exch = _pick(df, names, "exchange") if kind == "long" else None
+    wanted = {"open": ("open",), "high": ("high",), "low": ("low",), "volume": ("volume", "vol")}
+    missing = [what for what, keys in wanted.items() if _pick(df, names, *keys) is None]
+    if missing:
+        raise FileProblem(f"no {', '.join(missing)} column{'s' if len(missing) > 1 else ''} "
+                          f"(columns: {', '.join(df.columns)}); every bar needs open, high, low, close and volume")
 
     def col(name: str | None) -> pl.Expr:
         return pl.col(name).cast(pl.String) if name else pl.lit(None, pl.String)
@@ -237,15 +308,18 @@ def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | Non
 
 
 def _header(path: Path) -> bytes | None:
-    """A CSV file's first line (None for a Parquet file, an empty first line or an unreadable file)."""
-    if path.suffix.lower() in (".parquet", ".pq"):
+    """A CSV file's first line (None for a Parquet or compressed file, an empty first line, a
+    file that is not text or an unreadable file)."""
+    if data_suffix(path) in PARQUET_SUFFIXES or path.name.lower().endswith(COMPRESSED):
         return None
     try:
         with open(path, "rb") as fh:
             line = fh.readline(1 << 16)
     except OSError:
         return None
-    return line.rstrip(b"\r\n") if line.strip() else None
+    if not line.strip() or line.startswith((PARQUET_MAGIC, GZIP_MAGIC)) or b"\x00" in line:
+        return None  # read alone, which names the problem
+    return line.rstrip(b"\r\n")
 
 
 def _read_batch(paths: list[Path], fmt: str) -> dict[Path, pl.DataFrame]:
@@ -370,6 +444,22 @@ def validate(raw: pl.DataFrame, default_exchange: str | None, as_of: AsOf,
     return good.drop(*(["line"] if with_source else ["source", "line"])).sort(key), rejects.sort(["source", "line"])
 
 
+def _check_fields(path: Path, layout: str) -> None:
+    """Every row of a symbols file has as many fields as its header: a short row would leave a
+    name or sector out unseen, a long one (a name with an unquoted comma) would shift them."""
+    import csv
+
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, [])
+        bad = [(n, len(row)) for n, row in enumerate(rows, start=2) if row and len(row) != len(header)]
+    if bad:
+        (line, count), more = bad[0], f" ({len(bad)} rows like it)" if len(bad) > 1 else ""
+        raise RetrainError(f"{path}: line {line} has {count} field(s), the header {len(header)}{more}",
+                           hint=f"give every row the header's columns, and quote a value that holds a comma "
+                                f"(\"Berkshire, Inc.\"); {layout}")
+
+
 def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
     """symbol[,exchange],name,sector (any case) -> symbols rows. A file that cannot be used, a
     row without a symbol or a known exchange, or two rows of one symbol that disagree, is a
@@ -379,6 +469,7 @@ def read_symbols_file(path: Path, default_exchange: str | None) -> pl.DataFrame:
         df = _read_csv_strings(path)
     except FileProblem as problem:
         raise RetrainError(f"--symbols-file {path}: {problem}", hint=layout) from None
+    _check_fields(path, layout)
     names = {_norm(c): c for c in df.columns}
     sym = _pick(df, names, "symbol", "ticker")
     if sym is None:
@@ -460,10 +551,13 @@ def ingest(
     if fmt not in FORMATS:
         raise RetrainError(f"unknown format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
     default_exchange = calendar.normalize_exchange(exchange) if exchange else None
-    files = collect_files(paths)
+    skipped: list[Path] = []
+    files = collect_files(paths, skipped)
     if not files:
-        raise RetrainError("no input files found", hint="pass CSV or Parquet files, or directories holding them")
-    report = IngestReport(files=len(files))
+        other = (f" ({len(skipped)} other file(s) were found, e.g. {skipped[0]})" if skipped else "")
+        raise RetrainError(f"no input files found{other}",
+                           hint="pass CSV (.csv, .txt, optionally .gz) or Parquet files, or directories holding them")
+    report = IngestReport(files=len(files), skipped=skipped)
     frames: list[pl.DataFrame] = []
     for path, frame in zip(files, _read_all(files, fmt)):
         if isinstance(frame, FileProblem):

@@ -448,10 +448,10 @@ class Registry:
             shutil.rmtree(leftover, ignore_errors=True)
         return doomed
 
-    def restore_active_copies(self, version: str, scope: str) -> list[str]:
-        """Check the active model's plain-named copies of (version, scope) against their checksums
-        and the run's sha256, and copy them again from the run folder when either is damaged or
-        missing. Returns the names copied again (none when both are sound, or no run is active)."""
+    def damaged_active_copies(self, version: str, scope: str) -> list[Path]:
+        """The active model's plain-named copies of (version, scope), when either is missing, does
+        not match its checksum, or is not the active run's (its sha256): both paths, else none
+        (none too when no run is active, or its run folder has no model to copy). Reads only."""
         run_id = self.active_run(version, scope)
         if run_id is None or not (self.runs_dir / run_id / "model.joblib").exists():
             return []
@@ -465,10 +465,17 @@ class Registry:
                          sha256(model_path.read_bytes()) == self.run_meta(run_id).get("model_sha256"))
             except (OSError, ValueError):
                 sound = False
-        if sound:
+        return [] if sound else [model_path, meta_path]
+
+    def restore_active_copies(self, version: str, scope: str) -> list[str]:
+        """Copy the active model's plain-named copies of (version, scope) again from the run folder
+        when they are damaged (``damaged_active_copies``). Returns the names copied again (none
+        when both are sound, or no run is active)."""
+        damaged = self.damaged_active_copies(version, scope)
+        if not damaged:
             return []
-        self._activate(self.load_run(run_id, version=version, scope=scope))
-        return [model_path.name, meta_path.name]
+        self._activate(self.load_run(self.active_run(version, scope), version=version, scope=scope))
+        return [p.name for p in damaged]
 
     def _activate(self, loaded: LoadedModel) -> None:
         """Copy a run's model and metadata to the plain active names. Two files cannot be

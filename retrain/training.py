@@ -316,10 +316,12 @@ def fit_final(df: pl.DataFrame, cfg: TrainConfig, columns: list[str], stop=None)
         import collections
 
         tail = session_mask(dates, split_validation(sessions, cfg.validation_fraction, cfg.embargo)[1])
-        l2 = float(np.mean(np.square(final.predict(x[tail], num_iteration=rounds) - y[tail])))
+        error = final.predict(x[tail], num_iteration=rounds) - y[tail]
+        l2 = float(np.mean(np.square(error)))
+        again = {"l2": l2, "rmse": float(np.sqrt(l2)), "l1": float(np.mean(np.abs(error)))}
         score = collections.defaultdict(collections.OrderedDict)
         for name, metrics in final.best_score.items():
-            score[name].update({k: (l2 if k == "l2" else v) for k, v in metrics.items()})
+            score[name].update({k: again.get(k, v) for k, v in metrics.items()})
         final.best_score = score
     return final, rounds, round(time.perf_counter() - started, 3)
 

@@ -245,6 +245,7 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
     days = journal.span(settings.artifacts_dir, paths=listed) if active is not None else None
     realizing = _started(_realized_universe, store, exchanges, *days) if days else None
     rows, warnings = journal.read(settings.artifacts_dir, scope, columns=_JOURNAL_COLUMNS, version=version, paths=listed)
+    unreadable = len(warnings)  # journal files skipped: sessions missing from the live record
     rows = _complete(rows, last)
     flag = f" --exchange {scope}" if scope != settings.default_exchange else ""
     no_universe = pl.DataFrame(schema={"trade_date": pl.Date, "universe_return": pl.Float64})
@@ -301,8 +302,24 @@ def run_monitor(settings: Settings, scope: str, as_of: AsOf, since: dt.date | No
                         "scored, without an expectation to compare them with")
     status, reasons = monitor.judge(live, expected, decay, drift, model if meta is not None else None, limit,
                                     rollback=_rollback_target(registry, version, scope), flags=flag)
-    if warnings:
-        reasons.append({"level": "info", "reason": "; ".join(warnings), "action": "see the files named"})
+    problems = []
+    if unreadable:
+        problems.append({"level": "warning", "reason": (
+            f"{unreadable} prediction journal file(s) could not be read, so their sessions are missing from the live "
+            f"record: {'; '.join(warnings[:unreadable])}"),
+            "action": "`retrain verify` names each file with what it holds; restore it from a backup, or delete it"})
+    damaged = registry.damaged_active_copies(version, scope)
+    if damaged:
+        problems.append({"level": "warning", "reason": (
+            f"the active model's copies ({', '.join(p.name for p in damaged)}) are missing or damaged: `retrain "
+            f"predict` reads run {active}'s own folder instead, but a script loading {damaged[0].name} would not"),
+            "action": "`retrain verify --repair` copies them again from the run folder"})
+    if problems:
+        order = {"alert": 0, "warning": 1, "info": 2}
+        reasons = sorted(reasons + problems, key=lambda r: order[r["level"]])
+        status = "alert" if status == "alert" else "warning"
+    if warnings[unreadable:]:
+        reasons.append({"level": "info", "reason": "; ".join(warnings[unreadable:]), "action": "see the files named"})
     return MonitorResult(scope, version, status, reasons, live, expected, decay, drift, model, daily, record_daily,
                          runs, warnings, as_of.label(), str(since) if since else None)
 

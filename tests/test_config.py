@@ -190,7 +190,11 @@ def test_other_lightgbm_parameters_are_accepted_and_reach_the_model(tmp_path, mo
     ('max_depth = "abc"', 'max_depth = "abc" is refused by LightGBM: Parameter max_depth should be of type int'),
     ("max_depth = true", "max_depth = true is refused by LightGBM"),
     ("lambda_l1 = -1", "lambda_l1 = -1 is refused by LightGBM: Check failed: (lambda_l1) >= (0.0)"),
-    ('objective = "regresion"', 'objective = "regresion" is refused by LightGBM: Unknown objective type name'),
+    ('objective = "regresion"', 'objective = "regresion": expected a regression objective (regression, '
+                                'regression_l1, huber, fair, quantile, mape)'),
+    ('objective = "binary"', 'objective = "binary": expected a regression objective'),
+    ('metric = "auc"', 'metric = "auc": auc is not a metric of a regression'),
+    ('metric = ["l1", "ndcg"]', 'metric = ["l1", "ndcg"]: ndcg is not a metric of a regression'),
     ("min_child_samples = 20", '"min_child_samples" is LightGBM\'s other name for "min_data_in_leaf"'),
     ("verbose = 1", "verbose is set by retrain (verbosity = -1 for every model)"),
     ("n_estimators = 50", "n_estimators is set by retrain from [training] num_boost_round"),
@@ -200,6 +204,11 @@ def test_lightgbm_judges_the_other_parameters(tmp_path, monkeypatch, capfd, line
     assert err.message.startswith("retrain.toml [model]: ") and expected in err.message
     assert " at /" not in err.message  # LightGBM's source location is dropped
     assert "[LightGBM]" not in capfd.readouterr().err
+
+
+def test_regression_objectives_and_metrics_are_accepted(tmp_path, monkeypatch):
+    s = _load(tmp_path, monkeypatch, _with("model", 'objective = "huber"') + 'metric = "l1"\n')
+    assert s.section("model")["objective"] == "huber" and s.section("model")["metric"] == "l1"
 
 
 def test_schema_model_keys_are_lightgbm_parameter_names():

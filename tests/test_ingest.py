@@ -187,6 +187,42 @@ def test_file_problems_are_reported_and_other_files_go_on(store, tmp_path, as_of
     assert ing.exit_code(rep, strict=True) == 1
 
 
+def test_files_that_are_not_csv_text_say_what_they_are(store, tmp_path, as_of):
+    import gzip
+    import random
+
+    d = tmp_path / "in"
+    good = "Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n"
+    (d / "sub").mkdir(parents=True)
+    (d / "RANDOM.csv").write_bytes(random.Random(0).randbytes(4096))
+    pl.DataFrame({"symbol": ["P"], "date": ["2024-01-02"]}).write_parquet(d / "PARQ.csv")
+    (d / "ZIPPED.csv").write_bytes(gzip.compress(good.encode()))
+    (d / "NOOPEN.csv").write_text("Date,High,Low,Close\n2024-01-02,2,0.5,1.5\n")
+    (d / "GZ.csv.gz").write_bytes(gzip.compress(good.encode()))  # read as it is: symbol GZ
+    (d / "sub" / "notes.md").write_text("not data")
+    (d / "NOTPARQ.parquet").write_text(good)
+    rep = ing.ingest(store, [d], "NYSE", as_of)
+    problems = {p.rsplit("/", 1)[-1]: why for p, why in rep.file_problems}
+    assert "binary data" in problems["RANDOM.csv"]
+    assert "Parquet file" in problems["PARQ.csv"] and "rename it to .parquet" in problems["PARQ.csv"]
+    assert "gzip" in problems["ZIPPED.csv"] and ".csv.gz" in problems["ZIPPED.csv"]
+    assert "no open, volume columns" in problems["NOOPEN.csv"]
+    assert "is it a CSV?" in problems["NOTPARQ.parquet"]
+    assert set(problems) == {"RANDOM.csv", "PARQ.csv", "ZIPPED.csv", "NOOPEN.csv", "NOTPARQ.parquet"}
+    assert [p.name for p in rep.skipped] == ["notes.md"]
+    assert rep.rejected == 0  # a missing column is the file's problem, not each row's
+    assert bars_of(store).select("symbol", "date").rows() == [("GZ", D(2024, 1, 2))]
+
+
+def test_a_parquet_files_rejects_are_numbered_by_row_from_one(store, tmp_path, as_of):
+    f = tmp_path / "long.parquet"
+    pl.DataFrame({"symbol": ["A", "B"], "date": ["2024-01-02", "2024-01-02"], "open": [1.0, 1.0],
+                  "high": [2.0, 0.5], "low": [0.5, 0.4], "close": [1.5, 1.0], "volume": [10, 10]}).write_parquet(f)
+    rep = ing.ingest(store, [f], "NYSE", as_of)
+    quarantined = pl.read_csv(rep.quarantine)
+    assert quarantined.select("symbol", "line").rows() == [("B", 2)]
+
+
 def test_upsert_replaces_changed_bars_and_tracks_changes(store, tmp_path, as_of):
     f = write(tmp_path / "X.csv", """
 Date,Open,High,Low,Close,Volume
@@ -275,6 +311,9 @@ def test_symbols_file(store, tmp_path, as_of):
     ("Symbol,Name,Sector\n ,No Symbol,Energy\n", "{f}: 1 row(s) without a symbol (first: line 2)"),
     ("Symbol,Exchange,Name\nX,LSE,Ex Corp\n", "{f}: 1 row(s) with an unknown exchange (first: line 2, X on 'LSE')"),
     ("Symbol,Name,Sector\nX,Ex Corp,Energy\nX,Ex Corp,Utilities\n", "rows of X on NYSE disagree on its name or sector"),
+    ("Symbol,Name,Sector\nX,Ex Corp\nY,Why,Energy\n", "{f}: line 2 has 2 field(s), the header 3"),
+    ("Symbol,Name,Sector\nY,Why,Energy\nX,Ex, Corp,Energy\nZ,Zed,Energy,\n",
+     "{f}: line 3 has 4 field(s), the header 3 (2 rows like it)"),
 ])
 def test_a_symbols_file_that_cannot_be_used_is_one_message_and_nothing_is_ingested(store, tmp_path, as_of, text,
                                                                                   message):

@@ -140,6 +140,20 @@ def test_a_break_is_caught_within_15_sessions_and_the_figures_are_the_journal_s(
     victim.write_bytes(b"not parquet")
     res, out2 = _monitor(cli, CHECK)
     assert res.exit_code == 0 and str(victim) in res.output and out2["live"]["sessions"] == len(daily) - 1
+    # ... as a warning: its session is missing from the live record (cron's --fail-on warning sees it)
+    missing = [a for a in out2["alerts"] if "journal file(s) could not be read" in a["reason"]]
+    assert [a["level"] for a in missing] == ["warning"] and "retrain verify" in missing[0]["action"]
+    victim.unlink()
+
+    # a damaged copy of the active model under its plain name is named, with the repair
+    copy = tmp_path / "artifacts/daytrading/intraday_model_v1_ALL.joblib"
+    copy.write_bytes(copy.read_bytes()[:-10] + b"0123456789")
+    _, out3 = _monitor(cli, CHECK)
+    damaged = [a for a in out3["alerts"] if "intraday_model_v1_ALL.joblib" in a["reason"]]
+    assert [a["level"] for a in damaged] == ["warning"] and "verify --repair" in damaged[0]["action"]
+    assert cli("verify", "--repair").exit_code == 0
+    _, out4 = _monitor(cli, CHECK)
+    assert not [a for a in out4["alerts"] if "intraday_model" in a["reason"] or "journal file" in a["reason"]]
 
 
 def test_without_the_break_it_stays_out_of_alert(tmp_path, cli, started):
