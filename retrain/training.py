@@ -145,10 +145,16 @@ class Stopped(Exception):
 
 
 def _stopper(stop):
-    """A LightGBM callback that gives the fit up once ``stop`` (a threading.Event) is set."""
+    """A LightGBM callback that gives the fit up once ``stop`` (a threading.Event) is set. A
+    ``stop`` with an ``each_round()`` method has it called after every round (the fits' share
+    of the threads: ``pipeline.Fits``)."""
+    each_round = getattr(stop, "each_round", None)
+
     def check(env) -> None:
         if stop.is_set():
             raise Stopped
+        if each_round is not None:
+            each_round()
     return check
 
 
@@ -184,11 +190,13 @@ def fit_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig, columns: list[str]
     check_params(cfg.params, columns)
     lgb = lgbm.load()
     cats = [c for c in columns if c in CATEGORICAL]
-    train = lgb.Dataset(x, y, feature_name=columns, categorical_feature=cats, free_raw_data=False)
+    train = lgb.Dataset(lgbm.columns(x, columns), y, feature_name=columns, categorical_feature=cats,
+                        free_raw_data=False)
     callbacks = [] if stop is None else [_stopper(stop)]
     sets = []
     if valid is not None:
-        sets = [lgb.Dataset(valid[0], valid[1], reference=train, feature_name=columns, categorical_feature=cats)]
+        sets = [lgb.Dataset(lgbm.columns(valid[0], columns), valid[1], reference=train, feature_name=columns,
+                            categorical_feature=cats)]
         callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
     return lgb.train(cfg.lgb_params(), train, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
 

@@ -353,6 +353,60 @@ def test_the_final_model_file_is_the_same_on_any_number_of_threads(built):
     assert files[0] == files[1]
 
 
+def test_a_fit_given_every_thread_part_way_and_arrow_input_give_the_same_trees(built, monkeypatch):
+    """A fit left alone takes the threads a finished one left (``pipeline._Lanes``) from its next
+    round on; its Dataset is built from Arrow columns (``lgbm.columns``). Neither changes a tree."""
+    import threading
+
+    from retrain import lgbm
+
+    store, _ = built
+    cfg = _cfg(training_days=60)
+    prep, window, _ = _folds(store, cfg)
+    rows = prep.data.filter(pl.col("trade_date") >= window[0])
+    one = dataclasses.replace(cfg, params={**cfg.params, "num_threads": 1})
+
+    def trees(stop=None) -> str:
+        model, _, _ = training.fit_final(rows, one, prep.columns, stop=stop)
+        text = model.model_to_string(num_iteration=-1)
+        return text[:text.index("end of trees")]
+
+    alone = trees()
+
+    class Widen(threading.Event):  # as _Lanes does once the caller waits for the last fit
+        rounds = 0
+
+        def each_round(self):
+            self.rounds += 1
+            if self.rounds == 5:
+                assert lgbm.set_threads(2)
+    widen = Widen()
+    assert trees(widen) == alone and widen.rounds > 5
+    monkeypatch.setattr(lgbm, "columns", lambda x, names: x)  # the matrix itself, as before 4.7
+    assert trees() == alone
+
+
+def test_the_fits_share_of_threads(monkeypatch):
+    from retrain import lgbm
+
+    calls = []
+    monkeypatch.setattr(lgbm, "set_threads", lambda n: calls.append(n) or True)
+    lanes = pipeline._Lanes(half=1, total=2)
+    lanes.submitted()
+    lanes.submitted()
+    with lanes.fitting():
+        with lanes.fitting():
+            with lanes.waited():
+                lanes.each_round()  # two fits running: each keeps its half
+        lanes.each_round()  # alone, but nobody waits for it: the caller's own work has the other core
+        assert calls == []
+        with lanes.waited():
+            lanes.each_round()  # alone, and the caller waits: every thread
+    assert calls == [2]
+    lanes.set()
+    assert lanes.is_set()
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ([1, -1], "has 2 value(s), and the feature set has"),
     ("categorical", "constrains the categorical feature(s) day_of_week"),
