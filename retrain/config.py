@@ -64,8 +64,7 @@ REGRESSION_OBJECTIVES = {
 }
 REGRESSION_METRICS = {"l2", "l1", "rmse", "quantile", "mape", "huber", "fair", "regression", "regression_l2",
                       "regression_l1", "mean_squared_error", "mse", "l2_root", "root_mean_squared_error",
-                      "mean_absolute_error", "mae", "mean_absolute_percentage_error", "", "None", "na", "null",
-                      "custom"}
+                      "mean_absolute_error", "mae", "mean_absolute_percentage_error"}  # (early stopping needs one)
 _OBJECTIVE_NAMES = {alias: main for main, aliases in REGRESSION_OBJECTIVES.items() for alias in (main, *aliases)}
 
 

@@ -195,6 +195,7 @@ def test_other_lightgbm_parameters_are_accepted_and_reach_the_model(tmp_path, mo
     ('objective = "binary"', 'objective = "binary": expected a regression objective'),
     ('metric = "auc"', 'metric = "auc": auc is not a metric of a regression'),
     ('metric = ["l1", "ndcg"]', 'metric = ["l1", "ndcg"]: ndcg is not a metric of a regression'),
+    ('metric = "None"', 'metric = "None": None is not a metric of a regression'),
     ("min_child_samples = 20", '"min_child_samples" is LightGBM\'s other name for "min_data_in_leaf"'),
     ("verbose = 1", "verbose is set by retrain (verbosity = -1 for every model)"),
     ("n_estimators = 50", "n_estimators is set by retrain from [training] num_boost_round"),
