@@ -498,12 +498,15 @@ class _Lanes:
 
 
 class _Awaited:
-    """A fit's future, whose ``result()`` counts the caller as waiting (``_Lanes``)."""
+    """A fit's future, whose ``result()`` counts the caller as waiting (``_Lanes``), and first
+    starts the fits held back (``Fits.release``): one whose result is wanted runs now."""
 
-    def __init__(self, future, lanes: _Lanes):
-        self._future, self._lanes = future, lanes
+    def __init__(self, future, lanes: _Lanes, release=None):
+        self._future, self._lanes, self._release = future, lanes, release
 
     def result(self, timeout: float | None = None):
+        if self._release is not None:
+            self._release()
         with self._lanes.waited():
             return self._future.result(timeout)
 
@@ -532,15 +535,37 @@ class Fits:
         self.stop = _Lanes(self.half, threads)  # set: the fits give up between two boosting rounds
         self._pool = ThreadPoolExecutor(2 if self.paired else 1, thread_name_prefix="retrain-fit")
         self._wait = True  # close() waits for the fits running (not once they are given up)
+        self._held: list = []  # (job, its future): fits to start after the blocks (``release``)
 
-    def _submit(self, fit):
-        """``fit`` on the pool, counted as waiting, then running, for the threads' share."""
+    def _submit(self, fit, hold: bool = False):
+        """``fit`` on the pool, counted as waiting, then running, for the threads' share;
+        ``hold``: queued only at ``release()``, behind the fits submitted until then."""
+        from concurrent.futures import Future
+
         self.stop.submitted()
 
         def counted():
             with self.stop.fitting():
                 return fit()
-        return _Awaited(self._pool.submit(counted), self.stop)
+        if not hold:
+            return _Awaited(self._pool.submit(counted), self.stop)
+        future = Future()
+        self._held.append((counted, future))
+        return _Awaited(future, self.stop, release=self.release)
+
+    def release(self) -> None:
+        """Queue the fits held back, in order: from the caller's thread, once the blocks to train
+        are submitted (``_blocks_in_pairs``), or when a held fit's result is wanted."""
+        held, self._held = self._held, []
+        for job, future in held:
+            def settle(done, future=future) -> None:
+                if done.cancelled():
+                    future.cancel()
+                elif done.exception() is not None:
+                    future.set_exception(done.exception())
+                else:
+                    future.set_result(done.result())
+            self._pool.submit(job).add_done_callback(settle)
 
     def text(self, text: str, threads: int | None = None) -> str:
         """A model's text (fitted on ``threads``, half the configured by default) as a fit on the
@@ -562,9 +587,11 @@ class Fits:
         """The future of ``training.fit_final`` of a training window's rows: on every configured
         thread when it is to run ``alone`` (no block is to be trained beside it: the caller's
         own work, mostly single-threaded, takes less from it than half the threads would), else
-        on half of them, paired with the blocks. Either way the model comes back loaded from its
-        text as the configured threads write it, with its best iteration, scores and parameters:
-        the same object, and the same model.joblib, whatever the record's state."""
+        on half of them, paired with the blocks, and after them: the caller then works on the
+        record and the report beside the last fit rather than after it. Either way the model
+        comes back loaded from its text as the configured threads write it, with its best
+        iteration, scores and parameters: the same object, and the same model.joblib, whatever
+        the record's state."""
         def fit():
             import copy
 
@@ -579,7 +606,7 @@ class Fits:
             loaded.best_iteration, loaded.best_score = model.best_iteration, copy.deepcopy(model.best_score)
             loaded.params = {**model.params, "num_threads": self.configured}
             return loaded, rounds, seconds
-        return self._submit(fit)
+        return self._submit(fit, hold=not alone)
 
     def warm(self) -> None:
         """Import LightGBM on a fit thread now, so that the first fit does not wait for it."""
@@ -595,6 +622,9 @@ class Fits:
     def close(self) -> None:
         import sys
 
+        for _, future in self._held:  # never released: never run
+            future.cancel()
+        self._held = []
         self._pool.shutdown(wait=self._wait, cancel_futures=True)
         if self._wait and "lightgbm" in sys.modules:  # LightGBM's threads as configured again
             from retrain import lgbm
@@ -624,7 +654,9 @@ def _blocks_in_pairs(to_train: list, prep: Prepared, tcfg, columns: list[str], f
     own, where an odd last block, and a single one, are left to the caller, to train on every
     thread (empty with fewer than two blocks or threads)."""
     if fits is not None:
-        yield {b.key: fits.block(prep, b, columns) for b in to_train}
+        ahead = {b.key: fits.block(prep, b, columns) for b in to_train}
+        fits.release()  # a final fit held back starts after these
+        yield ahead
         return
     with fits_in_pairs(tcfg) as own:
         paired = to_train[: len(to_train) - len(to_train) % 2] if own.paired else []
@@ -785,7 +817,8 @@ def train_step(settings: Settings, scope: str, cfg: training.TrainConfig, promot
         # which may train blocks of its own. It runs alone on every thread unless blocks may
         # have to be trained: any block from the first day the run reads whose key the record
         # lacks (a block stored under its key is reused or predicted again, unless its training
-        # rows changed: rare, and then only slower). Then it goes first, paired with the first.
+        # rows changed: rare, and then only slower). Then it is queued after the blocks to train,
+        # two fits at a time, so that the record and the report's plots are done beside it.
         # When an earlier run of the version and scope had the same training window, this one
         # may be that run again (nothing new: it is not repeated), and the fit waits until the
         # rows are hashed and the run is known to be new.

@@ -407,6 +407,20 @@ def test_the_fits_share_of_threads(monkeypatch):
     assert lanes.is_set()
 
 
+def test_a_held_fit_starts_after_the_blocks_or_when_its_result_is_wanted():
+    """The final fit, when blocks are to be trained, is held back until they are queued
+    (``Fits.release``), so that the caller's record and report are done beside the last fit."""
+    fits = pipeline.Fits(_cfg())
+    started = []
+    final = fits._submit(lambda: started.append("final") or "model", hold=True)
+    block = fits._submit(lambda: started.append("block") or "frame")
+    assert block.result() == "frame" and started == ["block"] and not final.done()
+    assert final.result() == "model" and started == ["block", "final"]  # wanted: released
+    never = fits._submit(lambda: started.append("never"), hold=True)
+    fits.close()
+    assert never.cancelled() and started == ["block", "final"]
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ([1, -1], "has 2 value(s), and the feature set has"),
     ("categorical", "constrains the categorical feature(s) day_of_week"),
