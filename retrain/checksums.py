@@ -264,6 +264,17 @@ _VERIFIED: dict[str, tuple] = {}  # path -> (signature, "full" | "footer") of wh
 _LOCK = threading.Lock()
 
 
+def written(path: Path) -> None:
+    """Remember ``path``, just renamed into place from a staged file whose checksum was computed
+    from its bytes, as verified: this process does not hash again what it has just written
+    (the next step of a full rebuild reads every bar and feature file the step before wrote).
+    Any later change to the file changes its signature (size, times, inode), and is verified."""
+    with contextlib.suppress(FileNotFoundError):
+        sig = _signature(os.stat(path))
+        with _LOCK:
+            _VERIFIED[str(path)] = (sig, "full")
+
+
 def forget(path: Path | None = None) -> None:
     """Drop the remembered verification of ``path`` (None: of every file)."""
     with _LOCK:

@@ -119,8 +119,10 @@ def commit(staged: list[tuple[Path, Path]], between: str | None = None) -> None:
             for folder in folders:
                 fsync_dir(folder)
             fault_point("store.checksums_written")
-        for tmp, path in staged:
+        for tmp, path, digest in sums:
             os.replace(tmp, path)
+            if digest is not None:
+                checksums.written(path)  # hashed from its bytes when staged: trusted as read
             if between:
                 fault_point(between)
         for folder in folders:

@@ -460,6 +460,20 @@ def test_checksum_protocol_accepts_exactly_what_can_be_on_disk(tmp_path):
     ok()
 
 
+def test_a_file_just_written_is_trusted_until_it_changes_even_by_one_byte_with_its_times_put_back(tmp_path):
+    """What this process has just committed is not hashed again when read (its checksum came
+    from its bytes); a change of any kind afterwards is, the modification time put back too."""
+    path = tmp_path / "x.json"
+    describe = Store(tmp_path).describe
+    commit([(stage(path, lambda t: t.write_text("four")), path)])
+    assert checksums.check(path) == ("ok", "")
+    st = path.stat()
+    path.write_text("rot!")  # same size, other bytes
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(CorruptFile):
+        checksums.verify(path, describe)
+
+
 def test_registry_writes_record_checksums_inside_run_folders(tmp_path):
     reg = Registry(tmp_path / "artifacts")
     run_id, folder = reg.create_run({"a": 1}, {"feature_version": "v1", "scope": "NASDAQ", "fingerprint": "ab"},
