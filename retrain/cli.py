@@ -210,6 +210,9 @@ def sample_data(settings: Settings, symbols, days, seed, end, no_signal, signal_
 def ingest(settings: Settings, paths, exchange, fmt, symbols_file, strict, as_of):
     """Load daily bars from files or directories (recursively) into the store.
 
+    Reads CSV (.csv, .txt, also gzip-compressed: .csv.gz, .txt.gz) and Parquet (.parquet, .pq);
+    in a directory, other files are skipped and counted.
+
     Re-ingesting a bar replaces it. Rejected rows go to DATA_DIR/quarantine/<timestamp>.csv
     with their reason; bars already stored are never lost.
     """
