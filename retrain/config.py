@@ -62,10 +62,10 @@ REGRESSION_OBJECTIVES = {
     "regression_l1": ("l1", "mean_absolute_error", "mae"),
     "huber": (), "fair": (), "quantile": (), "mape": ("mean_absolute_percentage_error",),
 }
-REGRESSION_METRICS = {"l2", "l1", "rmse", "quantile", "mape", "huber", "fair", "regression", "regression_l2",
-                      "regression_l1", "mean_squared_error", "mse", "l2_root", "root_mean_squared_error",
-                      "mean_absolute_error", "mae", "mean_absolute_percentage_error"}  # (early stopping needs one)
 _OBJECTIVE_NAMES = {alias: main for main, aliases in REGRESSION_OBJECTIVES.items() for alias in (main, *aliases)}
+# LightGBM names each objective's metric as the objective (l2, l1, huber, ...): the same names
+# (and no "None": early stopping needs a metric)
+REGRESSION_METRICS = frozenset(_OBJECTIVE_NAMES)
 
 
 def _objective(value: str) -> str:
@@ -449,7 +449,7 @@ def _odd_metrics(value: Any) -> list[str]:
     """The early-stopping metrics of ``value`` (a name, a comma-separated list or a TOML list)
     that do not measure a regression."""
     names = value if isinstance(value, list) else str(value).split(",")
-    return [str(n).strip() for n in names if str(n).strip().lower() not in {m.lower() for m in REGRESSION_METRICS}]
+    return [str(n).strip() for n in names if str(n).strip().lower() not in REGRESSION_METRICS]
 
 
 def _lightgbm_refusals(params: dict[str, Any], keys: list[str]) -> list[Problem]:

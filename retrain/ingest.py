@@ -94,16 +94,19 @@ def data_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def _gzipped(path: Path) -> bool:
+    """Whether the name says gzip-compressed (``.gz``)."""
+    return path.name.lower().endswith(COMPRESSED)
+
+
 def _stem(path: Path) -> str:
     """The file name without its data suffix (and ``.gz``): the symbol of a Yahoo file."""
-    name = path.name[:-len(COMPRESSED)] if path.name.lower().endswith(COMPRESSED) else path.name
-    return Path(name).stem
+    return Path(path.name[:-len(COMPRESSED)] if _gzipped(path) else path.name).stem
 
 
 def _is_data_file(path: Path) -> bool:
     suffix = data_suffix(path)
-    compressed = path.name.lower().endswith(COMPRESSED)
-    return suffix in DATA_SUFFIXES and not (compressed and suffix in PARQUET_SUFFIXES)
+    return suffix in DATA_SUFFIXES and not (_gzipped(path) and suffix in PARQUET_SUFFIXES)
 
 
 def collect_files(paths: Iterable[str | Path], skipped: list[Path] | None = None) -> list[Path]:
@@ -148,7 +151,7 @@ def _sniff(path: Path) -> None:
     if head.startswith(PARQUET_MAGIC):
         raise FileProblem("this is a Parquet file, not a CSV: rename it to .parquet (read as the long format)")
     if head.startswith(GZIP_MAGIC):
-        if path.name.lower().endswith(COMPRESSED):
+        if _gzipped(path):
             return
         raise FileProblem("this is a gzip-compressed file: name it .csv.gz, or decompress it")
     if head.startswith((b"PK\x03\x04", b"\xfd7zXZ", b"BZh", b"\x28\xb5\x2f\xfd")):
@@ -310,7 +313,7 @@ def _raw_columns(df: pl.DataFrame, path: Path, fmt: str, batch: list[Path] | Non
 def _header(path: Path) -> bytes | None:
     """A CSV file's first line (None for a Parquet or compressed file, an empty first line, a
     file that is not text or an unreadable file)."""
-    if data_suffix(path) in PARQUET_SUFFIXES or path.name.lower().endswith(COMPRESSED):
+    if data_suffix(path) in PARQUET_SUFFIXES or _gzipped(path):
         return None
     try:
         with open(path, "rb") as fh:

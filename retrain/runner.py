@@ -361,13 +361,15 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
 
     days = training_days + (0 if skip_backtest else backtest_days)
     need = max(clock.today(e) for e in exchanges) - dt.timedelta(days=days + 7)
-    first_bar = min(store.date_span(e)[0] for e in exchanges)
+    bar_span = {e: store.date_span(e) for e in exchanges}
+    first_bar, last_bar = min(a for a, _ in bar_span.values()), max(b for _, b in bar_span.values())
 
     def first_possible(exchange: str) -> dt.date:  # a snapshot needs MIN_HISTORY earlier bars
-        sessions = calendar.sessions(exchange, store.date_span(exchange)[0])
+        sessions = calendar.sessions(exchange, bar_span[exchange][0])
         return sessions[MIN_HISTORY] if len(sessions) > MIN_HISTORY else dt.date.max
 
-    earliest = min(first_possible(e) for e in exchanges)
+    possible = {e: first_possible(e) for e in exchanges}
+    earliest = min(possible.values())
     extend = None
     if full_rebuild:
         report.echo("Full rebuild: every session from each symbol's first bar to the next session")
@@ -382,7 +384,7 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
                      .agg(pl.col("trade_date").min(), pl.col("trade_date").max().alias("last")).collect().iter_rows()}
         for e in exchanges:
             if e in spans:
-                nxt = calendar.next_session(e, store.date_span(e)[1])
+                nxt = calendar.next_session(e, bar_span[e][1])
                 if spans[e][2] >= nxt:
                     report.echo(f"Incremental mode: {e} snapshots already reach the session after the last bar, "
                                 f"{nxt}; only sessions whose bars were re-ingested since are rebuilt")
@@ -401,8 +403,7 @@ def _feature_range(store: Store, version: str, exchanges: list[str], clock: AsOf
                 report.echo(f"Snapshots go back to {first_row}; the {days}-day window needs them from {need}: "
                             f"extending backwards to build {extend[0]} to {extend[1]} too (never before the first "
                             f"bar, {first_bar})")
-    last_bar = max(store.date_span(e)[1] for e in exchanges)
-    if all(first_possible(e) > calendar.next_session(e, store.date_span(e)[1]) for e in exchanges):
+    if all(possible[e] > calendar.next_session(e, bar_span[e][1]) for e in exchanges):
         report.echo(report.warn(
             f"Too little history for any snapshot: the bars run from {first_bar} to {last_bar}, and a symbol needs "
             f"{MIN_HISTORY} earlier bars for its first snapshot. What can help: older bars (`retrain ingest`)"))
